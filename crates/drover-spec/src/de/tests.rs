@@ -1,0 +1,66 @@
+use super::*;
+use crate::yaml::parse;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct Inner {
+    port: u16,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct Outer {
+    a: Inner,
+    b: Inner,
+    #[serde(default)]
+    list: Vec<u32>,
+}
+
+fn run(text: &str) -> (Option<Outer>, Vec<String>) {
+    let tree = parse(text).expect("valid yaml");
+    let mut diagnostics = Vec::new();
+    let recovered = from_tree::<Outer>(&tree, Path::new("t.yaml"), &mut diagnostics);
+    (recovered.value, diagnostics.iter().map(ToString::to_string).collect())
+}
+
+#[test]
+fn clean_input_has_no_diagnostics() {
+    let (value, errors) = run("a: {port: 1}\nb: {port: 2, name: x}\nlist: [1, 2]\n");
+    assert!(errors.is_empty(), "{errors:?}");
+    let value = value.expect("value");
+    assert_eq!(value.b.name.as_deref(), Some("x"));
+    assert_eq!(value.list, [1, 2]);
+}
+
+#[test]
+fn every_error_is_reported_with_path_and_position() {
+    let text = "a:\n  port: 70000\n  nmae: x\nb:\n  port: [1]\nlist: [1, x]\n";
+    let (_, errors) = run(text);
+    assert_eq!(
+        errors,
+        [
+            "t.yaml:2:9: error: a.port: invalid value: integer `70000`, expected u16",
+            "t.yaml:3:3: error: a: unknown key `nmae`; did you mean `name`?",
+            "t.yaml:5:9: error: b.port: expected an integer, found a sequence",
+            "t.yaml:6:11: error: list[1]: expected an integer, found a string",
+        ]
+    );
+}
+
+#[test]
+fn a_missing_key_is_reported_once_at_its_mapping() {
+    let (_, errors) = run("a: {port: 1}\nb: {name: x}\n");
+    assert_eq!(errors, ["t.yaml:2:4: error: b: missing required key `port`"]);
+    // A bad value that is dropped is not reported again as missing.
+    let (_, errors) = run("a: {port: x}\nb: {port: 2}\n");
+    assert_eq!(errors, ["t.yaml:1:11: error: a.port: expected an integer, found a string"]);
+}
+
+#[test]
+fn paths_render_keys_and_indices() {
+    let path = [Seg::Key("services".into()), Seg::Key("web".into()), Seg::Key("command".into()), Seg::Index(2)];
+    assert_eq!(render_path(&path), "services.web.command[2]");
+}

@@ -1,0 +1,40 @@
+//! drover-spec: the manifest — its types, parsing, validation and defaults.
+//!
+//! The contract is `../shared/manifest-v1.md`. The pipeline has three stages, each in its own
+//! module:
+//!
+//! 1. `yaml`: text → a tree of nodes with line and column, through serde-saphyr with budgets
+//!    (alias bombs, deep nesting, duplicate keys and oversized files are refused, in bounded time
+//!    and memory);
+//! 2. `de`: tree → the raw serde types of [`raw`], with the key path and position in every
+//!    error, recovering after each error so that all of them are reported at once;
+//! 3. `validate`: raw types → the checked [`model`] that the rest of drover uses (defaults
+//!    filled in, paths absolute, names, signals, ports, thresholds and the dependency graph
+//!    checked).
+//!
+//! **Invariant**: a [`model::Manifest`] exists only if every check passed. The crate has no
+//! async runtime and no knowledge of processes: it is the leaf every other crate builds on.
+#![forbid(unsafe_code)]
+
+mod de;
+mod envfile;
+mod error;
+mod located;
+mod load;
+pub mod model;
+pub mod raw;
+mod schema;
+mod source;
+mod suggest;
+mod validate;
+pub mod values;
+mod yaml;
+
+pub use error::{Diagnostic, Error};
+pub use load::{load, load_str};
+pub use located::Located;
+pub use model::Manifest;
+pub use schema::json_schema;
+pub use source::MAX_MANIFEST_BYTES;
+pub use validate::{parse_http_url, parse_listen, parse_signal};
+pub use yaml::Pos;

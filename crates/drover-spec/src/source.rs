@@ -1,0 +1,46 @@
+//! Reading manifest files with bounds: a size cap (so `/dev/zero` or a 100 MB file is refused
+//! after reading at most the cap plus one byte) and a UTF-8 check that says where the bad byte is.
+
+use crate::yaml::Pos;
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+/// A manifest file may be at most this large: 1000 services take about 300 KiB.
+pub const MAX_MANIFEST_BYTES: u64 = 8 * 1024 * 1024;
+
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// The OS refused.
+    Io(std::io::Error),
+    /// Too large, or not UTF-8: where, and why.
+    Invalid(Pos, String),
+}
+
+pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<String, ReadError> {
+    let file = File::open(path).map_err(ReadError::Io)?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(ReadError::Io)?;
+    if bytes.len() as u64 > limit {
+        let why = format!("is larger than {} MiB; refusing to read it", limit / (1024 * 1024));
+        return Err(ReadError::Invalid(Pos::START, why));
+    }
+    into_text(bytes)
+}
+
+/// UTF-8 text, or where the first invalid byte is.
+pub(crate) fn into_text(bytes: Vec<u8>) -> Result<String, ReadError> {
+    String::from_utf8(bytes).map_err(|err| {
+        let valid = &err.as_bytes()[..err.utf8_error().valid_up_to()];
+        let bad = err.as_bytes().get(valid.len()).copied().unwrap_or(0);
+        // `valid` is valid UTF-8 by construction, so this does not lose anything.
+        let before = String::from_utf8_lossy(valid);
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        let pos = Pos {
+            line: u32::try_from(line).unwrap_or(u32::MAX),
+            column: u32::try_from(column).unwrap_or(u32::MAX),
+        };
+        ReadError::Invalid(pos, format!("is not valid UTF-8 (byte 0x{bad:02x}); save it as UTF-8"))
+    })
+}

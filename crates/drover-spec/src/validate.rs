@@ -1,0 +1,762 @@
+//! Raw manifest → checked model. Every semantic rule of the contract lives here, and every rule
+//! reports through one `Checker`, so one run finds every problem.
+
+use crate::error::Diagnostic;
+use crate::located::Located;
+use crate::model::{
+    defaults, Backoff, Command, Dependency, EnvFile, Manifest, Origin, Probe, ProbeAction,
+    Restart, Service, Settings, Signal, Stop, User,
+};
+use crate::raw::{RawManifest, RawProbe, RawService, RawSettings};
+use crate::suggest::did_you_mean;
+use crate::values::{CommandSpec, Condition, DependsOnSpec, EnvSpec, SignalSpec};
+use crate::yaml::Pos;
+use crate::envfile;
+use indexmap::IndexMap;
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// One manifest file after deserialization.
+pub(crate) struct ParsedFile {
+    pub(crate) path: PathBuf,
+    /// The directory relative paths in this file resolve against (absolute).
+    pub(crate) base_dir: PathBuf,
+    pub(crate) raw: RawManifest,
+    /// Services that had structural errors and were left out; already reported.
+    pub(crate) broken_services: HashSet<String>,
+}
+
+/// Collects diagnostics for one file at a time.
+struct Checker<'a> {
+    file: &'a Path,
+    diagnostics: &'a mut Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, pos: Pos, path: impl Into<String>, message: impl Into<String>) {
+        self.diagnostics.push(Diagnostic::new(self.file, pos, path, message));
+    }
+}
+
+/// A service before the cross-service checks, with where it came from.
+struct Pending<'a> {
+    name: Located<String>,
+    file: &'a ParsedFile,
+    raw: &'a RawService,
+}
+
+/// Checks every file and builds the model; `None` when anything was wrong (all of it is in
+/// `diagnostics`).
+pub(crate) fn validate(files: &[ParsedFile], diagnostics: &mut Vec<Diagnostic>) -> Option<Manifest> {
+    let errors_before = diagnostics.len();
+    let settings = settings(files, diagnostics);
+
+    // Every service of every file, each name once.
+    let mut pending: Vec<Pending<'_>> = Vec::new();
+    let mut seen: IndexMap<String, (PathBuf, Pos)> = IndexMap::new();
+    let mut known: HashSet<String> = HashSet::new();
+    for file in files {
+        let mut check = Checker { file: &file.path, diagnostics };
+        if let Some(version) = &file.raw.version
+            && version.value != 1
+        {
+            check.error(
+                version.pos,
+                "version",
+                format!("unsupported version {}; only version 1 is accepted", version.value),
+            );
+        }
+        known.extend(file.broken_services.iter().cloned());
+        let Some(services) = &file.raw.services else { continue };
+        if services.value.is_empty() && file.broken_services.is_empty() {
+            check.error(services.pos, "services", "no services defined; add at least one");
+        }
+        for (name, raw) in &services.value {
+            let path = format!("services.{}", name.value);
+            if let Err(why) = check_service_name(&name.value) {
+                check.error(name.pos, path.clone(), why);
+            }
+            if let Some((other_file, other_pos)) = seen.get(&name.value) {
+                let message = format!(
+                    "service `{}` is defined twice: here and at {}:{}:{}",
+                    name.value,
+                    other_file.display(),
+                    other_pos.line,
+                    other_pos.column
+                );
+                check.error(name.pos, path, message);
+                continue;
+            }
+            seen.insert(name.value.clone(), (file.path.clone(), name.pos));
+            known.insert(name.value.clone());
+            pending.push(Pending { name: name.clone(), file, raw });
+        }
+    }
+    if seen.is_empty() && files.iter().all(|f| f.broken_services.is_empty()) {
+        if let Some(first) = files.first() {
+            let pos = first.raw.services.as_ref().map_or(Pos::START, |s| s.pos);
+            let message = "no services defined; `services` needs at least one entry";
+            diagnostics.push(Diagnostic::new(&first.path, pos, "services", message));
+        }
+    }
+
+    let mut services = IndexMap::new();
+    for item in &pending {
+        let mut check = Checker { file: &item.file.path, diagnostics };
+        let service = service(&mut check, item, &known);
+        services.insert(item.name.value.clone(), service);
+    }
+    check_cycles(&pending, diagnostics);
+
+    if diagnostics.len() > errors_before {
+        return None;
+    }
+    Some(Manifest { sources: files.iter().map(|f| f.path.clone()).collect(), settings, services })
+}
+
+/// `[a-z0-9_-]{1,63}`: safe in metric labels, file names and log prefixes.
+fn check_service_name(name: &str) -> Result<(), String> {
+    let valid_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if (1..=63).contains(&name.len()) && valid_chars {
+        return Ok(());
+    }
+    Err(format!(
+        "invalid service name `{}`: use 1 to 63 characters from a-z, 0-9, `_` and `-`",
+        name.escape_default()
+    ))
+}
+
+fn settings(files: &[ParsedFile], diagnostics: &mut Vec<Diagnostic>) -> Settings {
+    let mut result = Settings::default();
+    let mut first: Option<(&Path, Pos)> = None;
+    for file in files {
+        let Some(raw) = &file.raw.settings else { continue };
+        let mut check = Checker { file: &file.path, diagnostics };
+        if let Some((other, pos)) = first {
+            let message = format!(
+                "`settings` is defined twice: here and at {}:{}:{}; keep one",
+                other.display(),
+                pos.line,
+                pos.column
+            );
+            check.error(raw.pos, "settings", message);
+            continue;
+        }
+        first = Some((&file.path, raw.pos));
+        apply_settings(&mut check, &raw.value, &mut result);
+    }
+    result
+}
+
+fn apply_settings(check: &mut Checker<'_>, raw: &RawSettings, out: &mut Settings) {
+    if let Some(timeout) = raw.shutdown_timeout {
+        out.shutdown_timeout = timeout.0;
+    }
+    if let Some(metrics) = &raw.metrics
+        && let Some(listen) = &metrics.listen
+    {
+        out.metrics_listen = match listen {
+            None => None,
+            Some(addr) => match parse_listen(&addr.value) {
+                Ok(addr) => addr,
+                Err(why) => {
+                    check.error(addr.pos, "settings.metrics.listen", why);
+                    None
+                }
+            },
+        };
+    }
+    if let Some(log) = &raw.log {
+        out.log_format = log.format.unwrap_or_default();
+        out.service_output = log.service_output.unwrap_or_default();
+    }
+    if let Some(reload) = &raw.reload {
+        out.reload_watch = reload.watch.unwrap_or(true);
+        out.reload_debounce = reload.debounce.map_or(defaults::RELOAD_DEBOUNCE, |d| d.0);
+    }
+}
+
+/// A listen address: `IP:PORT`, `[IPv6]:PORT`, `localhost:PORT` or `:PORT` (all interfaces);
+/// empty = disabled.
+pub fn parse_listen(text: &str) -> Result<Option<SocketAddr>, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let invalid = || {
+        format!("invalid listen address `{text}`: expected IP:PORT such as `127.0.0.1:9464`, `[::1]:9464` or `:9464`")
+    };
+    if let Some(port) = text.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| invalid())?;
+        return Ok(Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)));
+    }
+    if let Some(port) = text.strip_prefix("localhost:") {
+        let port: u16 = port.parse().map_err(|_| invalid())?;
+        return Ok(Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)));
+    }
+    SocketAddr::from_str(text).map(Some).map_err(|_| invalid())
+}
+
+fn service(check: &mut Checker<'_>, item: &Pending<'_>, known: &HashSet<String>) -> Service {
+    let name = &item.name.value;
+    let raw = item.raw;
+    let path = |key: &str| format!("services.{name}.{key}");
+    let base_dir = &item.file.base_dir;
+
+    let command = command(check, &raw.command, &path("command"));
+    let working_dir = raw.working_dir.as_ref().and_then(|dir| {
+        if dir.value.trim().is_empty() {
+            check.error(dir.pos, path("working_dir"), "working_dir is empty");
+            None
+        } else {
+            Some(base_dir.join(&dir.value))
+        }
+    });
+    let environment = environment(check, raw.environment.as_ref(), &path("environment"));
+    let mut env_files = Vec::new();
+    if let Some(files) = &raw.env_file {
+        for (i, file) in files.value.clone().into_vec().into_iter().enumerate() {
+            let pos = if file.pos.line == 0 { files.pos } else { file.pos };
+            let key_path = match files.value {
+                crate::values::OneOrMany::One(_) => path("env_file"),
+                crate::values::OneOrMany::Many(_) => format!("{}[{i}]", path("env_file")),
+            };
+            let full = base_dir.join(&file.value);
+            match envfile::read(&full) {
+                Ok(vars) => env_files.push(EnvFile { path: full, vars }),
+                Err(envfile::EnvFileError::Io(why)) => check.error(pos, key_path, why),
+                Err(envfile::EnvFileError::Line(line, why)) => {
+                    check.diagnostics.push(Diagnostic::new(&full, Pos { line, column: 1 }, "", why));
+                }
+            }
+        }
+    }
+    let user = raw.user.as_ref().and_then(|user| match parse_user(&user.value) {
+        Ok(parsed) => Some(parsed),
+        Err(why) => {
+            check.error(user.pos, path("user"), why);
+            None
+        }
+    });
+    let depends_on = dependencies(check, name, raw.depends_on.as_ref(), known);
+    let restart = restart(check, raw, name);
+    let stop = stop(check, raw, name);
+    let readiness_probe = raw.readiness_probe.as_ref().and_then(|p| probe(check, p, name, ProbeRole::Readiness));
+    let liveness_probe = raw.liveness_probe.as_ref().and_then(|p| probe(check, p, name, ProbeRole::Liveness));
+    let startup_probe = raw.startup_probe.as_ref().and_then(|p| probe(check, p, name, ProbeRole::Startup));
+    Service {
+        name: name.clone(),
+        command,
+        working_dir,
+        env_files,
+        environment,
+        user,
+        depends_on,
+        restart,
+        stop,
+        readiness_probe,
+        liveness_probe,
+        startup_probe,
+        on_exit: raw.on_exit.unwrap_or_default(),
+        origin: Origin { file: item.file.path.clone(), pos: item.name.pos },
+    }
+}
+
+fn command(check: &mut Checker<'_>, raw: &Located<CommandSpec>, path: &str) -> Command {
+    match &raw.value {
+        CommandSpec::Shell(script) => {
+            if script.trim().is_empty() {
+                check.error(raw.pos, path, "command is empty");
+            }
+            Command::Shell(script.clone())
+        }
+        CommandSpec::Exec(argv) => {
+            if argv.first().is_none_or(|program| program.is_empty()) {
+                check.error(raw.pos, path, "command is empty: the list needs at least a program");
+            }
+            if argv.iter().any(|arg| arg.contains('\0')) {
+                check.error(raw.pos, path, "command contains a NUL byte");
+            }
+            Command::Exec(argv.clone())
+        }
+    }
+}
+
+fn check_env_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.contains('=') || name.contains('\0') || name.contains(char::is_whitespace) {
+        return Err(format!(
+            "invalid environment variable name `{}`: it must be non-empty, without `=`, spaces or NUL",
+            name.escape_default()
+        ));
+    }
+    Ok(())
+}
+
+fn environment(check: &mut Checker<'_>, raw: Option<&EnvSpec>, path: &str) -> Vec<(String, String)> {
+    let mut out: IndexMap<String, String> = IndexMap::new();
+    match raw {
+        None => {}
+        Some(EnvSpec::Map(map)) => {
+            for (key, value) in map {
+                if let Err(why) = check_env_name(&key.value) {
+                    check.error(key.pos, path, why);
+                } else if value.value.contains('\0') {
+                    check.error(value.pos, format!("{path}.{}", key.value), "value contains a NUL byte");
+                } else {
+                    out.insert(key.value.clone(), value.value.clone());
+                }
+            }
+        }
+        Some(EnvSpec::List(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let item_path = format!("{path}[{i}]");
+                let Some((key, value)) = item.value.split_once('=') else {
+                    let message = format!("expected `KEY=VALUE`, found `{}`", item.value.escape_default());
+                    check.error(item.pos, item_path, message);
+                    continue;
+                };
+                if let Err(why) = check_env_name(key) {
+                    check.error(item.pos, item_path, why);
+                } else if value.contains('\0') {
+                    check.error(item.pos, item_path, "value contains a NUL byte");
+                } else if out.insert(key.to_string(), value.to_string()).is_some() {
+                    check.error(item.pos, item_path, format!("`{key}` is set twice"));
+                }
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// `name`, `uid` or `uid:gid`.
+fn parse_user(text: &str) -> Result<User, String> {
+    let invalid = || format!("invalid user `{}`: expected a user name, a uid, or uid:gid", text.escape_default());
+    let number = |s: &str| -> Result<u32, String> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(invalid());
+        }
+        s.parse::<u32>().map_err(|_| invalid())
+    };
+    if let Some((uid, gid)) = text.split_once(':') {
+        return Ok(User::Id { uid: number(uid)?, gid: Some(number(gid)?) });
+    }
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(User::Id { uid: number(text)?, gid: None });
+    }
+    let name_ok = !text.is_empty()
+        && text.len() <= 256
+        && !text.starts_with('-')
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'$'));
+    if name_ok { Ok(User::Name(text.to_string())) } else { Err(invalid()) }
+}
+
+fn dependencies(
+    check: &mut Checker<'_>,
+    name: &str,
+    raw: Option<&DependsOnSpec>,
+    known: &HashSet<String>,
+) -> Vec<Dependency> {
+    let path = format!("services.{name}.depends_on");
+    let entries: Vec<(&Located<String>, Condition, String)> = match raw {
+        None => Vec::new(),
+        Some(DependsOnSpec::List(names)) => names
+            .iter()
+            .enumerate()
+            .map(|(i, dep)| (dep, Condition::Started, format!("{path}[{i}]")))
+            .collect(),
+        Some(DependsOnSpec::Map(map)) => map
+            .iter()
+            .map(|(dep, spec)| {
+                let condition = spec.as_ref().and_then(|s| s.condition).unwrap_or_default();
+                (dep, condition, format!("{path}.{}", dep.value))
+            })
+            .collect(),
+    };
+    let mut out: Vec<Dependency> = Vec::new();
+    for (dep, condition, dep_path) in entries {
+        if dep.value == name {
+            check.error(dep.pos, dep_path, format!("service `{name}` depends on itself"));
+        } else if !known.contains(&dep.value) {
+            let mut message = format!("unknown dependency `{}`", dep.value);
+            if let Some(best) = did_you_mean(&dep.value, known.iter().map(String::as_str)) {
+                message.push_str(&format!("; did you mean `{best}`?"));
+            }
+            check.error(dep.pos, dep_path, message);
+        } else if out.iter().any(|d| d.service == dep.value) {
+            check.error(dep.pos, dep_path, format!("`{}` is listed twice", dep.value));
+        } else {
+            out.push(Dependency { service: dep.value.clone(), condition });
+        }
+    }
+    out
+}
+
+fn restart(check: &mut Checker<'_>, raw: &RawService, name: &str) -> Restart {
+    let mut out = Restart::default();
+    let Some(raw) = &raw.restart else { return out };
+    let path = format!("services.{name}.restart");
+    out.policy = raw.policy.unwrap_or_default();
+    out.reset_after = raw.reset_after.map_or(defaults::RESET_AFTER, |d| d.0);
+    if let Some(retries) = &raw.max_retries {
+        match u32::try_from(retries.value) {
+            Ok(n) => out.max_retries = n,
+            Err(_) => check.error(
+                retries.pos,
+                format!("{path}.max_retries"),
+                format!("max_retries must be between 0 (unlimited) and {}, found {}", u32::MAX, retries.value),
+            ),
+        }
+    }
+    if let Some(backoff) = &raw.backoff {
+        let path = format!("{path}.backoff");
+        let mut b = Backoff::default();
+        if let Some(initial) = &backoff.initial {
+            b.initial = initial.value.0;
+        }
+        if let Some(max) = &backoff.max {
+            b.max = max.value.0;
+        }
+        if b.initial > b.max {
+            let pos = backoff.initial.as_ref().or(backoff.max.as_ref()).map_or(Pos::START, |l| l.pos);
+            let message = format!(
+                "backoff initial ({}) is longer than max ({})",
+                humantime::format_duration(b.initial),
+                humantime::format_duration(b.max)
+            );
+            check.error(pos, format!("{path}.initial"), message);
+        }
+        if let Some(factor) = &backoff.factor {
+            if factor.value.is_finite() && (1.0..=1000.0).contains(&factor.value) {
+                b.factor = factor.value;
+            } else {
+                let message = format!("factor must be between 1 and 1000, found {}", factor.value);
+                check.error(factor.pos, format!("{path}.factor"), message);
+            }
+        }
+        if let Some(jitter) = &backoff.jitter {
+            if jitter.value.is_finite() && (0.0..=1.0).contains(&jitter.value) {
+                b.jitter = jitter.value;
+            } else {
+                let message = format!("jitter must be between 0 and 1, found {}", jitter.value);
+                check.error(jitter.pos, format!("{path}.jitter"), message);
+            }
+        }
+        out.backoff = b;
+    }
+    out
+}
+
+/// Resolves `SIGTERM`, `TERM`, `sigterm` or `15`.
+pub fn parse_signal(spec: &SignalSpec) -> Result<Signal, String> {
+    match spec {
+        SignalSpec::Number(n) => i32::try_from(*n)
+            .ok()
+            .and_then(|n| Signal::try_from(n).ok())
+            .ok_or_else(|| format!("invalid signal number {n}")),
+        SignalSpec::Name(name) => {
+            let upper = name.trim().to_ascii_uppercase();
+            let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+            Signal::from_str(&full).map_err(|_| {
+                let mut message = format!("invalid signal `{}`", name.escape_default());
+                let names = Signal::iterator().map(|s| s.as_str());
+                if let Some(best) = did_you_mean(&full, names) {
+                    message.push_str(&format!("; did you mean `{best}`?"));
+                }
+                message
+            })
+        }
+    }
+}
+
+fn stop(check: &mut Checker<'_>, raw: &RawService, name: &str) -> Stop {
+    let mut out = Stop::default();
+    let Some(raw) = &raw.stop else { return out };
+    if let Some(timeout) = raw.timeout {
+        out.timeout = timeout.0;
+    }
+    if let Some(signal) = &raw.signal {
+        match parse_signal(&signal.value) {
+            Ok(parsed) => out.signal = parsed,
+            Err(why) => check.error(signal.pos, format!("services.{name}.stop.signal"), why),
+        }
+    }
+    out
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ProbeRole {
+    Readiness,
+    Liveness,
+    Startup,
+}
+
+impl ProbeRole {
+    fn key(self) -> &'static str {
+        match self {
+            ProbeRole::Readiness => "readiness_probe",
+            ProbeRole::Liveness => "liveness_probe",
+            ProbeRole::Startup => "startup_probe",
+        }
+    }
+}
+
+fn probe(check: &mut Checker<'_>, raw: &Located<RawProbe>, name: &str, role: ProbeRole) -> Option<Probe> {
+    let path = format!("services.{name}.{}", role.key());
+    let probe = &raw.value;
+    let mut kinds: Vec<(&str, Pos)> = Vec::new();
+    if let Some(exec) = &probe.exec {
+        kinds.push(("exec", exec.pos));
+    }
+    if let Some(http) = &probe.http {
+        kinds.push(("http", http.pos));
+    }
+    if let Some(tcp) = &probe.tcp {
+        kinds.push(("tcp", tcp.pos));
+    }
+    if let Some(notify) = &probe.notify {
+        kinds.push(("notify", notify.pos));
+        if role != ProbeRole::Readiness {
+            check.error(
+                notify.pos,
+                format!("{path}.notify"),
+                format!("`notify` is only allowed in a readiness_probe, not in a {}", role.key()),
+            );
+        }
+    }
+    match kinds.as_slice() {
+        [] => check.error(raw.pos, path.clone(), "probe has no kind: set exactly one of `exec`, `http`, `tcp`, `notify`"),
+        [_] => {}
+        [_, (_, second), ..] => {
+            let names = kinds.iter().map(|(k, _)| format!("`{k}`")).collect::<Vec<_>>().join(", ");
+            check.error(*second, path.clone(), format!("probe has several kinds ({names}): set exactly one"));
+        }
+    }
+
+    let threshold = |check: &mut Checker<'_>, value: &Option<Located<i64>>, key: &str, default: u32| -> u32 {
+        let Some(value) = value else { return default };
+        match u32::try_from(value.value) {
+            Ok(n) if n >= 1 => n,
+            _ => {
+                check.error(value.pos, format!("{path}.{key}"), format!("{key} must be at least 1, found {}", value.value));
+                default
+            }
+        }
+    };
+    let success_threshold = threshold(check, &probe.success_threshold, "success_threshold", defaults::PROBE_SUCCESS_THRESHOLD);
+    let failure_threshold = threshold(check, &probe.failure_threshold, "failure_threshold", defaults::PROBE_FAILURE_THRESHOLD);
+    if role != ProbeRole::Readiness
+        && let Some(value) = &probe.success_threshold
+        && value.value > 1
+    {
+        check.error(
+            value.pos,
+            format!("{path}.success_threshold"),
+            format!("success_threshold must be 1 for a {}, found {}", role.key(), value.value),
+        );
+    }
+    let positive = |check: &mut Checker<'_>, value: &Option<Located<crate::values::DurationSpec>>, key: &str, default: Duration| {
+        let Some(value) = value else { return default };
+        if value.value.0.is_zero() {
+            check.error(value.pos, format!("{path}.{key}"), format!("{key} must be longer than 0s"));
+            return default;
+        }
+        value.value.0
+    };
+    let period = positive(check, &probe.period, "period", defaults::PROBE_PERIOD);
+    let timeout = positive(check, &probe.timeout, "timeout", defaults::PROBE_TIMEOUT);
+
+    let action = if let Some(exec) = &probe.exec {
+        ProbeAction::Exec { command: command(check, &exec.value.command, &format!("{path}.exec.command")) }
+    } else if let Some(http) = &probe.http {
+        http_action(check, &http.value, http.pos, &format!("{path}.http"))?
+    } else if let Some(tcp) = &probe.tcp {
+        let host = tcp.value.host.as_ref().map_or(defaults::PROBE_HOST.to_string(), |h| h.value.clone());
+        let port = port(check, &tcp.value.port, &format!("{path}.tcp.port"))?;
+        ProbeAction::Tcp { host, port }
+    } else if let Some(notify) = &probe.notify {
+        let watchdog = match &notify.value.watchdog {
+            Some(w) if w.value.0.is_zero() => {
+                check.error(w.pos, format!("{path}.notify.watchdog"), "watchdog must be longer than 0s");
+                None
+            }
+            Some(w) => Some(w.value.0),
+            None => None,
+        };
+        ProbeAction::Notify { watchdog }
+    } else {
+        return None;
+    };
+    Some(Probe {
+        action,
+        initial_delay: probe.initial_delay.map_or(defaults::PROBE_INITIAL_DELAY, |d| d.0),
+        period,
+        timeout,
+        success_threshold,
+        failure_threshold,
+    })
+}
+
+fn port(check: &mut Checker<'_>, raw: &Located<i64>, path: &str) -> Option<u16> {
+    match u16::try_from(raw.value) {
+        Ok(port) if port != 0 => Some(port),
+        _ => {
+            check.error(raw.pos, path, format!("port {} is out of range 1-65535", raw.value));
+            None
+        }
+    }
+}
+
+fn http_action(check: &mut Checker<'_>, raw: &crate::raw::RawHttpProbe, pos: Pos, path: &str) -> Option<ProbeAction> {
+    let headers: Vec<(String, String)> = raw
+        .headers
+        .iter()
+        .flatten()
+        .filter_map(|(key, value)| {
+            let valid_name = !key.value.is_empty() && key.value.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+            if !valid_name {
+                check.error(key.pos, format!("{path}.headers"), format!("invalid header name `{}`", key.value.escape_default()));
+                return None;
+            }
+            if value.contains(['\r', '\n', '\0']) {
+                check.error(key.pos, format!("{path}.headers.{}", key.value), "header value contains a line break or NUL");
+                return None;
+            }
+            Some((key.value.clone(), value.clone()))
+        })
+        .collect();
+    match (&raw.url, &raw.port) {
+        (Some(url), None) => {
+            if let Some(extra) = raw.host.as_ref().or(raw.path.as_ref()) {
+                check.error(extra.pos, path, "set either `url`, or `port` with `host` and `path`, not both");
+            }
+            match parse_http_url(&url.value) {
+                Ok((host, port, url_path)) => Some(ProbeAction::Http { host, port, path: url_path, headers }),
+                Err(why) => {
+                    check.error(url.pos, format!("{path}.url"), why);
+                    None
+                }
+            }
+        }
+        (None, Some(raw_port)) => {
+            let port = port(check, raw_port, &format!("{path}.port"))?;
+            let host = raw.host.as_ref().map_or(defaults::PROBE_HOST.to_string(), |h| h.value.clone());
+            let url_path = raw.path.as_ref().map_or("/".to_string(), |p| p.value.clone());
+            if !url_path.starts_with('/') {
+                let p = raw.path.as_ref().map_or(pos, |p| p.pos);
+                check.error(p, format!("{path}.path"), format!("path must start with `/`, found `{url_path}`"));
+                return None;
+            }
+            Some(ProbeAction::Http { host, port, path: url_path, headers })
+        }
+        (Some(url), Some(_)) => {
+            check.error(url.pos, path, "set either `url` or `port`, not both");
+            None
+        }
+        (None, None) => {
+            check.error(pos, path, "an http probe needs `url`, or `port` (with optional `host` and `path`)");
+            None
+        }
+    }
+}
+
+/// `http://host[:port][/path]` → (host, port, path). Only plain HTTP: probes do not speak TLS.
+pub fn parse_http_url(url: &str) -> Result<(String, u16, String), String> {
+    let invalid = |why: &str| format!("invalid url `{url}`: {why}");
+    let Some(rest) = url.strip_prefix("http://") else {
+        if url.starts_with("https://") {
+            return Err(invalid("https is not supported by http probes; use http:// or a tcp probe"));
+        }
+        return Err(invalid("it must start with http://"));
+    };
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) => (&rest[..i], rest[i..].to_string()),
+        None => (rest, "/".to_string()),
+    };
+    let path = if path.starts_with('?') { format!("/{path}") } else { path };
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or_else(|| invalid("unclosed `[`"))?;
+        (host.to_string(), after.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host.to_string(), Some(port)),
+            None => (authority.to_string(), None),
+        }
+    };
+    if host.is_empty() || authority.contains('@') || host.contains(char::is_whitespace) {
+        return Err(invalid("expected http://host:port/path"));
+    }
+    let port = match port {
+        None => 80,
+        Some(p) => match p.parse::<u16>() {
+            Ok(port) if port != 0 => port,
+            _ => return Err(format!("port {p} is out of range 1-65535 in url `{url}`")),
+        },
+    };
+    if path.contains(char::is_whitespace) {
+        return Err(invalid("the path contains whitespace"));
+    }
+    Ok((host, port, path))
+}
+
+/// Finds every dependency cycle and spells it out (`a -> b -> c -> a`), reported at the
+/// `depends_on` entry that closes it. Iterative, so a long chain cannot overflow the stack.
+fn check_cycles(pending: &[Pending<'_>], diagnostics: &mut Vec<Diagnostic>) {
+    let index: IndexMap<&str, usize> = pending.iter().enumerate().map(|(i, p)| (p.name.value.as_str(), i)).collect();
+    // Edges with the position of the entry that names the dependency.
+    let edges: Vec<Vec<(usize, Pos)>> = pending
+        .iter()
+        .map(|p| {
+            let names: Vec<&Located<String>> = match &p.raw.depends_on {
+                None => Vec::new(),
+                Some(DependsOnSpec::List(list)) => list.iter().collect(),
+                Some(DependsOnSpec::Map(map)) => map.keys().collect(),
+            };
+            names
+                .into_iter()
+                .filter(|dep| dep.value != p.name.value)
+                .filter_map(|dep| index.get(dep.value.as_str()).map(|&i| (i, dep.pos)))
+                .collect()
+        })
+        .collect();
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        OnStack,
+        Done,
+    }
+    let mut mark = vec![Mark::New; pending.len()];
+    for root in 0..pending.len() {
+        if mark[root] != Mark::New {
+            continue;
+        }
+        let mut stack: Vec<(usize, usize)> = vec![(root, 0)];
+        mark[root] = Mark::OnStack;
+        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+            let Some(&(dep, pos)) = edges[node].get(*next) else {
+                mark[node] = Mark::Done;
+                stack.pop();
+                continue;
+            };
+            *next += 1;
+            match mark[dep] {
+                Mark::New => {
+                    mark[dep] = Mark::OnStack;
+                    stack.push((dep, 0));
+                }
+                Mark::OnStack => {
+                    let start = stack.iter().position(|&(n, _)| n == dep).unwrap_or(0);
+                    let mut names: Vec<&str> = stack[start..].iter().map(|&(n, _)| pending[n].name.value.as_str()).collect();
+                    names.push(&pending[dep].name.value);
+                    let p = &pending[node];
+                    let message = format!("dependency cycle: {}", names.join(" -> "));
+                    let key_path = format!("services.{}.depends_on", p.name.value);
+                    diagnostics.push(Diagnostic::new(&p.file.path, pos, key_path, message));
+                }
+                Mark::Done => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Raw values that YAML lets users write in more than one shape: durations (`1m30s` or a bare
+//! number of seconds), commands (a list or a shell string), environments (a map or `KEY=VALUE`
+//! strings), one-or-many lists and dependency lists or maps.
+//!
+//! Each has a hand-written `Deserialize` (a visitor that accepts each shape) instead of
+//! `#[serde(untagged)]`: untagged enums buffer the input and lose the position of errors. Their
+//! schemas come from `#[derive(JsonSchema)]` with the `untagged` attribute, which describes the
+//! same shapes.
+
+use crate::located::Located;
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+/// A duration: a string with units (`250ms`, `10s`, `1m30s`) or a bare integer of seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DurationSpec(pub Duration);
+
+impl JsonSchema for DurationSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "a duration: a string with units such as `250ms`, `10s`, `1m30s`, or an integer number of seconds",
+            "anyOf": [
+                { "type": "string", "pattern": "^\\s*([0-9]+(\\.[0-9]+)?\\s*[a-zµ]+\\s*)+$" },
+                { "type": "integer", "minimum": 0 }
+            ]
+        })
+    }
+}
+
+/// Parses `1m30s`, `250ms`, `10s`; a bare number is seconds.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let trimmed = text.trim();
+    if let Ok(seconds) = trimmed.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    humantime::parse_duration(trimmed).map_err(|e| {
+        format!("invalid duration `{text}`: {e}; write it with units, such as `250ms`, `10s` or `1m30s`")
+    })
+}
+
+impl<'de> Deserialize<'de> for DurationSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DurationVisitor;
+        impl Visitor<'_> for DurationVisitor {
+            type Value = DurationSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as `10s` or `1m30s`")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<DurationSpec, E> {
+                Ok(DurationSpec(Duration::from_secs(v)))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<DurationSpec, E> {
+                u64::try_from(v)
+                    .map(|v| DurationSpec(Duration::from_secs(v)))
+                    .map_err(|_| E::custom(format!("invalid duration `{v}`: it is negative")))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<DurationSpec, E> {
+                Err(E::custom(format!(
+                    "invalid duration `{v}`: bare numbers must be whole seconds; write `{}ms`",
+                    (v * 1000.0).round()
+                )))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<DurationSpec, E> {
+                parse_duration(v).map(DurationSpec).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(DurationVisitor)
+    }
+}
+
+/// A command: a list of program and arguments (exec form) or one string run by `/bin/sh -c`.
+#[derive(Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(untagged)]
+pub enum CommandSpec {
+    /// `/bin/sh -c STRING`.
+    Shell(String),
+    /// The program and its arguments, run directly.
+    Exec(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for CommandSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CommandVisitor;
+        impl<'de> Visitor<'de> for CommandVisitor {
+            type Value = CommandSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of program and arguments, or a shell command string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<CommandSpec, E> {
+                Ok(CommandSpec::Shell(v.to_string()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<CommandSpec, A::Error> {
+                Vec::<String>::deserialize(de::value::SeqAccessDeserializer::new(seq))
+                    .map(CommandSpec::Exec)
+            }
+        }
+        deserializer.deserialize_any(CommandVisitor)
+    }
+}
+
+/// One value or a list of them (`env_file: .env` or `env_file: [a.env, b.env]`).
+#[derive(Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    /// A single value.
+    One(T),
+    /// A list.
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    /// The values, one or many.
+    pub fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::One(value) => vec![value],
+            OneOrMany::Many(values) => values,
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OneOrManyVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for OneOrManyVisitor<T> {
+            type Value = OneOrMany<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                T::deserialize(de::value::StrDeserializer::new(v)).map(OneOrMany::One)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                Vec::<T>::deserialize(de::value::SeqAccessDeserializer::new(seq))
+                    .map(OneOrMany::Many)
+            }
+        }
+        deserializer.deserialize_any(OneOrManyVisitor(PhantomData))
+    }
+}
+
+/// `environment`: a map of names to values, or a list of `KEY=VALUE` strings.
+#[derive(Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(untagged)]
+pub enum EnvSpec {
+    /// `KEY: value` pairs; numbers and booleans are taken as their text.
+    Map(IndexMap<Located<String>, Located<String>>),
+    /// `KEY=VALUE` strings.
+    List(Vec<Located<String>>),
+}
+
+impl<'de> Deserialize<'de> for EnvSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EnvVisitor;
+        impl<'de> Visitor<'de> for EnvVisitor {
+            type Value = EnvSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping of names to values, or a list of `KEY=VALUE` strings")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<EnvSpec, A::Error> {
+                IndexMap::deserialize(de::value::MapAccessDeserializer::new(map)).map(EnvSpec::Map)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<EnvSpec, A::Error> {
+                Vec::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(EnvSpec::List)
+            }
+        }
+        deserializer.deserialize_any(EnvVisitor)
+    }
+}
+
+/// When a dependency counts as met.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Condition {
+    /// The dependency's process has started.
+    #[default]
+    Started,
+    /// The dependency's readiness probe has passed (or it has started, when it has none).
+    Ready,
+    /// The dependency exited 0 (a one-shot job such as a migration).
+    CompletedSuccessfully,
+}
+
+/// The value of one entry of a `depends_on` map.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawDependency {
+    /// When the dependency counts as met (default `started`).
+    #[serde(default)]
+    pub condition: Option<Condition>,
+}
+
+/// `depends_on`: a list of names (condition `started`), or a map of names to conditions.
+#[derive(Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(untagged)]
+pub enum DependsOnSpec {
+    /// Names; each dependency must have started.
+    List(Vec<Located<String>>),
+    /// Names with a condition each.
+    Map(IndexMap<Located<String>, Option<RawDependency>>),
+}
+
+impl<'de> Deserialize<'de> for DependsOnSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DependsVisitor;
+        impl<'de> Visitor<'de> for DependsVisitor {
+            type Value = DependsOnSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of service names, or a mapping of names to `{ condition: ... }`")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<DependsOnSpec, A::Error> {
+                IndexMap::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(DependsOnSpec::Map)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<DependsOnSpec, A::Error> {
+                Vec::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(DependsOnSpec::List)
+            }
+        }
+        deserializer.deserialize_any(DependsVisitor)
+    }
+}
+
+/// A signal: a name with or without `SIG` (`SIGTERM`, `term`), or a number.
+#[derive(Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(untagged)]
+pub enum SignalSpec {
+    /// `SIGTERM`, `TERM`, `sigterm`.
+    Name(String),
+    /// A signal number such as 15.
+    Number(i64),
+}
+
+impl<'de> Deserialize<'de> for SignalSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SignalVisitor;
+        impl Visitor<'_> for SignalVisitor {
+            type Value = SignalSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a signal name such as `SIGTERM`, or a signal number")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SignalSpec, E> {
+                Ok(SignalSpec::Name(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<SignalSpec, E> {
+                Ok(SignalSpec::Number(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<SignalSpec, E> {
+                Ok(SignalSpec::Number(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+        }
+        deserializer.deserialize_any(SignalVisitor)
+    }
+}
