@@ -56,10 +56,26 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for LocatedVisitor<T> {
         Ok(Located { value, pos: Pos { line, column } })
     }
 
+    /// A deserializer that hands scalars straight to the visitor (serde's own value
+    /// deserializers do): the value without a position.
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        T::deserialize(de::value::StrDeserializer::<E>::new(v)).map(unlocated)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        T::deserialize(de::value::I64Deserializer::<E>::new(v)).map(unlocated)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        T::deserialize(de::value::U64Deserializer::<E>::new(v)).map(unlocated)
+    }
+
     /// Any other deserializer: the value without a position.
     fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         Ok(Located { value: T::deserialize(d)?, pos: Pos::default() })
     }
+}
+
+fn unlocated<T>(value: T) -> Located<T> {
+    Located { value, pos: Pos::default() }
 }
 
 /// The schema of a `Located<T>` is the schema of `T`: the position is not written by users.

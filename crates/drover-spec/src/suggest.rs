@@ -1,23 +1,25 @@
 //! "Did you mean": the closest known name to a misspelt one.
 
 /// The candidate closest to `typo`, when one is close enough to be a plausible typo: equal
-/// after ignoring case, `-` and `_` (`workingDir` → `working_dir`), or within an edit distance
-/// of a third of its length (at least 1, at most 3).
+/// after ignoring case, `-` and `_` (`workingDir` → `working_dir`), or, compared that way,
+/// within an edit distance of a third of the longer word (at least 1, at most 3).
 pub(crate) fn did_you_mean<'a>(
     typo: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
     let normal = normalize(typo);
-    let limit = (typo.chars().count() / 3).clamp(1, 3);
     let mut best: Option<(usize, &str)> = None;
     for candidate in candidates {
-        if normalize(candidate) == normal {
+        let candidate_normal = normalize(candidate);
+        if candidate_normal == normal {
             return Some(candidate);
         }
-        let distance = edit_distance(typo, candidate);
+        let distance = edit_distance(&normal, &candidate_normal);
+        let (a, b) = (normal.chars().count(), candidate_normal.chars().count());
+        let limit = (a.max(b) / 3).clamp(1, 3);
         // "db" is one edit from "b", but that is no typo: the distance must stay below the
         // length of both words.
-        let shortest = typo.chars().count().min(candidate.chars().count());
+        let shortest = a.min(b);
         if distance <= limit && distance < shortest && best.is_none_or(|(d, _)| distance < d) {
             best = Some((distance, candidate));
         }
@@ -72,6 +74,7 @@ mod tests {
         check("depends-on", Some("depends_on"));
         check("envfile", Some("env_file"));
         check("usr", Some("user"));
+        check("workdir", Some("working_dir"));
         check("banana", None);
         check("x", None);
         assert_eq!(did_you_mean("db", ["b", "web"]), None);

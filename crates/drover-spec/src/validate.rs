@@ -95,7 +95,8 @@ pub(crate) fn validate(files: &[ParsedFile], diagnostics: &mut Vec<Diagnostic>) 
             pending.push(Pending { name: name.clone(), file, raw });
         }
     }
-    if seen.is_empty() && files.iter().all(|f| f.broken_services.is_empty()) {
+    let any_services_key = files.iter().any(|f| f.raw.services.is_some());
+    if !any_services_key && files.iter().all(|f| f.broken_services.is_empty()) {
         if let Some(first) = files.first() {
             let pos = first.raw.services.as_ref().map_or(Pos::START, |s| s.pos);
             let message = "no services defined; `services` needs at least one entry";
@@ -229,6 +230,7 @@ fn service(check: &mut Checker<'_>, item: &Pending<'_>, known: &HashSet<String>)
                 Ok(vars) => env_files.push(EnvFile { path: full, vars }),
                 Err(envfile::EnvFileError::Io(why)) => check.error(pos, key_path, why),
                 Err(envfile::EnvFileError::Line(line, why)) => {
+                    let why = format!("{why} (env_file of services.{name})");
                     check.diagnostics.push(Diagnostic::new(&full, Pos { line, column: 1 }, "", why));
                 }
             }
