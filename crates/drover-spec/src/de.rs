@@ -52,13 +52,19 @@ pub(crate) struct DeError {
 #[derive(Debug)]
 enum ErrorKind {
     Message(String),
-    UnknownKey { key: String, expected: &'static [&'static str] },
+    UnknownKey {
+        key: String,
+        expected: &'static [&'static str],
+    },
     MissingKey(&'static str),
 }
 
 impl DeError {
     fn message(message: impl Into<String>) -> Self {
-        DeError { at: None, kind: ErrorKind::Message(message.into()) }
+        DeError {
+            at: None,
+            kind: ErrorKind::Message(message.into()),
+        }
     }
 
     /// Attaches a position unless a deeper node already did.
@@ -87,7 +93,11 @@ impl DeError {
 
     /// The node to drop before trying again, so that the next attempt gets past this error.
     fn culprit(&self) -> Vec<Seg> {
-        let mut path = self.at.as_ref().map(|(path, _)| path.clone()).unwrap_or_default();
+        let mut path = self
+            .at
+            .as_ref()
+            .map(|(path, _)| path.clone())
+            .unwrap_or_default();
         match &self.kind {
             ErrorKind::UnknownKey { key, .. } => path.push(Seg::Key(key.clone())),
             ErrorKind::MissingKey(_) | ErrorKind::Message(_) => {}
@@ -102,7 +112,11 @@ impl DeError {
 }
 
 fn list(items: &[&str]) -> String {
-    items.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl fmt::Display for DeError {
@@ -124,17 +138,29 @@ impl de::Error for DeError {
         DeError::message(format!("invalid value: {unexp}, expected {exp}"))
     }
     fn unknown_field(field: &str, expected: &'static [&'static str]) -> Self {
-        DeError { at: None, kind: ErrorKind::UnknownKey { key: field.to_string(), expected } }
+        DeError {
+            at: None,
+            kind: ErrorKind::UnknownKey {
+                key: field.to_string(),
+                expected,
+            },
+        }
     }
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
-        let mut text = format!("unknown value `{variant}`; expected one of {}", list(expected));
+        let mut text = format!(
+            "unknown value `{variant}`; expected one of {}",
+            list(expected)
+        );
         if let Some(best) = did_you_mean(variant, expected.iter().copied()) {
             text.push_str(&format!("; did you mean `{best}`?"));
         }
         DeError::message(text)
     }
     fn missing_field(field: &'static str) -> Self {
-        DeError { at: None, kind: ErrorKind::MissingKey(field) }
+        DeError {
+            at: None,
+            kind: ErrorKind::MissingKey(field),
+        }
     }
     fn duplicate_field(field: &'static str) -> Self {
         DeError::message(format!("duplicate key `{field}`"))
@@ -161,7 +187,12 @@ pub(crate) fn from_tree<T: DeserializeOwned>(
     let mut dropped: Vec<Vec<Seg>> = Vec::new();
     for _ in 0..MAX_ERRORS {
         let error = match T::deserialize(NodeDe::new(&tree, Vec::new())) {
-            Ok(value) => return Recovered { value: Some(value), dropped },
+            Ok(value) => {
+                return Recovered {
+                    value: Some(value),
+                    dropped,
+                };
+            }
             Err(error) => error,
         };
         let (path, pos) = error.at.clone().unwrap_or((Vec::new(), tree.pos));
@@ -183,18 +214,24 @@ pub(crate) fn from_tree<T: DeserializeOwned>(
         }
         dropped.push(culprit);
     }
-    Recovered { value: None, dropped }
+    Recovered {
+        value: None,
+        dropped,
+    }
 }
 
 /// Removes the node at `path` from its parent; false when there is no such node.
 fn remove(tree: &mut Node, path: &[Seg]) -> bool {
-    let Some((last, parents)) = path.split_last() else { return false };
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
     let mut node = tree;
     for seg in parents {
         let next = match (seg, &mut node.kind) {
-            (Seg::Key(key), Kind::Map(entries)) => {
-                entries.iter_mut().find(|(k, _)| &k.name == key).map(|(_, v)| v)
-            }
+            (Seg::Key(key), Kind::Map(entries)) => entries
+                .iter_mut()
+                .find(|(k, _)| &k.name == key)
+                .map(|(_, v)| v),
             (Seg::Index(i), Kind::Seq(items)) => items.get_mut(*i),
             _ => None,
         };
@@ -229,7 +266,10 @@ impl<'a> NodeDe<'a> {
     }
 
     fn expected<T>(&self, what: &str) -> Result<T, DeError> {
-        self.fail(DeError::message(format!("expected {what}, found {}", self.node.kind.describe())))
+        self.fail(DeError::message(format!(
+            "expected {what}, found {}",
+            self.node.kind.describe()
+        )))
     }
 
     fn at<T>(&self, result: Result<T, DeError>) -> Result<T, DeError> {
@@ -267,7 +307,11 @@ impl<'a> NodeDe<'a> {
     fn map<'de, V: Visitor<'de>>(self, visitor: V, what: &str) -> Result<V::Value, DeError> {
         match &self.node.kind {
             Kind::Map(entries) => {
-                let access = MapDe { entries: entries.iter(), path: &self.path, value: None };
+                let access = MapDe {
+                    entries: entries.iter(),
+                    path: &self.path,
+                    value: None,
+                };
                 self.at(visitor.visit_map(access))
             }
             _ => self.expected(what),
@@ -294,12 +338,15 @@ impl<'de> Deserializer<'de> for NodeDe<'_> {
             Kind::UInt(n) => visitor.visit_u64(*n),
             Kind::Float(n) => visitor.visit_f64(*n),
             Kind::Str(s) => visitor.visit_str(s),
-            Kind::Seq(items) => {
-                visitor.visit_seq(SeqDe { items: items.iter().enumerate(), path: &self.path })
-            }
-            Kind::Map(entries) => {
-                visitor.visit_map(MapDe { entries: entries.iter(), path: &self.path, value: None })
-            }
+            Kind::Seq(items) => visitor.visit_seq(SeqDe {
+                items: items.iter().enumerate(),
+                path: &self.path,
+            }),
+            Kind::Map(entries) => visitor.visit_map(MapDe {
+                entries: entries.iter(),
+                path: &self.path,
+                value: None,
+            }),
         };
         self.at(result)
     }
@@ -381,7 +428,11 @@ impl<'de> Deserializer<'de> for NodeDe<'_> {
         if name == LOCATED_MARKER {
             let pos = self.node.pos;
             let inner = NodeDe::new(self.node, self.path.clone());
-            let access = LocatedSeq { pos, step: 0, inner: Some(inner) };
+            let access = LocatedSeq {
+                pos,
+                step: 0,
+                inner: Some(inner),
+            };
             return self.at(visitor.visit_seq(access));
         }
         visitor.visit_newtype_struct(self)
@@ -390,14 +441,21 @@ impl<'de> Deserializer<'de> for NodeDe<'_> {
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         match &self.node.kind {
             Kind::Seq(items) => {
-                let access = SeqDe { items: items.iter().enumerate(), path: &self.path };
+                let access = SeqDe {
+                    items: items.iter().enumerate(),
+                    path: &self.path,
+                };
                 self.at(visitor.visit_seq(access))
             }
             _ => self.expected("a sequence"),
         }
     }
 
-    fn deserialize_tuple<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, DeError> {
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         self.deserialize_seq(visitor)
     }
 
@@ -455,7 +513,9 @@ impl<'de, 'a, I: Iterator<Item = (usize, &'a Node)>> SeqAccess<'de> for SeqDe<'a
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, DeError> {
-        let Some((index, node)) = self.items.next() else { return Ok(None) };
+        let Some((index, node)) = self.items.next() else {
+            return Ok(None);
+        };
         let mut path = self.path.to_vec();
         path.push(Seg::Index(index));
         seed.deserialize(NodeDe::new(node, path)).map(Some)
@@ -471,13 +531,24 @@ struct MapDe<'a, I> {
 impl<'de, 'a, I: Iterator<Item = &'a (crate::yaml::Key, Node)>> MapAccess<'de> for MapDe<'a, I> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
-        let Some((key, value)) = self.entries.next() else { return Ok(None) };
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
+        let Some((key, value)) = self.entries.next() else {
+            return Ok(None);
+        };
         let mut path = self.path.to_vec();
         path.push(Seg::Key(key.name.clone()));
         // An unknown key is reported against the mapping that holds it.
-        let key_de = KeyDe { name: &key.name, pos: key.pos, path: path.clone() };
-        let result = seed.deserialize(key_de).map_err(|e| e.locate(self.path, key.pos));
+        let key_de = KeyDe {
+            name: &key.name,
+            pos: key.pos,
+            path: path.clone(),
+        };
+        let result = seed
+            .deserialize(key_de)
+            .map_err(|e| e.locate(self.path, key.pos));
         self.value = Some((value, path));
         result.map(Some)
     }
@@ -485,7 +556,9 @@ impl<'de, 'a, I: Iterator<Item = &'a (crate::yaml::Key, Node)>> MapAccess<'de> f
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
         match self.value.take() {
             Some((node, path)) => seed.deserialize(NodeDe::new(node, path)),
-            None => Err(DeError::message("internal error: value asked for before its key")),
+            None => Err(DeError::message(
+                "internal error: value asked for before its key",
+            )),
         }
     }
 }
@@ -512,7 +585,11 @@ impl<'de> Deserializer<'de> for KeyDe<'_> {
     ) -> Result<V::Value, DeError> {
         if name == LOCATED_MARKER {
             let (pos, path) = (self.pos, self.path.clone());
-            let access = LocatedSeq { pos, step: 0, inner: Some(self) };
+            let access = LocatedSeq {
+                pos,
+                step: 0,
+                inner: Some(self),
+            };
             return visitor.visit_seq(access).map_err(|e| e.locate(&path, pos));
         }
         visitor.visit_newtype_struct(self)
@@ -540,8 +617,12 @@ impl<'de, D: Deserializer<'de, Error = DeError>> SeqAccess<'de> for LocatedSeq<D
     ) -> Result<Option<T::Value>, DeError> {
         self.step += 1;
         match self.step {
-            1 => seed.deserialize(self.pos.line.into_deserializer()).map(Some),
-            2 => seed.deserialize(self.pos.column.into_deserializer()).map(Some),
+            1 => seed
+                .deserialize(self.pos.line.into_deserializer())
+                .map(Some),
+            2 => seed
+                .deserialize(self.pos.column.into_deserializer())
+                .map(Some),
             _ => match self.inner.take() {
                 Some(inner) => seed.deserialize(inner).map(Some),
                 None => Ok(None),

@@ -25,7 +25,12 @@ impl Diagnostic {
         key_path: impl Into<String>,
         message: impl Into<String>,
     ) -> Self {
-        Diagnostic { file: file.to_path_buf(), pos, key_path: key_path.into(), message: message.into() }
+        Diagnostic {
+            file: file.to_path_buf(),
+            pos,
+            key_path: key_path.into(),
+            message: message.into(),
+        }
     }
 
     /// The message with its key path in front: `services.web: unknown key ...`.
@@ -73,5 +78,9 @@ pub enum Error {
 }
 
 fn count_errors(n: usize) -> String {
-    if n == 1 { "1 error".to_string() } else { format!("{n} errors") }
+    if n == 1 {
+        "1 error".to_string()
+    } else {
+        format!("{n} errors")
+    }
 }

@@ -19,8 +19,8 @@
 mod de;
 mod envfile;
 mod error;
-mod located;
 mod load;
+mod located;
 pub mod model;
 pub mod raw;
 mod schema;

@@ -2,12 +2,12 @@
 //! Reads with bounds, parses each file into the positioned tree, deserializes the raw types
 //! with error recovery, then validates everything into the model.
 
-use crate::de::{from_tree, Seg};
+use crate::de::{Seg, from_tree};
 use crate::error::{Diagnostic, Error};
 use crate::model::Manifest;
 use crate::raw::RawManifest;
-use crate::source::{read_bounded, ReadError, MAX_MANIFEST_BYTES};
-use crate::validate::{validate, ParsedFile};
+use crate::source::{MAX_MANIFEST_BYTES, ReadError, read_bounded};
+use crate::validate::{ParsedFile, validate};
 use crate::yaml::{self, Pos};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -19,10 +19,16 @@ use std::path::{Path, PathBuf};
 /// [`Error::Read`] when `path` itself cannot be read; [`Error::Invalid`] with every problem
 /// found otherwise.
 pub fn load(path: &Path) -> Result<Manifest, Error> {
-    let metadata = std::fs::metadata(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
+    let metadata = std::fs::metadata(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let mut diagnostics = Vec::new();
     let files = if metadata.is_dir() {
-        let entries = manifest_files(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
+        let entries = manifest_files(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         if entries.is_empty() {
             let message = "no *.yaml or *.yml files in this directory";
             diagnostics.push(Diagnostic::new(path, Pos::START, "", message));
@@ -36,7 +42,12 @@ pub fn load(path: &Path) -> Result<Manifest, Error> {
         match read_bounded(file, MAX_MANIFEST_BYTES) {
             Ok(text) => parsed.extend(parse_file(&text, file, &mut diagnostics)),
             Err(ReadError::Io(err)) => {
-                diagnostics.push(Diagnostic::new(file, Pos::START, "", format!("cannot read: {err}")));
+                diagnostics.push(Diagnostic::new(
+                    file,
+                    Pos::START,
+                    "",
+                    format!("cannot read: {err}"),
+                ));
             }
             Err(ReadError::Invalid(pos, why)) => {
                 diagnostics.push(Diagnostic::new(file, pos, "", format!("the file {why}")));
@@ -58,13 +69,22 @@ pub fn load_str(text: &str, file: &Path) -> Result<Manifest, Error> {
 }
 
 fn finish(parsed: &[ParsedFile], mut diagnostics: Vec<Diagnostic>) -> Result<Manifest, Error> {
-    let manifest = if parsed.is_empty() { None } else { validate(parsed, &mut diagnostics) };
+    let manifest = if parsed.is_empty() {
+        None
+    } else {
+        validate(parsed, &mut diagnostics)
+    };
     match manifest {
         Some(manifest) if diagnostics.is_empty() => Ok(manifest),
         _ => {
             if diagnostics.is_empty() {
                 // Unreachable by construction; never report "invalid" without a reason.
-                diagnostics.push(Diagnostic::new(Path::new("<manifest>"), Pos::START, "", "invalid manifest"));
+                diagnostics.push(Diagnostic::new(
+                    Path::new("<manifest>"),
+                    Pos::START,
+                    "",
+                    "invalid manifest",
+                ));
             }
             diagnostics.sort_by(|a, b| (&a.file, a.pos).cmp(&(&b.file, b.pos)));
             diagnostics.dedup();
@@ -99,7 +119,12 @@ fn parse_file(text: &str, file: &Path, diagnostics: &mut Vec<Diagnostic>) -> Opt
         }
     };
     if tree.kind == yaml::Kind::Null {
-        diagnostics.push(Diagnostic::new(file, Pos::START, "", "the manifest is empty; it needs a `services` mapping"));
+        diagnostics.push(Diagnostic::new(
+            file,
+            Pos::START,
+            "",
+            "the manifest is empty; it needs a `services` mapping",
+        ));
         return None;
     }
     let errors_before = diagnostics.len();
@@ -119,6 +144,13 @@ fn parse_file(text: &str, file: &Path, diagnostics: &mut Vec<Diagnostic>) -> Opt
         broken_services.insert(String::new());
     }
     let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
-    let base_dir = absolute.parent().map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
-    Some(ParsedFile { path: file.to_path_buf(), base_dir, raw, broken_services })
+    let base_dir = absolute
+        .parent()
+        .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+    Some(ParsedFile {
+        path: file.to_path_buf(),
+        base_dir,
+        raw,
+        broken_services,
+    })
 }

@@ -50,10 +50,19 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for LocatedVisitor<T> {
 
     /// `crate::de` answers the marker with a sequence: line, column, then the value itself.
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let line: u32 = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(0, &self))?;
-        let column: u32 = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(1, &self))?;
-        let value: T = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(2, &self))?;
-        Ok(Located { value, pos: Pos { line, column } })
+        let line: u32 = seq
+            .next_element()?
+            .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+        let column: u32 = seq
+            .next_element()?
+            .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+        let value: T = seq
+            .next_element()?
+            .ok_or_else(|| de::Error::invalid_length(2, &self))?;
+        Ok(Located {
+            value,
+            pos: Pos { line, column },
+        })
     }
 
     /// A deserializer that hands scalars straight to the visitor (serde's own value
@@ -70,12 +79,18 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for LocatedVisitor<T> {
 
     /// Any other deserializer: the value without a position.
     fn visit_newtype_struct<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        Ok(Located { value: T::deserialize(d)?, pos: Pos::default() })
+        Ok(Located {
+            value: T::deserialize(d)?,
+            pos: Pos::default(),
+        })
     }
 }
 
 fn unlocated<T>(value: T) -> Located<T> {
-    Located { value, pos: Pos::default() }
+    Located {
+        value,
+        pos: Pos::default(),
+    }
 }
 
 /// The schema of a `Located<T>` is the schema of `T`: the position is not written by users.

@@ -129,7 +129,11 @@ impl Service {
     /// `environment`; a later value of a name wins.
     pub fn extra_environment(&self) -> Vec<(String, String)> {
         let mut merged: IndexMap<String, String> = IndexMap::new();
-        let pairs = self.env_files.iter().flat_map(|f| f.vars.iter()).chain(self.environment.iter());
+        let pairs = self
+            .env_files
+            .iter()
+            .flat_map(|f| f.vars.iter())
+            .chain(self.environment.iter());
         for (key, value) in pairs {
             merged.insert(key.clone(), value.clone());
         }
@@ -257,7 +261,10 @@ pub struct Stop {
 
 impl Default for Stop {
     fn default() -> Self {
-        Stop { signal: Signal::SIGTERM, timeout: defaults::STOP_TIMEOUT }
+        Stop {
+            signal: Signal::SIGTERM,
+            timeout: defaults::STOP_TIMEOUT,
+        }
     }
 }
 

@@ -6,9 +6,7 @@
 //! `crate::validate` turns them into the checked model of `crate::model`.
 
 use crate::located::Located;
-use crate::values::{
-    CommandSpec, DependsOnSpec, DurationSpec, EnvSpec, OneOrMany, SignalSpec,
-};
+use crate::values::{CommandSpec, DependsOnSpec, DurationSpec, EnvSpec, OneOrMany, SignalSpec};
 use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};

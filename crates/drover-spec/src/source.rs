@@ -20,9 +20,14 @@ pub(crate) enum ReadError {
 pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<String, ReadError> {
     let file = File::open(path).map_err(ReadError::Io)?;
     let mut bytes = Vec::new();
-    file.take(limit + 1).read_to_end(&mut bytes).map_err(ReadError::Io)?;
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
     if bytes.len() as u64 > limit {
-        let why = format!("is larger than {} MiB; refusing to read it", limit / (1024 * 1024));
+        let why = format!(
+            "is larger than {} MiB; refusing to read it",
+            limit / (1024 * 1024)
+        );
         return Err(ReadError::Invalid(Pos::START, why));
     }
     into_text(bytes)
@@ -41,6 +46,9 @@ pub(crate) fn into_text(bytes: Vec<u8>) -> Result<String, ReadError> {
             line: u32::try_from(line).unwrap_or(u32::MAX),
             column: u32::try_from(column).unwrap_or(u32::MAX),
         };
-        ReadError::Invalid(pos, format!("is not valid UTF-8 (byte 0x{bad:02x}); save it as UTF-8"))
+        ReadError::Invalid(
+            pos,
+            format!("is not valid UTF-8 (byte 0x{bad:02x}); save it as UTF-8"),
+        )
     })
 }

@@ -28,7 +28,10 @@ pub(crate) fn did_you_mean<'a>(
 }
 
 fn normalize(s: &str) -> String {
-    s.chars().filter(|c| *c != '_' && *c != '-').flat_map(char::to_lowercase).collect()
+    s.chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// Edit distance where swapping two neighbours counts as one edit (optimal string alignment),
@@ -62,7 +65,14 @@ mod tests {
     use super::*;
 
     fn check(typo: &str, expected: Option<&str>) {
-        let keys = ["command", "working_dir", "env_file", "environment", "depends_on", "user"];
+        let keys = [
+            "command",
+            "working_dir",
+            "env_file",
+            "environment",
+            "depends_on",
+            "user",
+        ];
         assert_eq!(did_you_mean(typo, keys), expected, "{typo}");
     }
 
@@ -78,7 +88,10 @@ mod tests {
         check("banana", None);
         check("x", None);
         assert_eq!(did_you_mean("db", ["b", "web"]), None);
-        assert_eq!(did_you_mean("SIGTREM", ["SIGTRAP", "SIGTERM"]), Some("SIGTERM"));
+        assert_eq!(
+            did_you_mean("SIGTREM", ["SIGTRAP", "SIGTERM"]),
+            Some("SIGTERM")
+        );
     }
 
     #[test]

@@ -1,17 +1,17 @@
 //! Raw manifest → checked model. Every semantic rule of the contract lives here, and every rule
 //! reports through one `Checker`, so one run finds every problem.
 
+use crate::envfile;
 use crate::error::Diagnostic;
 use crate::located::Located;
 use crate::model::{
-    defaults, Backoff, Command, Dependency, EnvFile, Manifest, Origin, Probe, ProbeAction,
-    Restart, Service, Settings, Signal, Stop, User,
+    Backoff, Command, Dependency, EnvFile, Manifest, Origin, Probe, ProbeAction, Restart, Service,
+    Settings, Signal, Stop, User, defaults,
 };
 use crate::raw::{RawManifest, RawProbe, RawService, RawSettings};
 use crate::suggest::did_you_mean;
 use crate::values::{CommandSpec, Condition, DependsOnSpec, EnvSpec, SignalSpec};
 use crate::yaml::Pos;
-use crate::envfile;
 use indexmap::IndexMap;
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -37,7 +37,8 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn error(&mut self, pos: Pos, path: impl Into<String>, message: impl Into<String>) {
-        self.diagnostics.push(Diagnostic::new(self.file, pos, path, message));
+        self.diagnostics
+            .push(Diagnostic::new(self.file, pos, path, message));
     }
 }
 
@@ -50,7 +51,10 @@ struct Pending<'a> {
 
 /// Checks every file and builds the model; `None` when anything was wrong (all of it is in
 /// `diagnostics`).
-pub(crate) fn validate(files: &[ParsedFile], diagnostics: &mut Vec<Diagnostic>) -> Option<Manifest> {
+pub(crate) fn validate(
+    files: &[ParsedFile],
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Manifest> {
     let errors_before = diagnostics.len();
     let settings = settings(files, diagnostics);
 
@@ -59,20 +63,32 @@ pub(crate) fn validate(files: &[ParsedFile], diagnostics: &mut Vec<Diagnostic>) 
     let mut seen: IndexMap<String, (PathBuf, Pos)> = IndexMap::new();
     let mut known: HashSet<String> = HashSet::new();
     for file in files {
-        let mut check = Checker { file: &file.path, diagnostics };
+        let mut check = Checker {
+            file: &file.path,
+            diagnostics,
+        };
         if let Some(version) = &file.raw.version
             && version.value != 1
         {
             check.error(
                 version.pos,
                 "version",
-                format!("unsupported version {}; only version 1 is accepted", version.value),
+                format!(
+                    "unsupported version {}; only version 1 is accepted",
+                    version.value
+                ),
             );
         }
         known.extend(file.broken_services.iter().cloned());
-        let Some(services) = &file.raw.services else { continue };
+        let Some(services) = &file.raw.services else {
+            continue;
+        };
         if services.value.is_empty() && file.broken_services.is_empty() {
-            check.error(services.pos, "services", "no services defined; add at least one");
+            check.error(
+                services.pos,
+                "services",
+                "no services defined; add at least one",
+            );
         }
         for (name, raw) in &services.value {
             let path = format!("services.{}", name.value);
@@ -92,7 +108,11 @@ pub(crate) fn validate(files: &[ParsedFile], diagnostics: &mut Vec<Diagnostic>) 
             }
             seen.insert(name.value.clone(), (file.path.clone(), name.pos));
             known.insert(name.value.clone());
-            pending.push(Pending { name: name.clone(), file, raw });
+            pending.push(Pending {
+                name: name.clone(),
+                file,
+                raw,
+            });
         }
     }
     let any_services_key = files.iter().any(|f| f.raw.services.is_some());
@@ -106,7 +126,10 @@ pub(crate) fn validate(files: &[ParsedFile], diagnostics: &mut Vec<Diagnostic>) 
 
     let mut services = IndexMap::new();
     for item in &pending {
-        let mut check = Checker { file: &item.file.path, diagnostics };
+        let mut check = Checker {
+            file: &item.file.path,
+            diagnostics,
+        };
         let service = service(&mut check, item, &known);
         services.insert(item.name.value.clone(), service);
     }
@@ -115,12 +138,18 @@ pub(crate) fn validate(files: &[ParsedFile], diagnostics: &mut Vec<Diagnostic>) 
     if diagnostics.len() > errors_before {
         return None;
     }
-    Some(Manifest { sources: files.iter().map(|f| f.path.clone()).collect(), settings, services })
+    Some(Manifest {
+        sources: files.iter().map(|f| f.path.clone()).collect(),
+        settings,
+        services,
+    })
 }
 
 /// `[a-z0-9_-]{1,63}`: safe in metric labels, file names and log prefixes.
 fn check_service_name(name: &str) -> Result<(), String> {
-    let valid_chars = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    let valid_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     if (1..=63).contains(&name.len()) && valid_chars {
         return Ok(());
     }
@@ -134,8 +163,13 @@ fn settings(files: &[ParsedFile], diagnostics: &mut Vec<Diagnostic>) -> Settings
     let mut result = Settings::default();
     let mut first: Option<(&Path, Pos)> = None;
     for file in files {
-        let Some(raw) = &file.raw.settings else { continue };
-        let mut check = Checker { file: &file.path, diagnostics };
+        let Some(raw) = &file.raw.settings else {
+            continue;
+        };
+        let mut check = Checker {
+            file: &file.path,
+            diagnostics,
+        };
         if let Some((other, pos)) = first {
             let message = format!(
                 "`settings` is defined twice: here and at {}:{}:{}; keep one",
@@ -188,11 +222,16 @@ pub fn parse_listen(text: &str) -> Result<Option<SocketAddr>, String> {
         return Ok(None);
     }
     let invalid = || {
-        format!("invalid listen address `{text}`: expected IP:PORT such as `127.0.0.1:9464`, `[::1]:9464` or `:9464`")
+        format!(
+            "invalid listen address `{text}`: expected IP:PORT such as `127.0.0.1:9464`, `[::1]:9464` or `:9464`"
+        )
     };
     if let Some(port) = text.strip_prefix(':') {
         let port: u16 = port.parse().map_err(|_| invalid())?;
-        return Ok(Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)));
+        return Ok(Some(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port,
+        )));
     }
     if let Some(port) = text.strip_prefix("localhost:") {
         let port: u16 = port.parse().map_err(|_| invalid())?;
@@ -220,7 +259,11 @@ fn service(check: &mut Checker<'_>, item: &Pending<'_>, known: &HashSet<String>)
     let mut env_files = Vec::new();
     if let Some(files) = &raw.env_file {
         for (i, file) in files.value.clone().into_vec().into_iter().enumerate() {
-            let pos = if file.pos.line == 0 { files.pos } else { file.pos };
+            let pos = if file.pos.line == 0 {
+                files.pos
+            } else {
+                file.pos
+            };
             let key_path = match files.value {
                 crate::values::OneOrMany::One(_) => path("env_file"),
                 crate::values::OneOrMany::Many(_) => format!("{}[{i}]", path("env_file")),
@@ -231,24 +274,41 @@ fn service(check: &mut Checker<'_>, item: &Pending<'_>, known: &HashSet<String>)
                 Err(envfile::EnvFileError::Io(why)) => check.error(pos, key_path, why),
                 Err(envfile::EnvFileError::Line(line, why)) => {
                     let why = format!("{why} (env_file of services.{name})");
-                    check.diagnostics.push(Diagnostic::new(&full, Pos { line, column: 1 }, "", why));
+                    check.diagnostics.push(Diagnostic::new(
+                        &full,
+                        Pos { line, column: 1 },
+                        "",
+                        why,
+                    ));
                 }
             }
         }
     }
-    let user = raw.user.as_ref().and_then(|user| match parse_user(&user.value) {
-        Ok(parsed) => Some(parsed),
-        Err(why) => {
-            check.error(user.pos, path("user"), why);
-            None
-        }
-    });
+    let user = raw
+        .user
+        .as_ref()
+        .and_then(|user| match parse_user(&user.value) {
+            Ok(parsed) => Some(parsed),
+            Err(why) => {
+                check.error(user.pos, path("user"), why);
+                None
+            }
+        });
     let depends_on = dependencies(check, name, raw.depends_on.as_ref(), known);
     let restart = restart(check, raw, name);
     let stop = stop(check, raw, name);
-    let readiness_probe = raw.readiness_probe.as_ref().and_then(|p| probe(check, p, name, ProbeRole::Readiness));
-    let liveness_probe = raw.liveness_probe.as_ref().and_then(|p| probe(check, p, name, ProbeRole::Liveness));
-    let startup_probe = raw.startup_probe.as_ref().and_then(|p| probe(check, p, name, ProbeRole::Startup));
+    let readiness_probe = raw
+        .readiness_probe
+        .as_ref()
+        .and_then(|p| probe(check, p, name, ProbeRole::Readiness));
+    let liveness_probe = raw
+        .liveness_probe
+        .as_ref()
+        .and_then(|p| probe(check, p, name, ProbeRole::Liveness));
+    let startup_probe = raw
+        .startup_probe
+        .as_ref()
+        .and_then(|p| probe(check, p, name, ProbeRole::Startup));
     Service {
         name: name.clone(),
         command,
@@ -263,7 +323,10 @@ fn service(check: &mut Checker<'_>, item: &Pending<'_>, known: &HashSet<String>)
         liveness_probe,
         startup_probe,
         on_exit: raw.on_exit.unwrap_or_default(),
-        origin: Origin { file: item.file.path.clone(), pos: item.name.pos },
+        origin: Origin {
+            file: item.file.path.clone(),
+            pos: item.name.pos,
+        },
     }
 }
 
@@ -277,7 +340,11 @@ fn command(check: &mut Checker<'_>, raw: &Located<CommandSpec>, path: &str) -> C
         }
         CommandSpec::Exec(argv) => {
             if argv.first().is_none_or(|program| program.is_empty()) {
-                check.error(raw.pos, path, "command is empty: the list needs at least a program");
+                check.error(
+                    raw.pos,
+                    path,
+                    "command is empty: the list needs at least a program",
+                );
             }
             if argv.iter().any(|arg| arg.contains('\0')) {
                 check.error(raw.pos, path, "command contains a NUL byte");
@@ -288,7 +355,11 @@ fn command(check: &mut Checker<'_>, raw: &Located<CommandSpec>, path: &str) -> C
 }
 
 fn check_env_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.contains('=') || name.contains('\0') || name.contains(char::is_whitespace) {
+    if name.is_empty()
+        || name.contains('=')
+        || name.contains('\0')
+        || name.contains(char::is_whitespace)
+    {
         return Err(format!(
             "invalid environment variable name `{}`: it must be non-empty, without `=`, spaces or NUL",
             name.escape_default()
@@ -297,7 +368,11 @@ fn check_env_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn environment(check: &mut Checker<'_>, raw: Option<&EnvSpec>, path: &str) -> Vec<(String, String)> {
+fn environment(
+    check: &mut Checker<'_>,
+    raw: Option<&EnvSpec>,
+    path: &str,
+) -> Vec<(String, String)> {
     let mut out: IndexMap<String, String> = IndexMap::new();
     match raw {
         None => {}
@@ -306,7 +381,11 @@ fn environment(check: &mut Checker<'_>, raw: Option<&EnvSpec>, path: &str) -> Ve
                 if let Err(why) = check_env_name(&key.value) {
                     check.error(key.pos, path, why);
                 } else if value.value.contains('\0') {
-                    check.error(value.pos, format!("{path}.{}", key.value), "value contains a NUL byte");
+                    check.error(
+                        value.pos,
+                        format!("{path}.{}", key.value),
+                        "value contains a NUL byte",
+                    );
                 } else {
                     out.insert(key.value.clone(), value.value.clone());
                 }
@@ -316,7 +395,10 @@ fn environment(check: &mut Checker<'_>, raw: Option<&EnvSpec>, path: &str) -> Ve
             for (i, item) in items.iter().enumerate() {
                 let item_path = format!("{path}[{i}]");
                 let Some((key, value)) = item.value.split_once('=') else {
-                    let message = format!("expected `KEY=VALUE`, found `{}`", item.value.escape_default());
+                    let message = format!(
+                        "expected `KEY=VALUE`, found `{}`",
+                        item.value.escape_default()
+                    );
                     check.error(item.pos, item_path, message);
                     continue;
                 };
@@ -335,7 +417,12 @@ fn environment(check: &mut Checker<'_>, raw: Option<&EnvSpec>, path: &str) -> Ve
 
 /// `name`, `uid` or `uid:gid`.
 fn parse_user(text: &str) -> Result<User, String> {
-    let invalid = || format!("invalid user `{}`: expected a user name, a uid, or uid:gid", text.escape_default());
+    let invalid = || {
+        format!(
+            "invalid user `{}`: expected a user name, a uid, or uid:gid",
+            text.escape_default()
+        )
+    };
     let number = |s: &str| -> Result<u32, String> {
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
             return Err(invalid());
@@ -343,16 +430,28 @@ fn parse_user(text: &str) -> Result<User, String> {
         s.parse::<u32>().map_err(|_| invalid())
     };
     if let Some((uid, gid)) = text.split_once(':') {
-        return Ok(User::Id { uid: number(uid)?, gid: Some(number(gid)?) });
+        return Ok(User::Id {
+            uid: number(uid)?,
+            gid: Some(number(gid)?),
+        });
     }
     if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
-        return Ok(User::Id { uid: number(text)?, gid: None });
+        return Ok(User::Id {
+            uid: number(text)?,
+            gid: None,
+        });
     }
     let name_ok = !text.is_empty()
         && text.len() <= 256
         && !text.starts_with('-')
-        && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'$'));
-    if name_ok { Ok(User::Name(text.to_string())) } else { Err(invalid()) }
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'$'));
+    if name_ok {
+        Ok(User::Name(text.to_string()))
+    } else {
+        Err(invalid())
+    }
 }
 
 fn dependencies(
@@ -380,7 +479,11 @@ fn dependencies(
     let mut out: Vec<Dependency> = Vec::new();
     for (dep, condition, dep_path) in entries {
         if dep.value == name {
-            check.error(dep.pos, dep_path, format!("service `{name}` depends on itself"));
+            check.error(
+                dep.pos,
+                dep_path,
+                format!("service `{name}` depends on itself"),
+            );
         } else if !known.contains(&dep.value) {
             let mut message = format!("unknown dependency `{}`", dep.value);
             if let Some(best) = did_you_mean(&dep.value, known.iter().map(String::as_str)) {
@@ -388,9 +491,16 @@ fn dependencies(
             }
             check.error(dep.pos, dep_path, message);
         } else if out.iter().any(|d| d.service == dep.value) {
-            check.error(dep.pos, dep_path, format!("`{}` is listed twice", dep.value));
+            check.error(
+                dep.pos,
+                dep_path,
+                format!("`{}` is listed twice", dep.value),
+            );
         } else {
-            out.push(Dependency { service: dep.value.clone(), condition });
+            out.push(Dependency {
+                service: dep.value.clone(),
+                condition,
+            });
         }
     }
     out
@@ -408,7 +518,11 @@ fn restart(check: &mut Checker<'_>, raw: &RawService, name: &str) -> Restart {
             Err(_) => check.error(
                 retries.pos,
                 format!("{path}.max_retries"),
-                format!("max_retries must be between 0 (unlimited) and {}, found {}", u32::MAX, retries.value),
+                format!(
+                    "max_retries must be between 0 (unlimited) and {}, found {}",
+                    u32::MAX,
+                    retries.value
+                ),
             ),
         }
     }
@@ -422,7 +536,11 @@ fn restart(check: &mut Checker<'_>, raw: &RawService, name: &str) -> Restart {
             b.max = max.value.0;
         }
         if b.initial > b.max {
-            let pos = backoff.initial.as_ref().or(backoff.max.as_ref()).map_or(Pos::START, |l| l.pos);
+            let pos = backoff
+                .initial
+                .as_ref()
+                .or(backoff.max.as_ref())
+                .map_or(Pos::START, |l| l.pos);
             let message = format!(
                 "backoff initial ({}) is longer than max ({})",
                 humantime::format_duration(b.initial),
@@ -460,7 +578,11 @@ pub fn parse_signal(spec: &SignalSpec) -> Result<Signal, String> {
             .ok_or_else(|| format!("invalid signal number {n}")),
         SignalSpec::Name(name) => {
             let upper = name.trim().to_ascii_uppercase();
-            let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+            let full = if upper.starts_with("SIG") {
+                upper
+            } else {
+                format!("SIG{upper}")
+            };
             Signal::from_str(&full).map_err(|_| {
                 let mut message = format!("invalid signal `{}`", name.escape_default());
                 let names = Signal::iterator().map(|s| s.as_str());
@@ -505,7 +627,12 @@ impl ProbeRole {
     }
 }
 
-fn probe(check: &mut Checker<'_>, raw: &Located<RawProbe>, name: &str, role: ProbeRole) -> Option<Probe> {
+fn probe(
+    check: &mut Checker<'_>,
+    raw: &Located<RawProbe>,
+    name: &str,
+    role: ProbeRole,
+) -> Option<Probe> {
     let path = format!("services.{name}.{}", role.key());
     let probe = &raw.value;
     let mut kinds: Vec<(&str, Pos)> = Vec::new();
@@ -524,31 +651,61 @@ fn probe(check: &mut Checker<'_>, raw: &Located<RawProbe>, name: &str, role: Pro
             check.error(
                 notify.pos,
                 format!("{path}.notify"),
-                format!("`notify` is only allowed in a readiness_probe, not in a {}", role.key()),
+                format!(
+                    "`notify` is only allowed in a readiness_probe, not in a {}",
+                    role.key()
+                ),
             );
         }
     }
     match kinds.as_slice() {
-        [] => check.error(raw.pos, path.clone(), "probe has no kind: set exactly one of `exec`, `http`, `tcp`, `notify`"),
+        [] => check.error(
+            raw.pos,
+            path.clone(),
+            "probe has no kind: set exactly one of `exec`, `http`, `tcp`, `notify`",
+        ),
         [_] => {}
         [_, (_, second), ..] => {
-            let names = kinds.iter().map(|(k, _)| format!("`{k}`")).collect::<Vec<_>>().join(", ");
-            check.error(*second, path.clone(), format!("probe has several kinds ({names}): set exactly one"));
+            let names = kinds
+                .iter()
+                .map(|(k, _)| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            check.error(
+                *second,
+                path.clone(),
+                format!("probe has several kinds ({names}): set exactly one"),
+            );
         }
     }
 
-    let threshold = |check: &mut Checker<'_>, value: &Option<Located<i64>>, key: &str, default: u32| -> u32 {
-        let Some(value) = value else { return default };
-        match u32::try_from(value.value) {
-            Ok(n) if n >= 1 => n,
-            _ => {
-                check.error(value.pos, format!("{path}.{key}"), format!("{key} must be at least 1, found {}", value.value));
-                default
+    let threshold =
+        |check: &mut Checker<'_>, value: &Option<Located<i64>>, key: &str, default: u32| -> u32 {
+            let Some(value) = value else { return default };
+            match u32::try_from(value.value) {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    check.error(
+                        value.pos,
+                        format!("{path}.{key}"),
+                        format!("{key} must be at least 1, found {}", value.value),
+                    );
+                    default
+                }
             }
-        }
-    };
-    let success_threshold = threshold(check, &probe.success_threshold, "success_threshold", defaults::PROBE_SUCCESS_THRESHOLD);
-    let failure_threshold = threshold(check, &probe.failure_threshold, "failure_threshold", defaults::PROBE_FAILURE_THRESHOLD);
+        };
+    let success_threshold = threshold(
+        check,
+        &probe.success_threshold,
+        "success_threshold",
+        defaults::PROBE_SUCCESS_THRESHOLD,
+    );
+    let failure_threshold = threshold(
+        check,
+        &probe.failure_threshold,
+        "failure_threshold",
+        defaults::PROBE_FAILURE_THRESHOLD,
+    );
     if role != ProbeRole::Readiness
         && let Some(value) = &probe.success_threshold
         && value.value > 1
@@ -556,13 +713,24 @@ fn probe(check: &mut Checker<'_>, raw: &Located<RawProbe>, name: &str, role: Pro
         check.error(
             value.pos,
             format!("{path}.success_threshold"),
-            format!("success_threshold must be 1 for a {}, found {}", role.key(), value.value),
+            format!(
+                "success_threshold must be 1 for a {}, found {}",
+                role.key(),
+                value.value
+            ),
         );
     }
-    let positive = |check: &mut Checker<'_>, value: &Option<Located<crate::values::DurationSpec>>, key: &str, default: Duration| {
+    let positive = |check: &mut Checker<'_>,
+                    value: &Option<Located<crate::values::DurationSpec>>,
+                    key: &str,
+                    default: Duration| {
         let Some(value) = value else { return default };
         if value.value.0.is_zero() {
-            check.error(value.pos, format!("{path}.{key}"), format!("{key} must be longer than 0s"));
+            check.error(
+                value.pos,
+                format!("{path}.{key}"),
+                format!("{key} must be longer than 0s"),
+            );
             return default;
         }
         value.value.0
@@ -571,17 +739,27 @@ fn probe(check: &mut Checker<'_>, raw: &Located<RawProbe>, name: &str, role: Pro
     let timeout = positive(check, &probe.timeout, "timeout", defaults::PROBE_TIMEOUT);
 
     let action = if let Some(exec) = &probe.exec {
-        ProbeAction::Exec { command: command(check, &exec.value.command, &format!("{path}.exec.command")) }
+        ProbeAction::Exec {
+            command: command(check, &exec.value.command, &format!("{path}.exec.command")),
+        }
     } else if let Some(http) = &probe.http {
         http_action(check, &http.value, http.pos, &format!("{path}.http"))?
     } else if let Some(tcp) = &probe.tcp {
-        let host = tcp.value.host.as_ref().map_or(defaults::PROBE_HOST.to_string(), |h| h.value.clone());
+        let host = tcp
+            .value
+            .host
+            .as_ref()
+            .map_or(defaults::PROBE_HOST.to_string(), |h| h.value.clone());
         let port = port(check, &tcp.value.port, &format!("{path}.tcp.port"))?;
         ProbeAction::Tcp { host, port }
     } else if let Some(notify) = &probe.notify {
         let watchdog = match &notify.value.watchdog {
             Some(w) if w.value.0.is_zero() => {
-                check.error(w.pos, format!("{path}.notify.watchdog"), "watchdog must be longer than 0s");
+                check.error(
+                    w.pos,
+                    format!("{path}.notify.watchdog"),
+                    "watchdog must be longer than 0s",
+                );
                 None
             }
             Some(w) => Some(w.value.0),
@@ -593,7 +771,9 @@ fn probe(check: &mut Checker<'_>, raw: &Located<RawProbe>, name: &str, role: Pro
     };
     Some(Probe {
         action,
-        initial_delay: probe.initial_delay.map_or(defaults::PROBE_INITIAL_DELAY, |d| d.0),
+        initial_delay: probe
+            .initial_delay
+            .map_or(defaults::PROBE_INITIAL_DELAY, |d| d.0),
         period,
         timeout,
         success_threshold,
@@ -605,25 +785,43 @@ fn port(check: &mut Checker<'_>, raw: &Located<i64>, path: &str) -> Option<u16> 
     match u16::try_from(raw.value) {
         Ok(port) if port != 0 => Some(port),
         _ => {
-            check.error(raw.pos, path, format!("port {} is out of range 1-65535", raw.value));
+            check.error(
+                raw.pos,
+                path,
+                format!("port {} is out of range 1-65535", raw.value),
+            );
             None
         }
     }
 }
 
-fn http_action(check: &mut Checker<'_>, raw: &crate::raw::RawHttpProbe, pos: Pos, path: &str) -> Option<ProbeAction> {
+fn http_action(
+    check: &mut Checker<'_>,
+    raw: &crate::raw::RawHttpProbe,
+    pos: Pos,
+    path: &str,
+) -> Option<ProbeAction> {
     let headers: Vec<(String, String)> = raw
         .headers
         .iter()
         .flatten()
         .filter_map(|(key, value)| {
-            let valid_name = !key.value.is_empty() && key.value.bytes().all(|b| b.is_ascii_graphic() && b != b':');
+            let valid_name = !key.value.is_empty()
+                && key.value.bytes().all(|b| b.is_ascii_graphic() && b != b':');
             if !valid_name {
-                check.error(key.pos, format!("{path}.headers"), format!("invalid header name `{}`", key.value.escape_default()));
+                check.error(
+                    key.pos,
+                    format!("{path}.headers"),
+                    format!("invalid header name `{}`", key.value.escape_default()),
+                );
                 return None;
             }
             if value.contains(['\r', '\n', '\0']) {
-                check.error(key.pos, format!("{path}.headers.{}", key.value), "header value contains a line break or NUL");
+                check.error(
+                    key.pos,
+                    format!("{path}.headers.{}", key.value),
+                    "header value contains a line break or NUL",
+                );
                 return None;
             }
             Some((key.value.clone(), value.clone()))
@@ -632,10 +830,19 @@ fn http_action(check: &mut Checker<'_>, raw: &crate::raw::RawHttpProbe, pos: Pos
     match (&raw.url, &raw.port) {
         (Some(url), None) => {
             if let Some(extra) = raw.host.as_ref().or(raw.path.as_ref()) {
-                check.error(extra.pos, path, "set either `url`, or `port` with `host` and `path`, not both");
+                check.error(
+                    extra.pos,
+                    path,
+                    "set either `url`, or `port` with `host` and `path`, not both",
+                );
             }
             match parse_http_url(&url.value) {
-                Ok((host, port, url_path)) => Some(ProbeAction::Http { host, port, path: url_path, headers }),
+                Ok((host, port, url_path)) => Some(ProbeAction::Http {
+                    host,
+                    port,
+                    path: url_path,
+                    headers,
+                }),
                 Err(why) => {
                     check.error(url.pos, format!("{path}.url"), why);
                     None
@@ -644,21 +851,40 @@ fn http_action(check: &mut Checker<'_>, raw: &crate::raw::RawHttpProbe, pos: Pos
         }
         (None, Some(raw_port)) => {
             let port = port(check, raw_port, &format!("{path}.port"))?;
-            let host = raw.host.as_ref().map_or(defaults::PROBE_HOST.to_string(), |h| h.value.clone());
-            let url_path = raw.path.as_ref().map_or("/".to_string(), |p| p.value.clone());
+            let host = raw
+                .host
+                .as_ref()
+                .map_or(defaults::PROBE_HOST.to_string(), |h| h.value.clone());
+            let url_path = raw
+                .path
+                .as_ref()
+                .map_or("/".to_string(), |p| p.value.clone());
             if !url_path.starts_with('/') {
                 let p = raw.path.as_ref().map_or(pos, |p| p.pos);
-                check.error(p, format!("{path}.path"), format!("path must start with `/`, found `{url_path}`"));
+                check.error(
+                    p,
+                    format!("{path}.path"),
+                    format!("path must start with `/`, found `{url_path}`"),
+                );
                 return None;
             }
-            Some(ProbeAction::Http { host, port, path: url_path, headers })
+            Some(ProbeAction::Http {
+                host,
+                port,
+                path: url_path,
+                headers,
+            })
         }
         (Some(url), Some(_)) => {
             check.error(url.pos, path, "set either `url` or `port`, not both");
             None
         }
         (None, None) => {
-            check.error(pos, path, "an http probe needs `url`, or `port` (with optional `host` and `path`)");
+            check.error(
+                pos,
+                path,
+                "an http probe needs `url`, or `port` (with optional `host` and `path`)",
+            );
             None
         }
     }
@@ -669,7 +895,9 @@ pub fn parse_http_url(url: &str) -> Result<(String, u16, String), String> {
     let invalid = |why: &str| format!("invalid url `{url}`: {why}");
     let Some(rest) = url.strip_prefix("http://") else {
         if url.starts_with("https://") {
-            return Err(invalid("https is not supported by http probes; use http:// or a tcp probe"));
+            return Err(invalid(
+                "https is not supported by http probes; use http:// or a tcp probe",
+            ));
         }
         return Err(invalid("it must start with http://"));
     };
@@ -677,7 +905,11 @@ pub fn parse_http_url(url: &str) -> Result<(String, u16, String), String> {
         Some(i) => (&rest[..i], rest[i..].to_string()),
         None => (rest, "/".to_string()),
     };
-    let path = if path.starts_with('?') { format!("/{path}") } else { path };
+    let path = if path.starts_with('?') {
+        format!("/{path}")
+    } else {
+        path
+    };
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         let (host, after) = v6.split_once(']').ok_or_else(|| invalid("unclosed `[`"))?;
         (host.to_string(), after.strip_prefix(':'))
@@ -706,7 +938,11 @@ pub fn parse_http_url(url: &str) -> Result<(String, u16, String), String> {
 /// Finds every dependency cycle and spells it out (`a -> b -> c -> a`), reported at the
 /// `depends_on` entry that closes it. Iterative, so a long chain cannot overflow the stack.
 fn check_cycles(pending: &[Pending<'_>], diagnostics: &mut Vec<Diagnostic>) {
-    let index: IndexMap<&str, usize> = pending.iter().enumerate().map(|(i, p)| (p.name.value.as_str(), i)).collect();
+    let index: IndexMap<&str, usize> = pending
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.name.value.as_str(), i))
+        .collect();
     // Edges with the position of the entry that names the dependency.
     let edges: Vec<Vec<(usize, Pos)>> = pending
         .iter()
@@ -750,7 +986,10 @@ fn check_cycles(pending: &[Pending<'_>], diagnostics: &mut Vec<Diagnostic>) {
                 }
                 Mark::OnStack => {
                     let start = stack.iter().position(|&(n, _)| n == dep).unwrap_or(0);
-                    let mut names: Vec<&str> = stack[start..].iter().map(|&(n, _)| pending[n].name.value.as_str()).collect();
+                    let mut names: Vec<&str> = stack[start..]
+                        .iter()
+                        .map(|&(n, _)| pending[n].name.value.as_str())
+                        .collect();
                     names.push(&pending[dep].name.value);
                     let p = &pending[node];
                     let message = format!("dependency cycle: {}", names.join(" -> "));

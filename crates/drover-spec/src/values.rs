@@ -42,7 +42,9 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         return Ok(Duration::from_secs(seconds));
     }
     humantime::parse_duration(trimmed).map_err(|e| {
-        format!("invalid duration `{text}`: {e}; write it with units, such as `250ms`, `10s` or `1m30s`")
+        format!(
+            "invalid duration `{text}`: {e}; write it with units, such as `250ms`, `10s` or `1m30s`"
+        )
     })
 }
 
@@ -213,14 +215,17 @@ impl<'de> Deserialize<'de> for DependsOnSpec {
         impl<'de> Visitor<'de> for DependsVisitor {
             type Value = DependsOnSpec;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a list of service names, or a mapping of names to `{ condition: ... }`")
+                f.write_str(
+                    "a list of service names, or a mapping of names to `{ condition: ... }`",
+                )
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<DependsOnSpec, A::Error> {
                 IndexMap::deserialize(de::value::MapAccessDeserializer::new(map))
                     .map(DependsOnSpec::Map)
             }
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<DependsOnSpec, A::Error> {
-                Vec::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(DependsOnSpec::List)
+                Vec::deserialize(de::value::SeqAccessDeserializer::new(seq))
+                    .map(DependsOnSpec::List)
             }
         }
         deserializer.deserialize_any(DependsVisitor)

@@ -26,7 +26,10 @@ impl Pos {
 impl From<serde_saphyr::Location> for Pos {
     fn from(loc: serde_saphyr::Location) -> Self {
         let clamp = |n: u64| u32::try_from(n).unwrap_or(u32::MAX).max(1);
-        Pos { line: clamp(loc.line()), column: clamp(loc.column()) }
+        Pos {
+            line: clamp(loc.line()),
+            column: clamp(loc.column()),
+        }
     }
 }
 
@@ -95,7 +98,10 @@ pub(crate) fn parse(text: &str) -> Result<Node, (Pos, String)> {
     };
     serde_saphyr::from_str_with_options::<Node>(text, options).map_err(|err| {
         let pos = err.location().map(Pos::from).unwrap_or(Pos::START);
-        (pos, clean_parser_message(&err.without_snippet().to_string()))
+        (
+            pos,
+            clean_parser_message(&err.without_snippet().to_string()),
+        )
     })
 }
 
@@ -111,7 +117,10 @@ fn clean_parser_message(message: &str) -> String {
 impl<'de> Deserialize<'de> for Node {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let spanned = Spanned::<Kind>::deserialize(deserializer)?;
-        Ok(Node { pos: spanned.referenced.into(), kind: spanned.value })
+        Ok(Node {
+            pos: spanned.referenced.into(),
+            kind: spanned.value,
+        })
     }
 }
 
@@ -148,10 +157,14 @@ impl<'de> Visitor<'de> for KindVisitor {
         Ok(i64::try_from(v).map_or(Kind::UInt(v), Kind::Int))
     }
     fn visit_i128<E: de::Error>(self, v: i128) -> Result<Kind, E> {
-        i64::try_from(v).map(Kind::Int).map_err(|_| E::custom("integer out of range"))
+        i64::try_from(v)
+            .map(Kind::Int)
+            .map_err(|_| E::custom("integer out of range"))
     }
     fn visit_u128<E: de::Error>(self, v: u128) -> Result<Kind, E> {
-        u64::try_from(v).map(Kind::UInt).map_err(|_| E::custom("integer out of range"))
+        u64::try_from(v)
+            .map(Kind::UInt)
+            .map_err(|_| E::custom("integer out of range"))
     }
     fn visit_f64<E>(self, v: f64) -> Result<Kind, E> {
         Ok(Kind::Float(v))

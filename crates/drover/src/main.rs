@@ -24,7 +24,9 @@ fn main() -> ExitCode {
         (Some(Command::Schema), _) => schema(),
         (Some(Command::Run { manifest, .. }), _) => run(manifest),
         (None, false) => {
-            eprintln!("drover: `drover -- CMD` is not yet implemented (the supervisor issue adds it)");
+            eprintln!(
+                "drover: `drover -- CMD` is not yet implemented (the supervisor issue adds it)"
+            );
             ExitCode::from(1)
         }
         (None, true) => {
@@ -36,7 +38,11 @@ fn main() -> ExitCode {
 
 /// `drover check MANIFEST...`: every error of every manifest, to stderr.
 fn check(manifests: Vec<PathBuf>) -> ExitCode {
-    let manifests = if manifests.is_empty() { vec![PathBuf::from(DEFAULT_MANIFEST)] } else { manifests };
+    let manifests = if manifests.is_empty() {
+        vec![PathBuf::from(DEFAULT_MANIFEST)]
+    } else {
+        manifests
+    };
     let mut printer = report::Printer::for_stderr();
     let mut failed = false;
     for manifest in &manifests {
@@ -45,7 +51,11 @@ fn check(manifests: Vec<PathBuf>) -> ExitCode {
             failed = true;
         }
     }
-    if failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// `drover schema`: the manifest's JSON Schema on stdout.

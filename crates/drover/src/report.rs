@@ -14,7 +14,10 @@ pub(crate) struct Printer {
 
 impl Printer {
     pub(crate) fn for_stderr() -> Self {
-        Printer { show_source: std::io::stderr().is_terminal(), sources: HashMap::new() }
+        Printer {
+            show_source: std::io::stderr().is_terminal(),
+            sources: HashMap::new(),
+        }
     }
 
     pub(crate) fn error(&mut self, err: &Error) {
@@ -35,16 +38,25 @@ impl Printer {
         if !self.show_source {
             return;
         }
-        let Some(line) = self.source_line(&diagnostic.file, diagnostic.pos.line) else { return };
+        let Some(line) = self.source_line(&diagnostic.file, diagnostic.pos.line) else {
+            return;
+        };
         let column = usize::try_from(diagnostic.pos.column).unwrap_or(1).max(1);
         // Keep tabs so the caret lines up whatever the tab width.
-        let pad: String =
-            line.chars().take(column - 1).map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
+        let pad: String = line
+            .chars()
+            .take(column - 1)
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
         eprintln!("{:>5} | {line}\n      | {pad}^", diagnostic.pos.line);
     }
 
     fn source_line(&mut self, file: &Path, line: u32) -> Option<String> {
-        let text = self.sources.entry(file.to_path_buf()).or_insert_with(|| read_text(file)).as_ref()?;
+        let text = self
+            .sources
+            .entry(file.to_path_buf())
+            .or_insert_with(|| read_text(file))
+            .as_ref()?;
         let index = usize::try_from(line).ok()?.checked_sub(1)?;
         let line = text.lines().nth(index)?;
         // Very long lines (minified or garbage input) are cut rather than flooding the terminal.
@@ -54,6 +66,10 @@ impl Printer {
 
 fn read_text(file: &Path) -> Option<String> {
     let mut bytes = Vec::new();
-    std::fs::File::open(file).ok()?.take(MAX_MANIFEST_BYTES).read_to_end(&mut bytes).ok()?;
+    std::fs::File::open(file)
+        .ok()?
+        .take(MAX_MANIFEST_BYTES)
+        .read_to_end(&mut bytes)
+        .ok()?;
     String::from_utf8(bytes).ok()
 }

@@ -60,7 +60,10 @@ fn drover(args: &[&str]) -> Run {
 }
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
@@ -74,7 +77,10 @@ const TYPO: &str = "services:\n  web:\n    command: [sleep, '1']\n    comand: [s
 #[test]
 fn check_accepts_the_demo_silently() {
     let run = drover(&["check", "manifests/demo.yaml"]);
-    assert_eq!((run.code, run.stdout.as_str(), run.stderr.as_str()), (Some(0), "", ""));
+    assert_eq!(
+        (run.code, run.stdout.as_str(), run.stderr.as_str()),
+        (Some(0), "", "")
+    );
 }
 
 #[test]
@@ -86,7 +92,9 @@ fn check_points_at_a_typo_and_suggests_the_fix() {
     assert_eq!(run.stdout, "");
     let expected = [
         format!("{file}:4:5: error: services.web: unknown key `comand`; did you mean `command`?"),
-        format!("{file}:5:23: error: services.web.restart.policy: unknown value `alway`; expected one of `always`, `on-failure`, `never`; did you mean `always`?"),
+        format!(
+            "{file}:5:23: error: services.web.restart.policy: unknown value `alway`; expected one of `always`, `on-failure`, `never`; did you mean `always`?"
+        ),
     ];
     let lines: Vec<&str> = run.stderr.lines().collect();
     assert_eq!(lines, expected, "stderr was:\n{}", run.stderr);
@@ -95,11 +103,22 @@ fn check_points_at_a_typo_and_suggests_the_fix() {
 #[test]
 fn check_reports_every_manifest_and_fails_if_any_is_invalid() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let good = write(dir.path(), "good.yaml", "services:\n  a: {command: sleep 1}\n");
-    let bad = write(dir.path(), "bad.yaml", "services:\n  a: {command: sleep 1, depends_on: [b]}\n");
+    let good = write(
+        dir.path(),
+        "good.yaml",
+        "services:\n  a: {command: sleep 1}\n",
+    );
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        "services:\n  a: {command: sleep 1, depends_on: [b]}\n",
+    );
     let run = drover(&["check", &good, &bad, &good]);
     assert_eq!(run.code, Some(1));
-    assert_eq!(run.stderr, format!("{bad}:2:38: error: services.a.depends_on[0]: unknown dependency `b`\n"));
+    assert_eq!(
+        run.stderr,
+        format!("{bad}:2:38: error: services.a.depends_on[0]: unknown dependency `b`\n")
+    );
     let run = drover(&["check", &good, &good]);
     assert_eq!((run.code, run.stderr.as_str()), (Some(0), ""));
 }
@@ -109,8 +128,17 @@ fn check_without_arguments_reads_drover_yaml_in_the_working_directory() {
     let dir = tempfile::tempdir().expect("tempdir");
     let run = drover_in(dir.path(), &["check"]);
     assert_eq!(run.code, Some(1));
-    assert!(run.stderr.starts_with("drover.yaml: error: cannot read manifest"), "{}", run.stderr);
-    write(dir.path(), "drover.yaml", "services:\n  a: {command: sleep 1}\n");
+    assert!(
+        run.stderr
+            .starts_with("drover.yaml: error: cannot read manifest"),
+        "{}",
+        run.stderr
+    );
+    write(
+        dir.path(),
+        "drover.yaml",
+        "services:\n  a: {command: sleep 1}\n",
+    );
     let run = drover_in(dir.path(), &["check"]);
     assert_eq!((run.code, run.stderr.as_str()), (Some(0), ""));
 }
@@ -118,16 +146,34 @@ fn check_without_arguments_reads_drover_yaml_in_the_working_directory() {
 #[test]
 fn check_reads_a_directory_manifest() {
     let dir = tempfile::tempdir().expect("tempdir");
-    write(dir.path(), "a.yaml", "services:\n  db: {command: sleep 1}\n");
-    write(dir.path(), "b.yml", "services:\n  web: {command: sleep 1, depends_on: [db]}\n");
+    write(
+        dir.path(),
+        "a.yaml",
+        "services:\n  db: {command: sleep 1}\n",
+    );
+    write(
+        dir.path(),
+        "b.yml",
+        "services:\n  web: {command: sleep 1, depends_on: [db]}\n",
+    );
     write(dir.path(), "notes.txt", "not yaml, ignored");
     let path = dir.path().to_string_lossy().into_owned();
     let run = drover(&["check", &path]);
     assert_eq!((run.code, run.stderr.as_str()), (Some(0), ""));
-    let second = write(dir.path(), "c.yaml", "services:\n  db: {command: sleep 2}\n");
+    let second = write(
+        dir.path(),
+        "c.yaml",
+        "services:\n  db: {command: sleep 2}\n",
+    );
     let run = drover(&["check", &path]);
     assert_eq!(run.code, Some(1));
-    assert!(run.stderr.starts_with(&format!("{second}:2:3: error: services.db: service `db` is defined twice: here and at ")), "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with(&format!(
+            "{second}:2:3: error: services.db: service `db` is defined twice: here and at "
+        )),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -145,7 +191,10 @@ fn schema_prints_a_json_schema_of_the_manifest() {
     let run = drover(&["schema"]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let schema: serde_json::Value = serde_json::from_str(&run.stdout).expect("json");
-    assert_eq!(schema["$schema"], "https://json-schema.org/draft/2020-12/schema");
+    assert_eq!(
+        schema["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
     assert!(schema["properties"]["services"].is_object(), "{schema:#}");
     assert_eq!(schema["additionalProperties"], false);
 }
@@ -153,11 +202,18 @@ fn schema_prints_a_json_schema_of_the_manifest() {
 #[test]
 fn version_and_help() {
     let run = drover(&["--version"]);
-    assert_eq!((run.code, run.stdout.trim()), (Some(0), concat!("drover ", env!("CARGO_PKG_VERSION"))));
+    assert_eq!(
+        (run.code, run.stdout.trim()),
+        (Some(0), concat!("drover ", env!("CARGO_PKG_VERSION")))
+    );
     let run = drover(&["--help"]);
     assert_eq!(run.code, Some(0));
     for word in ["run", "check", "schema", "drover -- CMD"] {
-        assert!(run.stdout.contains(word), "--help lacks {word:?}:\n{}", run.stdout);
+        assert!(
+            run.stdout.contains(word),
+            "--help lacks {word:?}:\n{}",
+            run.stdout
+        );
     }
 }
 
@@ -165,8 +221,15 @@ fn version_and_help() {
 /// `script` (util-linux, part of every Debian install) gives drover a pseudo-terminal.
 #[test]
 fn on_a_terminal_errors_show_the_source_line_and_a_caret() {
-    if Command::new("script").arg("--version").stdout(Stdio::null()).status().is_err() {
-        eprintln!("SKIPPED: `script` (util-linux) is not installed, so no pseudo-terminal for this test");
+    if Command::new("script")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
+        eprintln!(
+            "SKIPPED: `script` (util-linux) is not installed, so no pseudo-terminal for this test"
+        );
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -182,7 +245,12 @@ fn on_a_terminal_errors_show_the_source_line_and_a_caret() {
         .spawn()
         .expect("spawn script");
     let mut out = String::new();
-    child.stdout.take().expect("stdout").read_to_string(&mut out).expect("read");
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("read");
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
@@ -193,6 +261,12 @@ fn on_a_terminal_errors_show_the_source_line_and_a_caret() {
     };
     assert_eq!(status.code(), Some(1), "{out}");
     let out = out.replace("\r\n", "\n");
-    assert!(out.contains("    4 |     comand: [sleep, '2']\n      |     ^\n"), "no caret under `comand`:\n{out}");
-    assert!(out.contains("    5 |     restart: {policy: alway}\n      |                       ^\n"), "no caret under `alway`:\n{out}");
+    assert!(
+        out.contains("    4 |     comand: [sleep, '2']\n      |     ^\n"),
+        "no caret under `comand`:\n{out}"
+    );
+    assert!(
+        out.contains("    5 |     restart: {policy: alway}\n      |                       ^\n"),
+        "no caret under `alway`:\n{out}"
+    );
 }

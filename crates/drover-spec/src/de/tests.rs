@@ -23,7 +23,10 @@ fn run(text: &str) -> (Option<Outer>, Vec<String>) {
     let tree = parse(text).expect("valid yaml");
     let mut diagnostics = Vec::new();
     let recovered = from_tree::<Outer>(&tree, Path::new("t.yaml"), &mut diagnostics);
-    (recovered.value, diagnostics.iter().map(ToString::to_string).collect())
+    (
+        recovered.value,
+        diagnostics.iter().map(ToString::to_string).collect(),
+    )
 }
 
 #[test]
@@ -53,14 +56,25 @@ fn every_error_is_reported_with_path_and_position() {
 #[test]
 fn a_missing_key_is_reported_once_at_its_mapping() {
     let (_, errors) = run("a: {port: 1}\nb: {name: x}\n");
-    assert_eq!(errors, ["t.yaml:2:4: error: b: missing required key `port`"]);
+    assert_eq!(
+        errors,
+        ["t.yaml:2:4: error: b: missing required key `port`"]
+    );
     // A bad value that is dropped is not reported again as missing.
     let (_, errors) = run("a: {port: x}\nb: {port: 2}\n");
-    assert_eq!(errors, ["t.yaml:1:11: error: a.port: expected an integer, found a string"]);
+    assert_eq!(
+        errors,
+        ["t.yaml:1:11: error: a.port: expected an integer, found a string"]
+    );
 }
 
 #[test]
 fn paths_render_keys_and_indices() {
-    let path = [Seg::Key("services".into()), Seg::Key("web".into()), Seg::Key("command".into()), Seg::Index(2)];
+    let path = [
+        Seg::Key("services".into()),
+        Seg::Key("web".into()),
+        Seg::Key("command".into()),
+        Seg::Index(2),
+    ];
     assert_eq!(render_path(&path), "services.web.command[2]");
 }

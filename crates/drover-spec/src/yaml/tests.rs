@@ -9,9 +9,13 @@ fn check_err(text: &str, line: u32, fragment: &str) {
 #[test]
 fn positions_are_one_based() {
     let node = parse("a: 1\nb:\n  - x\n").expect("valid");
-    let Kind::Map(entries) = node.kind else { panic!("not a map") };
+    let Kind::Map(entries) = node.kind else {
+        panic!("not a map")
+    };
     assert_eq!(entries[1].0.pos, Pos { line: 2, column: 1 });
-    let Kind::Seq(items) = &entries[1].1.kind else { panic!("not a seq") };
+    let Kind::Seq(items) = &entries[1].1.kind else {
+        panic!("not a seq")
+    };
     assert_eq!(items[0].pos, Pos { line: 3, column: 5 });
 }
 
@@ -21,10 +25,11 @@ fn hostile_and_broken_input_is_refused() {
     check_err("a: [1\n", 1, "unclosed");
     check_err("\u{0}garbage", 1, "unexpected character");
     check_err(&"[".repeat(100_000), 1, "");
-    let block: String = (0..3000).map(|i| format!("{}- \n", " ".repeat(i * 2))).collect();
+    let block: String = (0..3000)
+        .map(|i| format!("{}- \n", " ".repeat(i * 2)))
+        .collect();
     check_err(&block, 33, "budget");
     let bomb = "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\nh: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]\n";
     let (_, message) = parse(bomb).expect_err("alias bomb");
     assert!(message.contains("budget"), "{message}");
 }
-

@@ -42,7 +42,10 @@ fn expectations(path: &Path) -> Vec<Expectation> {
 
 fn check(case: &Path) -> Result<(), String> {
     let expected: Vec<Expectation> = if case.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(case).expect("dir").map(|e| e.expect("entry").path()).collect();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(case)
+            .expect("dir")
+            .map(|e| e.expect("entry").path())
+            .collect();
         files.sort();
         files.iter().flat_map(|f| expectations(f)).collect()
     } else {
@@ -63,14 +66,26 @@ fn check(case: &Path) -> Result<(), String> {
             None => case.to_path_buf(),
         };
         let found = diagnostics.iter().any(|d| {
-            d.file == file && d.pos.line == e.line && d.pos.column == e.column && d.message_with_path().contains(&e.fragment)
+            d.file == file
+                && d.pos.line == e.line
+                && d.pos.column == e.column
+                && d.message_with_path().contains(&e.fragment)
         });
         if !found {
-            return Err(format!("missing {}:{}:{} {:?}; got {got:#?}", file.display(), e.line, e.column, e.fragment));
+            return Err(format!(
+                "missing {}:{}:{} {:?}; got {got:#?}",
+                file.display(),
+                e.line,
+                e.column,
+                e.fragment
+            ));
         }
     }
     if diagnostics.len() != expected.len() {
-        return Err(format!("expected {} diagnostics, got {got:#?}", expected.len()));
+        return Err(format!(
+            "expected {} diagnostics, got {got:#?}",
+            expected.len()
+        ));
     }
     Ok(())
 }
@@ -80,15 +95,30 @@ fn every_invalid_manifest_reports_what_it_expects() {
     let mut cases: Vec<PathBuf> = std::fs::read_dir(invalid_dir())
         .expect("tests/invalid")
         .map(|e| e.expect("entry").path())
-        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("dir-")) || p.extension().is_some_and(|e| e == "yaml"))
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("dir-"))
+                || p.extension().is_some_and(|e| e == "yaml")
+        })
         .collect();
     cases.sort();
     assert!(cases.len() >= 30, "only {} cases", cases.len());
     let failures: Vec<String> = cases
         .iter()
-        .filter_map(|case| check(case).err().map(|why| format!("{}: {why}", case.display())))
+        .filter_map(|case| {
+            check(case)
+                .err()
+                .map(|why| format!("{}: {why}", case.display()))
+        })
         .collect();
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n\n")
+    );
 }
 
 #[test]
@@ -101,7 +131,11 @@ fn a_file_over_the_size_limit_is_refused_without_reading_it_all() {
     match drover_spec::load(&path) {
         Err(Error::Invalid { diagnostics }) => {
             assert_eq!(diagnostics.len(), 1);
-            assert!(diagnostics[0].message.contains("larger than 8 MiB"), "{}", diagnostics[0]);
+            assert!(
+                diagnostics[0].message.contains("larger than 8 MiB"),
+                "{}",
+                diagnostics[0]
+            );
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -117,7 +151,9 @@ fn a_missing_manifest_is_a_read_error() {
 fn an_empty_directory_is_invalid() {
     let dir = tempfile::tempdir().expect("tempdir");
     match drover_spec::load(dir.path()) {
-        Err(Error::Invalid { diagnostics }) => assert!(diagnostics[0].message.contains("no *.yaml")),
+        Err(Error::Invalid { diagnostics }) => {
+            assert!(diagnostics[0].message.contains("no *.yaml"))
+        }
         other => panic!("unexpected {other:?}"),
     }
 }

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 
 /// The repository root (two levels above this crate).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
 }
 
 /// Every `*.yaml` directly in the repository's `manifests/` folder, plus its subdirectories
@@ -20,9 +23,15 @@ pub fn example_manifests() -> Vec<PathBuf> {
         .expect("manifests/")
         .map(|e| e.expect("entry").path())
         .filter(|p| p.is_dir() || p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
-        .filter(|p| !p.is_dir() || std::fs::read_dir(p).expect("dir").any(|e| {
-            e.expect("entry").path().extension().is_some_and(|x| x == "yaml" || x == "yml")
-        }))
+        .filter(|p| {
+            !p.is_dir()
+                || std::fs::read_dir(p).expect("dir").any(|e| {
+                    e.expect("entry")
+                        .path()
+                        .extension()
+                        .is_some_and(|x| x == "yaml" || x == "yml")
+                })
+        })
         .collect();
     found.sort();
     found

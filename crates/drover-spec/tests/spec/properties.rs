@@ -14,18 +14,55 @@ fn load_never_panics(text: &str) {
 /// YAML-ish fragments: keys of the contract, values of every kind, nested by indentation.
 fn yaml_shape() -> impl Strategy<Value = String> {
     let key = prop_oneof![
-        Just("services"), Just("settings"), Just("web"), Just("command"), Just("depends_on"),
-        Just("restart"), Just("policy"), Just("stop"), Just("signal"), Just("readiness_probe"),
-        Just("http"), Just("tcp"), Just("port"), Just("period"), Just("environment"), Just("x"),
-        Just("condition"), Just("max_retries"), Just("backoff"), Just("notify"), Just("<<"),
+        Just("services"),
+        Just("settings"),
+        Just("web"),
+        Just("command"),
+        Just("depends_on"),
+        Just("restart"),
+        Just("policy"),
+        Just("stop"),
+        Just("signal"),
+        Just("readiness_probe"),
+        Just("http"),
+        Just("tcp"),
+        Just("port"),
+        Just("period"),
+        Just("environment"),
+        Just("x"),
+        Just("condition"),
+        Just("max_retries"),
+        Just("backoff"),
+        Just("notify"),
+        Just("<<"),
     ];
     let scalar = prop_oneof![
-        Just("1"), Just("-1"), Just("0"), Just("70000"), Just("1.5"), Just("true"), Just("~"),
-        Just("sleep 1"), Just("[a, b]"), Just("{}"), Just("10s"), Just("SIGTERM"), Just("&a x"),
-        Just("*a"), Just("\"q\""), Just("'"), Just("["), Just("ready"), Just("always"),
+        Just("1"),
+        Just("-1"),
+        Just("0"),
+        Just("70000"),
+        Just("1.5"),
+        Just("true"),
+        Just("~"),
+        Just("sleep 1"),
+        Just("[a, b]"),
+        Just("{}"),
+        Just("10s"),
+        Just("SIGTERM"),
+        Just("&a x"),
+        Just("*a"),
+        Just("\"q\""),
+        Just("'"),
+        Just("["),
+        Just("ready"),
+        Just("always"),
     ];
     let line = (0usize..6, key, prop::bool::ANY, scalar).prop_map(|(indent, key, dash, value)| {
-        format!("{}{}{key}: {value}\n", "  ".repeat(indent), if dash { "- " } else { "" })
+        format!(
+            "{}{}{key}: {value}\n",
+            "  ".repeat(indent),
+            if dash { "- " } else { "" }
+        )
     });
     prop::collection::vec(line, 0..24).prop_map(|lines| lines.concat())
 }

@@ -11,12 +11,17 @@ fn yaml_as_json(path: &Path) -> Value {
 }
 
 fn validator() -> jsonschema::Validator {
-    jsonschema::validator_for(&drover_spec::json_schema()).expect("the schema is a valid JSON Schema")
+    jsonschema::validator_for(&drover_spec::json_schema())
+        .expect("the schema is a valid JSON Schema")
 }
 
 fn yaml_files(path: &Path) -> Vec<PathBuf> {
     if path.is_dir() {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path).expect("dir").map(|e| e.expect("entry").path()).filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml")).collect();
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .expect("dir")
+            .map(|e| e.expect("entry").path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            .collect();
         files.sort();
         files
     } else {
@@ -30,8 +35,15 @@ fn the_schema_accepts_every_example() {
     for example in example_manifests() {
         for file in yaml_files(&example) {
             let instance = yaml_as_json(&file);
-            let errors: Vec<String> = validator.iter_errors(&instance).map(|e| format!("{} at {}", e, e.instance_path())).collect();
-            assert!(errors.is_empty(), "{} fails the schema: {errors:#?}", file.display());
+            let errors: Vec<String> = validator
+                .iter_errors(&instance)
+                .map(|e| format!("{} at {}", e, e.instance_path()))
+                .collect();
+            assert!(
+                errors.is_empty(),
+                "{} fails the schema: {errors:#?}",
+                file.display()
+            );
         }
     }
 }
@@ -48,15 +60,43 @@ fn the_schema_rejects_structural_mistakes() {
     ];
     for case in cases {
         let instance: Value = serde_saphyr::from_str(case).expect("yaml");
-        assert!(!validator.is_valid(&instance), "the schema accepts:\n{case}");
-        assert!(drover_spec::load_str(case, Path::new("/tmp/s.yaml")).is_err(), "the parser accepts:\n{case}");
+        assert!(
+            !validator.is_valid(&instance),
+            "the schema accepts:\n{case}"
+        );
+        assert!(
+            drover_spec::load_str(case, Path::new("/tmp/s.yaml")).is_err(),
+            "the parser accepts:\n{case}"
+        );
     }
 }
 
 #[test]
 fn the_schema_describes_the_keys_of_the_contract() {
     let schema = drover_spec::json_schema().to_string();
-    for key in ["shutdown_timeout", "service_output", "debounce", "working_dir", "env_file", "depends_on", "reset_after", "max_retries", "readiness_probe", "liveness_probe", "startup_probe", "success_threshold", "failure_threshold", "initial_delay", "on_exit", "watchdog", "completed_successfully", "on-failure"] {
-        assert!(schema.contains(&format!("\"{key}\"")), "the schema lacks `{key}`");
+    for key in [
+        "shutdown_timeout",
+        "service_output",
+        "debounce",
+        "working_dir",
+        "env_file",
+        "depends_on",
+        "reset_after",
+        "max_retries",
+        "readiness_probe",
+        "liveness_probe",
+        "startup_probe",
+        "success_threshold",
+        "failure_threshold",
+        "initial_delay",
+        "on_exit",
+        "watchdog",
+        "completed_successfully",
+        "on-failure",
+    ] {
+        assert!(
+            schema.contains(&format!("\"{key}\"")),
+            "the schema lacks `{key}`"
+        );
     }
 }

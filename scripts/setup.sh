@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what the build and the tests need on a fresh Debian machine, and nothing when it is
+# already there. Called by .ci/run; safe to run by hand.
+set -euo pipefail
+
+# rustfmt and clippy for .ci/run's checks.
+if command -v rustup >/dev/null 2>&1; then
+  for component in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^${component}" || rustup component add "$component"
+  done
+fi
+
+# Debian packages the tests use:
+# - util-linux: `script`, which gives drover a pseudo-terminal in the caret test;
+# - python3: the demo manifest's web server and worker.
+missing=()
+command -v script >/dev/null 2>&1 || missing+=(util-linux)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: need ${missing[*]} (apt-get install); run as root or install them" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+echo "setup: ok"
