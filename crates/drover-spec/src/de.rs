@@ -210,10 +210,15 @@ pub(crate) fn from_tree<T: DeserializeOwned>(
         }
         let culprit = error.culprit();
         if culprit.is_empty() || !remove(&mut tree, &culprit) {
-            break;
+            return Recovered {
+                value: None,
+                dropped,
+            };
         }
         dropped.push(culprit);
     }
+    let message = format!("too many errors; stopped after {MAX_ERRORS}");
+    diagnostics.push(Diagnostic::new(file, tree.pos, "", message));
     Recovered {
         value: None,
         dropped,

@@ -78,3 +78,15 @@ fn paths_render_keys_and_indices() {
     ];
     assert_eq!(render_path(&path), "services.web.command[2]");
 }
+
+#[test]
+fn error_collection_is_bounded() {
+    let body: String = (0..150).map(|i| format!("  k{i}: 1\n")).collect();
+    let (_, errors) = run(&format!("a: {{port: 1}}\nb:\n  port: 2\n{body}"));
+    assert_eq!(errors.len(), MAX_ERRORS + 1);
+    assert!(
+        errors[MAX_ERRORS].contains("too many errors"),
+        "{}",
+        errors[MAX_ERRORS]
+    );
+}
