@@ -2,7 +2,7 @@
 //! Reads with bounds, parses each file into the positioned tree, deserializes the raw types
 //! with error recovery, then validates everything into the model.
 
-use crate::de::{Seg, from_tree};
+use crate::de::{Seg, from_tree, render_path};
 use crate::error::{Diagnostic, Error};
 use crate::model::Manifest;
 use crate::raw::RawManifest;
@@ -130,6 +130,11 @@ fn parse_file(text: &str, file: &Path, diagnostics: &mut Vec<Diagnostic>) -> Opt
     let errors_before = diagnostics.len();
     let recovered = from_tree::<RawManifest>(&tree, file, diagnostics);
     let raw = recovered.value?;
+    let dropped = recovered
+        .dropped
+        .iter()
+        .map(|path| render_path(path))
+        .collect();
     let mut broken_services: HashSet<String> = recovered
         .dropped
         .iter()
@@ -152,5 +157,6 @@ fn parse_file(text: &str, file: &Path, diagnostics: &mut Vec<Diagnostic>) -> Opt
         base_dir,
         raw,
         broken_services,
+        dropped,
     })
 }

@@ -119,7 +119,10 @@ pub struct RawReload {
 #[serde(deny_unknown_fields)]
 pub struct RawService {
     /// A list is the exec form (program and arguments); a string runs under `/bin/sh -c`.
-    pub command: Located<CommandSpec>,
+    // Required: `Option` only so that a service without it still gets its other keys checked;
+    // `crate::validate` reports the missing key and `crate::schema` marks it required.
+    #[serde(default)]
+    pub command: Option<Located<CommandSpec>>,
     /// Working directory, relative to the manifest's directory (default: drover's own).
     #[serde(default)]
     pub working_dir: Option<Located<String>>,

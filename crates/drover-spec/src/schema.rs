@@ -2,15 +2,15 @@
 //! what the parser accepts.
 
 use crate::raw::RawManifest;
+use serde_json::json;
 
 /// The manifest's JSON Schema (draft 2020-12), as printed by `drover schema`.
 pub fn json_schema() -> serde_json::Value {
     let mut schema = schemars::schema_for!(RawManifest).to_value();
-    if let Some(object) = schema.as_object_mut() {
-        object.insert(
-            "$id".to_string(),
-            serde_json::Value::String("https://drover.dev/schema/manifest-v1.json".to_string()),
-        );
-    }
+    schema["$id"] = json!("https://drover.dev/schema/manifest-v1.json");
+    // What the types cannot say: `command` is required (it is an `Option` in `RawService` so
+    // that validation can go on without it), and the service-name rule.
+    schema["$defs"]["RawService"]["required"] = json!(["command"]);
+    schema["properties"]["services"]["propertyNames"] = json!({ "pattern": "^[a-z0-9_-]{1,63}$" });
     schema
 }

@@ -27,6 +27,8 @@ pub(crate) struct ParsedFile {
     pub(crate) raw: RawManifest,
     /// Services that had structural errors and were left out; already reported.
     pub(crate) broken_services: HashSet<String>,
+    /// Key paths of values that had structural errors and were left out; already reported.
+    pub(crate) dropped: Vec<String>,
 }
 
 /// Collects diagnostics for one file at a time.
@@ -246,7 +248,16 @@ fn service(check: &mut Checker<'_>, item: &Pending<'_>, known: &HashSet<String>)
     let path = |key: &str| format!("services.{name}.{key}");
     let base_dir = &item.file.base_dir;
 
-    let command = command(check, &raw.command, &path("command"));
+    let command = match &raw.command {
+        Some(raw_command) => command(check, raw_command, &path("command")),
+        None => {
+            if !item.file.dropped.contains(&path("command")) {
+                let message = "missing required key `command`";
+                check.error(item.name.pos, format!("services.{name}"), message);
+            }
+            Command::Exec(Vec::new())
+        }
+    };
     let working_dir = raw.working_dir.as_ref().and_then(|dir| {
         if dir.value.trim().is_empty() {
             check.error(dir.pos, path("working_dir"), "working_dir is empty");
@@ -300,15 +311,15 @@ fn service(check: &mut Checker<'_>, item: &Pending<'_>, known: &HashSet<String>)
     let readiness_probe = raw
         .readiness_probe
         .as_ref()
-        .and_then(|p| probe(check, p, name, ProbeRole::Readiness));
+        .and_then(|p| probe(check, p, name, ProbeRole::Readiness, &item.file.dropped));
     let liveness_probe = raw
         .liveness_probe
         .as_ref()
-        .and_then(|p| probe(check, p, name, ProbeRole::Liveness));
+        .and_then(|p| probe(check, p, name, ProbeRole::Liveness, &item.file.dropped));
     let startup_probe = raw
         .startup_probe
         .as_ref()
-        .and_then(|p| probe(check, p, name, ProbeRole::Startup));
+        .and_then(|p| probe(check, p, name, ProbeRole::Startup, &item.file.dropped));
     Service {
         name: name.clone(),
         command,
@@ -632,6 +643,7 @@ fn probe(
     raw: &Located<RawProbe>,
     name: &str,
     role: ProbeRole,
+    dropped: &[String],
 ) -> Option<Probe> {
     let path = format!("services.{name}.{}", role.key());
     let probe = &raw.value;
@@ -658,7 +670,10 @@ fn probe(
             );
         }
     }
+    // A kind that was dropped for a structural error has been reported already.
+    let kind_dropped = dropped.iter().any(|d| d.starts_with(&format!("{path}.")));
     match kinds.as_slice() {
+        [] if kind_dropped => {}
         [] => check.error(
             raw.pos,
             path.clone(),
@@ -745,11 +760,7 @@ fn probe(
     } else if let Some(http) = &probe.http {
         http_action(check, &http.value, http.pos, &format!("{path}.http"))?
     } else if let Some(tcp) = &probe.tcp {
-        let host = tcp
-            .value
-            .host
-            .as_ref()
-            .map_or(defaults::PROBE_HOST.to_string(), |h| h.value.clone());
+        let host = probe_host(check, tcp.value.host.as_ref(), &format!("{path}.tcp.host"))?;
         let port = port(check, &tcp.value.port, &format!("{path}.tcp.port"))?;
         ProbeAction::Tcp { host, port }
     } else if let Some(notify) = &probe.notify {
@@ -779,6 +790,28 @@ fn probe(
         success_threshold,
         failure_threshold,
     })
+}
+
+/// The host of an http or tcp probe: default 127.0.0.1; an empty or spaced one is an error.
+fn probe_host(
+    check: &mut Checker<'_>,
+    raw: Option<&Located<String>>,
+    path: &str,
+) -> Option<String> {
+    let Some(host) = raw else {
+        return Some(defaults::PROBE_HOST.to_string());
+    };
+    let text = host.value.trim();
+    if text.is_empty() || text.contains(char::is_whitespace) {
+        let message = format!("invalid host `{}`", host.value.escape_default());
+        check.error(host.pos, path, message);
+        return None;
+    }
+    Some(
+        text.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+    )
 }
 
 fn port(check: &mut Checker<'_>, raw: &Located<i64>, path: &str) -> Option<u16> {
@@ -851,10 +884,7 @@ fn http_action(
         }
         (None, Some(raw_port)) => {
             let port = port(check, raw_port, &format!("{path}.port"))?;
-            let host = raw
-                .host
-                .as_ref()
-                .map_or(defaults::PROBE_HOST.to_string(), |h| h.value.clone());
+            let host = probe_host(check, raw.host.as_ref(), &format!("{path}.host"))?;
             let url_path = raw
                 .path
                 .as_ref()
@@ -924,6 +954,7 @@ pub fn parse_http_url(url: &str) -> Result<(String, u16, String), String> {
     }
     let port = match port {
         None => 80,
+        Some("") => return Err(invalid("no port after `:`")),
         Some(p) => match p.parse::<u16>() {
             Ok(port) if port != 0 => port,
             _ => return Err(format!("port {p} is out of range 1-65535 in url `{url}`")),
@@ -952,11 +983,18 @@ fn check_cycles(pending: &[Pending<'_>], diagnostics: &mut Vec<Diagnostic>) {
                 Some(DependsOnSpec::List(list)) => list.iter().collect(),
                 Some(DependsOnSpec::Map(map)) => map.keys().collect(),
             };
-            names
-                .into_iter()
-                .filter(|dep| dep.value != p.name.value)
-                .filter_map(|dep| index.get(dep.value.as_str()).map(|&i| (i, dep.pos)))
-                .collect()
+            let mut targets: Vec<(usize, Pos)> = Vec::new();
+            for dep in names {
+                // Self-dependencies and repeats are reported on their own; skip them here so
+                // that a cycle is spelled out once.
+                let Some(&i) = index.get(dep.value.as_str()) else {
+                    continue;
+                };
+                if dep.value != p.name.value && !targets.iter().any(|&(t, _)| t == i) {
+                    targets.push((i, dep.pos));
+                }
+            }
+            targets
         })
         .collect();
     #[derive(Clone, Copy, PartialEq)]

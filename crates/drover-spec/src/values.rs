@@ -28,7 +28,7 @@ impl JsonSchema for DurationSpec {
         schemars::json_schema!({
             "description": "a duration: a string with units such as `250ms`, `10s`, `1m30s`, or an integer number of seconds",
             "anyOf": [
-                { "type": "string", "pattern": "^\\s*([0-9]+(\\.[0-9]+)?\\s*[a-zµ]+\\s*)+$" },
+                { "type": "string", "pattern": "^\\s*([0-9]+(\\.[0-9]+)?\\s*[a-zA-Zµ]*\\s*)+$" },
                 { "type": "integer", "minimum": 0 }
             ]
         })
@@ -97,6 +97,16 @@ impl<'de> Deserialize<'de> for CommandSpec {
                 f.write_str("a list of program and arguments, or a shell command string")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<CommandSpec, E> {
+                Ok(CommandSpec::Shell(v.to_string()))
+            }
+            // `command: true` is the shell command `true`, as a string would be.
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<CommandSpec, E> {
+                Ok(CommandSpec::Shell(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<CommandSpec, E> {
+                Ok(CommandSpec::Shell(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<CommandSpec, E> {
                 Ok(CommandSpec::Shell(v.to_string()))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<CommandSpec, A::Error> {

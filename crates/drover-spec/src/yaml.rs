@@ -111,6 +111,22 @@ fn clean_parser_message(message: &str) -> String {
     let first = message.lines().next().unwrap_or(message);
     let cut = first.find(" at line ").map_or(first, |i| &first[..i]);
     let cut = cut.trim_end_matches(", set DuplicateKeyPolicy in Options if acceptable");
+    // Budget and document messages name library internals; say what they mean for a manifest.
+    if cut.starts_with("budget breached: Depth") || cut.starts_with("recursion limit exceeded") {
+        return format!("nesting is deeper than {MAX_DEPTH} levels");
+    }
+    if cut.starts_with("budget breached: Nodes") {
+        return format!("more than {MAX_NODES} values (an alias bomb?)");
+    }
+    if cut.starts_with("budget breached: Aliases") {
+        return format!("more than {MAX_ALIASES} aliases");
+    }
+    if cut.starts_with("budget breached") {
+        return "the manifest is too large or too deeply aliased to read".to_string();
+    }
+    if cut.starts_with("multiple YAML documents") {
+        return "a manifest is one YAML document; found a second one after `---`".to_string();
+    }
     cut.to_string()
 }
 

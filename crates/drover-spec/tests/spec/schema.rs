@@ -57,6 +57,8 @@ fn the_schema_rejects_structural_mistakes() {
         "services:\n  web:\n    command: {a: 1}\n",
         "services:\n  web:\n    command: sleep 1\n    depends_on: {db: {condition: healthy}}\n",
         "settings: {log: {format: xml}}\nservices: {web: {command: sleep 1}}\n",
+        "services:\n  web:\n    user: nobody\n",
+        "services:\n  Web:\n    command: sleep 1\n",
     ];
     for case in cases {
         let instance: Value = serde_saphyr::from_str(case).expect("yaml");
