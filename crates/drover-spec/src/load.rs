@@ -7,7 +7,7 @@ use crate::error::{Diagnostic, Error};
 use crate::model::Manifest;
 use crate::raw::RawManifest;
 use crate::source::{MAX_MANIFEST_BYTES, ReadError, read_bounded};
-use crate::validate::{ParsedFile, validate};
+use crate::validate::{ParsedFile, check_service_name, validate};
 use crate::yaml::{self, Pos};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -147,6 +147,21 @@ fn parse_file(text: &str, file: &Path, diagnostics: &mut Vec<Diagnostic>) -> Opt
         // Errors elsewhere (say, `services` itself was not a mapping): still say nothing more
         // about missing services.
         broken_services.insert(String::new());
+    }
+    // Services left out for structural errors still get their name checked.
+    if let yaml::Kind::Map(top) = &tree.kind
+        && let Some((_, services)) = top.iter().find(|(k, _)| k.name == "services")
+        && let yaml::Kind::Map(entries) = &services.kind
+    {
+        for (key, _) in entries
+            .iter()
+            .filter(|(k, _)| broken_services.contains(&k.name))
+        {
+            if let Err(why) = check_service_name(&key.name) {
+                let path = format!("services.{}", key.name);
+                diagnostics.push(Diagnostic::new(file, key.pos, path, why));
+            }
+        }
     }
     let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
     let base_dir = absolute

@@ -148,7 +148,7 @@ pub(crate) fn validate(
 }
 
 /// `[a-z0-9_-]{1,63}`: safe in metric labels, file names and log prefixes.
-fn check_service_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_service_name(name: &str) -> Result<(), String> {
     let valid_chars = name
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
