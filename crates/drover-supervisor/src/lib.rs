@@ -6,4 +6,7 @@
 //! state-change events and snapshots and never knows who consumes them (metrics, tracing, the
 //! control API).
 //!
-//! Empty until the supervisor issue; the manifest model it consumes is `drover_spec::Manifest`.
+//! So far it holds the restart policy (`restart`): backoff maths and the retry count, as pure
+//! functions. The manifest model it consumes is `drover_spec::Manifest`.
+
+pub mod restart;
