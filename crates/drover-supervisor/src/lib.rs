@@ -1,12 +1,26 @@
 //! drover-supervisor: spawning, reaping, restart policy, dependency order and stop.
 //!
-//! It will own every child process drover starts: the spawner (one long-lived thread that forks,
-//! so `PR_SET_PDEATHSIG` stays armed), the single reaper that owns `waitpid`, the restart policy
-//! with exponential backoff, start in dependency order and stop in reverse order. It publishes
-//! state-change events and snapshots and never knows who consumes them (metrics, tracing, the
-//! control API).
+//! It owns every child process drover starts. Its parts, from the kernel up:
+//! - `sys`: every raw syscall and every `unsafe` block, wrapped once (spawn setup in the
+//!   child, waitpid, kill, prctl);
+//! - `process`: the process table, the one spawner thread and the one SIGCHLD-driven reaper
+//!   (the design `../shared/DEPS.md` measured: no exit status is ever lost or stolen);
+//! - `restart`: backoff maths and the retry count, pure functions;
+//! - `core`: the state machine of every service, a pure function of inputs and time;
+//! - `runtime`: the task that performs what `core` decides and publishes events and snapshots;
+//! - `output`: service stdout/stderr in `prefix` mode, never blocking supervision.
 //!
-//! So far it holds the restart policy (`restart`): backoff maths and the retry count, as pure
-//! functions. The manifest model it consumes is `drover_spec::Manifest`.
+//! **Boundary**: the supervisor publishes [`Event`]s and [`ServiceSnapshot`]s and never knows
+//! who consumes them (metrics, tracing, a control API).
 
+pub mod core;
+pub mod output;
+pub mod process;
 pub mod restart;
+pub mod runtime;
+mod sys;
+
+pub use crate::core::{Event, ServiceSnapshot, State};
+pub use crate::process::{Processes, SpawnError, SpawnRequest};
+pub use crate::runtime::{Control, Error, Supervisor};
+pub use crate::sys::{ExitStatus, InheritedSignals, become_subreaper, is_pid1};

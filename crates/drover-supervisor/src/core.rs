@@ -1,0 +1,831 @@
+//! The supervisor's state machine, as a pure function: [`Core::handle`] takes an [`Input`] and
+//! the time, and returns the [`Action`]s to perform. It never forks, signals, sleeps or reads a
+//! clock, so every rule of the contract (`../shared/manifest-v1.md`, "Behaviour" and "Precise
+//! semantics") is unit-tested without processes; `crate::runtime` performs the actions.
+//!
+//! Life of a service: `pending` until its dependencies meet their conditions, `starting` while
+//! the spawner forks, `running`, `ready` (at once without a readiness probe). When its main
+//! process exits, the rest of its process group gets the stop signal (`stopping`) and, once the
+//! group is empty, the restart policy decides: `backoff` then `starting` again, `exited` (ended
+//! for good) or `failed` (gave up). A drain stops services in reverse dependency order.
+//! The state machine diagram is `docs/states.md`.
+
+use crate::restart::{Decision, RestartTracker, RunEnd};
+use crate::sys::ExitStatus;
+use drover_spec::model::{Condition, OnExit, Service, Signal};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+pub use nix::unistd::Pid;
+
+/// The states of the contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Not started: waiting for dependencies, or blocked by one that failed for good.
+    Pending,
+    /// Being spawned.
+    Starting,
+    /// Started; readiness not passed yet.
+    Running,
+    /// Readiness passed (at once when there is no readiness probe).
+    Ready,
+    /// Stop signal sent to its process group; waiting for the group to empty.
+    Stopping,
+    /// Ended for good, or stopped by a drain.
+    Exited,
+    /// Waiting to restart.
+    Backoff,
+    /// Gave up after `max_retries`.
+    Failed,
+}
+
+impl State {
+    /// Every state, in the contract's order.
+    pub const ALL: [State; 8] = [
+        State::Pending,
+        State::Starting,
+        State::Running,
+        State::Ready,
+        State::Stopping,
+        State::Exited,
+        State::Backoff,
+        State::Failed,
+    ];
+
+    /// The contract's name of the state.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Ready => "ready",
+            State::Stopping => "stopping",
+            State::Exited => "exited",
+            State::Backoff => "backoff",
+            State::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A state change of one service: what the supervisor publishes to its observers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The service.
+    pub service: Arc<str>,
+    /// The state before.
+    pub from: State,
+    /// The state after.
+    pub to: State,
+    /// Its main process, when it has one.
+    pub pid: Option<u32>,
+    /// How its last run ended, when the change is about an end.
+    pub exit: Option<ExitStatus>,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// Everything known about one service at a moment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSnapshot {
+    /// Its name.
+    pub name: Arc<str>,
+    /// Its state.
+    pub state: State,
+    /// Why it is in that state.
+    pub reason: String,
+    /// Its main process.
+    pub pid: Option<u32>,
+    /// Successful spawns so far.
+    pub starts: u64,
+    /// Restarts decided by the restart policy so far.
+    pub restarts: u64,
+    /// How its last run ended.
+    pub last_exit: Option<ExitStatus>,
+    /// Delay of the restart it is waiting for (state `backoff`).
+    pub backoff: Option<Duration>,
+}
+
+/// Something that happened, for the state machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// The spawner started service `unit` as `pid` (also its process group).
+    Spawned {
+        /// Service index.
+        unit: usize,
+        /// Its main process.
+        pid: Pid,
+    },
+    /// The spawner could not start it.
+    SpawnFailed {
+        /// Service index.
+        unit: usize,
+        /// Why.
+        message: String,
+        /// The shell's code for it: 127 not found, 126 not executable, else 1.
+        code: i32,
+    },
+    /// Its main process was reaped.
+    Exited {
+        /// Service index.
+        unit: usize,
+        /// The process.
+        pid: Pid,
+        /// How it ended.
+        status: ExitStatus,
+        /// Whether its process group still had members right after.
+        group_alive: bool,
+    },
+    /// Its process group has no member left.
+    GroupGone {
+        /// Service index.
+        unit: usize,
+    },
+    /// A timer set by [`Action::SetTimer`] fired.
+    Timer {
+        /// Service index.
+        unit: usize,
+        /// The token it was set with; stale tokens are ignored.
+        token: u64,
+    },
+    /// `settings.shutdown_timeout` ran out during a drain.
+    DrainDeadline,
+    /// Drain everything and exit (SIGTERM, SIGINT, SIGQUIT). A second one acts as `Kill`.
+    Shutdown,
+    /// Stop waiting: SIGKILL everything and exit.
+    Kill,
+}
+
+/// Something to do, for the runtime.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Spawn service `unit`; answer with `Spawned` or `SpawnFailed`.
+    Spawn(usize),
+    /// Send `signal` to process group `pgid`.
+    SignalGroup {
+        /// Service index.
+        unit: usize,
+        /// The group.
+        pgid: Pid,
+        /// The signal.
+        signal: Signal,
+    },
+    /// Report `GroupGone` once group `pgid` is empty.
+    WatchGroup {
+        /// Service index.
+        unit: usize,
+        /// The group.
+        pgid: Pid,
+    },
+    /// Report `Timer { unit, token }` after `after`.
+    SetTimer {
+        /// Service index.
+        unit: usize,
+        /// Token to report.
+        token: u64,
+        /// Delay.
+        after: Duration,
+    },
+    /// Report `DrainDeadline` after this delay.
+    SetDrainDeadline(Duration),
+    /// Publish this state change of service `unit`.
+    Publish(usize, Event),
+    /// Everything is over: exit with this code.
+    Exit(i32),
+}
+
+/// How a service ended for good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Its policy does not restart it; its last run ended so.
+    Completed(ExitStatus),
+    /// It used up `max_retries`.
+    Failed(ExitStatus),
+    /// A dependency failed for good; it never started.
+    Blocked,
+}
+
+impl Outcome {
+    fn code(self) -> i32 {
+        match self {
+            Outcome::Completed(status) | Outcome::Failed(status) => status.code(),
+            Outcome::Blocked => 1,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Keeping services alive.
+    Supervising,
+    /// Stopping everything in reverse dependency order; `killing` once SIGKILL is the answer.
+    Draining { killing: bool },
+    /// `Exit` has been returned.
+    Done,
+}
+
+struct Unit {
+    name: Arc<str>,
+    spec: Arc<Service>,
+    state: State,
+    reason: String,
+    /// Main process, while it runs.
+    pid: Option<Pid>,
+    /// Its process group, while it may have members.
+    pgid: Option<Pid>,
+    spawning: bool,
+    started_at: Option<Instant>,
+    tracker: RestartTracker,
+    /// Current timer token; bumping it cancels the pending timer.
+    token: u64,
+    starts: u64,
+    restarts: u64,
+    last_exit: Option<ExitStatus>,
+    backoff: Option<Duration>,
+    ever_started: bool,
+    ever_succeeded: bool,
+    outcome: Option<Outcome>,
+    /// The stop signal went to its group; `true` once SIGKILL followed.
+    stop_sent: Option<bool>,
+}
+
+impl Unit {
+    fn active(&self) -> bool {
+        self.spawning || self.pid.is_some() || self.pgid.is_some()
+    }
+}
+
+/// The state machine of every service of a manifest.
+pub struct Core {
+    units: Vec<Unit>,
+    /// `dependents[i]`: the services that depend on service `i`.
+    dependents: Vec<Vec<usize>>,
+    /// `dependencies[i]`: service index and condition of each `depends_on` entry of `i`.
+    dependencies: Vec<Vec<(usize, Condition)>>,
+    shutdown_timeout: Duration,
+    phase: Phase,
+    /// A drain needed SIGKILL or ran out of time: its exit code is 1.
+    forced: bool,
+    /// Exit code chosen by an `on_exit: shutdown` service.
+    exit_code: Option<i32>,
+    rng: u64,
+}
+
+impl Core {
+    /// A state machine for `services` (a checked manifest: every dependency exists). `seed`
+    /// feeds the backoff jitter.
+    pub fn new(
+        services: impl IntoIterator<Item = Service>,
+        shutdown_timeout: Duration,
+        seed: u64,
+    ) -> Core {
+        let units: Vec<Unit> = services
+            .into_iter()
+            .map(|spec| Unit {
+                name: Arc::from(spec.name.as_str()),
+                spec: Arc::new(spec),
+                state: State::Pending,
+                reason: "waiting to start".into(),
+                pid: None,
+                pgid: None,
+                spawning: false,
+                started_at: None,
+                tracker: RestartTracker::default(),
+                token: 0,
+                starts: 0,
+                restarts: 0,
+                last_exit: None,
+                backoff: None,
+                ever_started: false,
+                ever_succeeded: false,
+                outcome: None,
+                stop_sent: None,
+            })
+            .collect();
+        let index = |name: &str| units.iter().position(|u| &*u.name == name);
+        let mut dependents = vec![Vec::new(); units.len()];
+        let mut dependencies = vec![Vec::new(); units.len()];
+        for (i, unit) in units.iter().enumerate() {
+            for dependency in &unit.spec.depends_on {
+                // The spec crate has checked that every dependency exists.
+                if let Some(d) = index(&dependency.service) {
+                    dependents[d].push(i);
+                    dependencies[i].push((d, dependency.condition));
+                }
+            }
+        }
+        Core {
+            units,
+            dependents,
+            dependencies,
+            shutdown_timeout,
+            phase: Phase::Supervising,
+            forced: false,
+            exit_code: None,
+            rng: seed | 1,
+        }
+    }
+
+    /// Number of services.
+    pub fn len(&self) -> usize {
+        self.units.len()
+    }
+
+    /// Whether there are no services.
+    pub fn is_empty(&self) -> bool {
+        self.units.is_empty()
+    }
+
+    /// The spec of service `unit`.
+    pub fn spec(&self, unit: usize) -> &Arc<Service> {
+        &self.units[unit].spec
+    }
+
+    /// The process groups that may have members, for forwarding signals.
+    pub fn live_groups(&self) -> impl Iterator<Item = Pid> + '_ {
+        self.units.iter().filter_map(|u| u.pgid)
+    }
+
+    /// What is known about service `unit` now.
+    pub fn snapshot(&self, unit: usize) -> ServiceSnapshot {
+        let u = &self.units[unit];
+        ServiceSnapshot {
+            name: u.name.clone(),
+            state: u.state,
+            reason: u.reason.clone(),
+            pid: u.pid.map(pid_u32),
+            starts: u.starts,
+            restarts: u.restarts,
+            last_exit: u.last_exit,
+            backoff: u.backoff,
+        }
+    }
+
+    /// The first actions: start every service whose dependencies allow it.
+    pub fn start(&mut self, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.schedule(now, &mut out);
+        out
+    }
+
+    /// Applies one input; returns what to do.
+    pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        match input {
+            Input::Spawned { unit, pid } => self.on_spawned(unit, pid, now, &mut out),
+            Input::SpawnFailed {
+                unit,
+                message,
+                code,
+            } => {
+                let u = &mut self.units[unit];
+                u.spawning = false;
+                u.started_at = Some(now);
+                u.last_exit = Some(ExitStatus::Exited(code));
+                self.finish_run(unit, Some(format!("cannot start: {message}")), now, &mut out);
+            }
+            Input::Exited {
+                unit,
+                pid,
+                status,
+                group_alive,
+            } => self.on_exited(unit, pid, status, group_alive, now, &mut out),
+            Input::GroupGone { unit } => {
+                let u = &mut self.units[unit];
+                if u.pid.is_none() && u.pgid.is_some() {
+                    u.pgid = None;
+                    self.finish_run(unit, None, now, &mut out);
+                }
+            }
+            Input::Timer { unit, token } => self.on_timer(unit, token, now, &mut out),
+            Input::DrainDeadline => {
+                if let Phase::Draining { killing: false } = self.phase {
+                    self.kill_all("settings.shutdown_timeout ran out", now, &mut out);
+                }
+            }
+            Input::Shutdown => match self.phase {
+                Phase::Supervising => {
+                    self.begin_drain(None, now, &mut out);
+                }
+                Phase::Draining { killing: false } => {
+                    self.kill_all("told to stop a second time", now, &mut out)
+                }
+                _ => {}
+            },
+            Input::Kill => {
+                if self.phase != Phase::Done {
+                    self.kill_all("told to stop at once", now, &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    fn on_spawned(&mut self, unit: usize, pid: Pid, now: Instant, out: &mut Vec<Action>) {
+        let u = &mut self.units[unit];
+        u.spawning = false;
+        u.pid = Some(pid);
+        u.pgid = Some(pid);
+        u.started_at = Some(now);
+        u.starts += 1;
+        u.ever_started = true;
+        u.backoff = None;
+        self.set_state(unit, State::Running, "started".into(), None, out);
+        if self.phase == Phase::Supervising {
+            // Readiness probes are the probe issue's; without one, running means ready.
+            self.set_state(unit, State::Ready, "started".into(), None, out);
+        }
+        self.schedule(now, out);
+    }
+
+    fn on_exited(
+        &mut self,
+        unit: usize,
+        pid: Pid,
+        status: ExitStatus,
+        group_alive: bool,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let u = &mut self.units[unit];
+        if u.pid != Some(pid) {
+            return;
+        }
+        u.pid = None;
+        u.last_exit = Some(status);
+        if status.success() {
+            u.ever_succeeded = true;
+        }
+        if !group_alive {
+            u.pgid = None;
+            self.finish_run(unit, None, now, out);
+            return;
+        }
+        // Nothing of an old run may outlive it: stop the rest of its group first.
+        let pgid = u.pgid.unwrap_or(pid);
+        u.pgid = Some(pgid);
+        out.push(Action::WatchGroup { unit, pgid });
+        if u.stop_sent.is_none() {
+            self.send_stop(unit, out);
+        }
+        self.set_state(
+            unit,
+            State::Stopping,
+            format!("exited with {status}; stopping the rest of its process group"),
+            Some(status),
+            out,
+        );
+    }
+
+    fn on_timer(&mut self, unit: usize, token: u64, now: Instant, out: &mut Vec<Action>) {
+        let u = &self.units[unit];
+        if token != u.token {
+            return;
+        }
+        if u.stop_sent == Some(false)
+            && u.pgid.is_some()
+        {
+            let reason = format!(
+                "stop.timeout ({}) ran out; sending SIGKILL",
+                humantime::format_duration(u.spec.stop.timeout)
+            );
+            self.send_kill(unit, out);
+            self.set_state(unit, State::Stopping, reason, None, out);
+        } else if u.state == State::Backoff && self.phase == Phase::Supervising {
+            self.spawn(unit, out);
+        }
+        let _ = now;
+    }
+
+    /// The main process has exited and its group is empty (or it never started): decide.
+    fn finish_run(
+        &mut self,
+        unit: usize,
+        spawn_error: Option<String>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let u = &mut self.units[unit];
+        u.token += 1;
+        u.stop_sent = None;
+        let status = u.last_exit.unwrap_or(ExitStatus::Exited(1));
+        let ended = spawn_error.unwrap_or_else(|| format!("exited with {status}"));
+        if self.phase != Phase::Supervising {
+            self.set_state(unit, State::Exited, format!("stopped; {ended}"), Some(status), out);
+            self.schedule(now, out);
+            return;
+        }
+        let ran_for = u
+            .started_at
+            .map(|t| now.saturating_duration_since(t))
+            .unwrap_or_default();
+        let end = if status.success() {
+            RunEnd::Success
+        } else {
+            RunEnd::Failure
+        };
+        let random = next_random(&mut self.rng);
+        let u = &mut self.units[unit];
+        match u.tracker.on_end(&u.spec.restart, end, ran_for, random) {
+            Decision::Restart(delay) => {
+                u.restarts += 1;
+                u.backoff = Some(delay);
+                u.token += 1;
+                let token = u.token;
+                let reason = format!(
+                    "{ended}; restarting in {}",
+                    humantime::format_duration(round_ms(delay))
+                );
+                self.set_state(unit, State::Backoff, reason, Some(status), out);
+                if delay.is_zero() {
+                    self.spawn(unit, out);
+                } else {
+                    out.push(Action::SetTimer {
+                        unit,
+                        token,
+                        after: delay,
+                    });
+                }
+            }
+            Decision::Ended => {
+                u.outcome = Some(Outcome::Completed(status));
+                self.set_state(unit, State::Exited, ended, Some(status), out);
+                self.ended_for_good(unit, now, out);
+            }
+            Decision::GaveUp => {
+                u.outcome = Some(Outcome::Failed(status));
+                let reason = format!(
+                    "{ended}; gave up after {} restarts (restart.max_retries)",
+                    u.tracker.consecutive()
+                );
+                self.set_state(unit, State::Failed, reason, Some(status), out);
+                self.ended_for_good(unit, now, out);
+            }
+        }
+        self.schedule(now, out);
+    }
+
+    fn ended_for_good(&mut self, unit: usize, now: Instant, out: &mut Vec<Action>) {
+        let u = &self.units[unit];
+        if u.spec.on_exit == OnExit::Shutdown
+            && let Some(outcome) = u.outcome
+        {
+            self.begin_drain(Some(outcome.code()), now, out);
+        }
+    }
+
+    fn begin_drain(&mut self, exit_code: Option<i32>, now: Instant, out: &mut Vec<Action>) {
+        if self.phase != Phase::Supervising {
+            return;
+        }
+        self.phase = Phase::Draining { killing: false };
+        self.exit_code = exit_code;
+        out.push(Action::SetDrainDeadline(self.shutdown_timeout));
+        self.schedule(now, out);
+    }
+
+    fn kill_all(&mut self, why: &str, now: Instant, out: &mut Vec<Action>) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        self.phase = Phase::Draining { killing: true };
+        for unit in 0..self.units.len() {
+            let u = &self.units[unit];
+            if u.pgid.is_some() && u.stop_sent != Some(true) {
+                self.send_kill(unit, out);
+                self.set_state(unit, State::Stopping, format!("{why}; sending SIGKILL"), None, out);
+            }
+        }
+        self.schedule(now, out);
+    }
+
+    fn send_stop(&mut self, unit: usize, out: &mut Vec<Action>) {
+        let u = &mut self.units[unit];
+        let Some(pgid) = u.pgid else { return };
+        u.stop_sent = Some(false);
+        u.token += 1;
+        out.push(Action::SignalGroup {
+            unit,
+            pgid,
+            signal: u.spec.stop.signal,
+        });
+        out.push(Action::SetTimer {
+            unit,
+            token: u.token,
+            after: u.spec.stop.timeout,
+        });
+    }
+
+    fn send_kill(&mut self, unit: usize, out: &mut Vec<Action>) {
+        let u = &mut self.units[unit];
+        let Some(pgid) = u.pgid else { return };
+        u.stop_sent = Some(true);
+        u.token += 1;
+        if self.phase != Phase::Supervising {
+            self.forced = true;
+        }
+        out.push(Action::SignalGroup {
+            unit,
+            pgid,
+            signal: Signal::SIGKILL,
+        });
+        out.push(Action::WatchGroup { unit, pgid });
+    }
+
+    fn spawn(&mut self, unit: usize, out: &mut Vec<Action>) {
+        self.units[unit].spawning = true;
+        self.set_state(unit, State::Starting, "starting".into(), None, out);
+        out.push(Action::Spawn(unit));
+    }
+
+    /// Starts what may start, blocks what never will, stops what a drain may stop now, and
+    /// decides when everything is over.
+    fn schedule(&mut self, now: Instant, out: &mut Vec<Action>) {
+        match self.phase {
+            Phase::Supervising => self.schedule_starts(now, out),
+            Phase::Draining { killing } => self.schedule_stops(killing, out),
+            Phase::Done => {}
+        }
+    }
+
+    fn schedule_starts(&mut self, now: Instant, out: &mut Vec<Action>) {
+        loop {
+            let mut changed = false;
+            for unit in 0..self.units.len() {
+                let u = &self.units[unit];
+                if u.state != State::Pending || u.outcome.is_some() || u.spawning {
+                    continue;
+                }
+                match self.dependencies_status(unit) {
+                    Gate::Open => {
+                        self.spawn(unit, out);
+                        changed = true;
+                    }
+                    Gate::Never(reason) => {
+                        self.units[unit].outcome = Some(Outcome::Blocked);
+                        self.set_state(unit, State::Pending, reason, None, out);
+                        self.ended_for_good(unit, now, out);
+                        if self.phase != Phase::Supervising {
+                            return;
+                        }
+                        changed = true;
+                    }
+                    Gate::Wait => {}
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        if self.units.iter().all(|u| u.outcome.is_some()) {
+            let all_succeeded = self
+                .units
+                .iter()
+                .all(|u| matches!(u.outcome, Some(Outcome::Completed(s)) if s.success()));
+            self.phase = Phase::Done;
+            out.push(Action::Exit(if all_succeeded { 0 } else { 1 }));
+        }
+    }
+
+    fn schedule_stops(&mut self, killing: bool, out: &mut Vec<Action>) {
+        for unit in 0..self.units.len() {
+            let u = &self.units[unit];
+            if u.state == State::Backoff {
+                self.units[unit].token += 1;
+                self.set_state(unit, State::Exited, "stopped while waiting to restart".into(), None, out);
+                continue;
+            }
+            if !u.active() || u.spawning || u.stop_sent.is_some() {
+                continue;
+            }
+            if killing {
+                self.send_kill(unit, out);
+                self.set_state(unit, State::Stopping, "sending SIGKILL".into(), None, out);
+                continue;
+            }
+            // Reverse dependency order: only once everything that depends on it has stopped.
+            if self.dependents[unit].iter().any(|&d| self.units[d].active()) {
+                continue;
+            }
+            let signal = u.spec.stop.signal;
+            self.send_stop(unit, out);
+            self.set_state(
+                unit,
+                State::Stopping,
+                format!("stopping with {}", signal.as_str()),
+                None,
+                out,
+            );
+        }
+        if self.units.iter().all(|u| !u.active()) {
+            self.phase = Phase::Done;
+            let code = self
+                .exit_code
+                .unwrap_or(if self.forced { 1 } else { 0 });
+            out.push(Action::Exit(code));
+        }
+    }
+
+    fn dependencies_status(&self, unit: usize) -> Gate {
+        let mut gate = Gate::Open;
+        for &(d, condition) in &self.dependencies[unit] {
+            let dep = &self.units[d];
+            let ended = dep.outcome.is_some();
+            let met = match condition {
+                Condition::Started => dep.ever_started,
+                Condition::Ready => {
+                    dep.state == State::Ready
+                        || matches!(dep.outcome, Some(Outcome::Completed(s)) if s.success())
+                }
+                Condition::CompletedSuccessfully => dep.ever_succeeded,
+            };
+            if met {
+                continue;
+            }
+            if ended {
+                let how = match dep.outcome {
+                    Some(Outcome::Blocked) => "is blocked".to_string(),
+                    Some(Outcome::Failed(_)) => "failed".to_string(),
+                    _ => format!("ended with {}", dep.last_exit.unwrap_or(ExitStatus::Exited(1))),
+                };
+                return Gate::Never(format!(
+                    "blocked: dependency `{}` {how} before it was {}",
+                    dep.name,
+                    condition_word(condition)
+                ));
+            }
+            gate = Gate::Wait;
+        }
+        gate
+    }
+
+    fn set_state(
+        &mut self,
+        unit: usize,
+        to: State,
+        reason: String,
+        exit: Option<ExitStatus>,
+        out: &mut Vec<Action>,
+    ) {
+        let u = &mut self.units[unit];
+        if u.state == to && u.reason == reason {
+            return;
+        }
+        let from = u.state;
+        u.state = to;
+        u.reason.clone_from(&reason);
+        out.push(Action::Publish(
+            unit,
+            Event {
+                service: u.name.clone(),
+                from,
+                to,
+                pid: u.pid.or(u.pgid).map(pid_u32),
+                exit,
+                reason,
+            },
+        ));
+    }
+}
+
+enum Gate {
+    Open,
+    Wait,
+    Never(String),
+}
+
+fn condition_word(condition: Condition) -> &'static str {
+    match condition {
+        Condition::Started => "started",
+        Condition::Ready => "ready",
+        Condition::CompletedSuccessfully => "completed successfully",
+    }
+}
+
+fn pid_u32(pid: Pid) -> u32 {
+    u32::try_from(pid.as_raw()).unwrap_or_default()
+}
+
+fn round_ms(delay: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// xorshift64*: a uniform number in `[0, 1)` for the backoff jitter.
+fn next_random(state: &mut u64) -> f64 {
+    let mut x = *state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *state = x;
+    (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests;

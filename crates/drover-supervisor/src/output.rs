@@ -1,0 +1,274 @@
+//! Service output in `prefix` mode: each service's stdout and stderr are pipes that drover reads
+//! line by line and writes out as `name | line` (or JSON objects with `log.format: json`).
+//!
+//! **Invariant**: a slow or blocked drover stdout never stalls supervision or a service. Readers
+//! never wait for the writer: they hand lines to a bounded queue and, when it is full, drop the
+//! line and count it. One writer thread does the blocking writes. A service therefore never
+//! blocks on a full pipe because of drover, and a service that floods only loses its own lines.
+//!
+//! Each service keeps one pipe per stream for its whole life, reused across restarts: a restart
+//! costs two `dup`s, not two new pipes and two new reader tasks.
+
+use drover_spec::model::LogFormat;
+use std::io::{self, IsTerminal, Write};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+
+/// Longest line written as one; longer lines are split into pieces of this size.
+pub const MAX_LINE_BYTES: usize = 16 * 1024;
+/// Lines waiting for the writer before readers start dropping.
+pub const QUEUE_LINES: usize = 4096;
+
+/// Which stream a line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    /// Standard output, written to drover's stdout.
+    Stdout,
+    /// Standard error, written to drover's stderr.
+    Stderr,
+}
+
+impl Stream {
+    fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+struct Line {
+    service: Arc<str>,
+    colour: usize,
+    stream: Stream,
+    text: String,
+}
+
+/// The writer thread and its queue.
+#[derive(Clone)]
+pub struct OutputSink {
+    queue: mpsc::SyncSender<Line>,
+}
+
+/// Dropped-line count of one service.
+#[derive(Debug, Default)]
+pub struct DropCounter(AtomicU64);
+
+impl DropCounter {
+    /// Lines dropped so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl OutputSink {
+    /// Starts the writer thread. `width` is the longest service name, for alignment.
+    pub fn start(format: LogFormat, width: usize) -> io::Result<OutputSink> {
+        let (queue, lines) = mpsc::sync_channel::<Line>(QUEUE_LINES);
+        let colour = std::env::var_os("NO_COLOR").is_none();
+        let style = Style {
+            format,
+            width,
+            colour_stdout: colour && io::stdout().is_terminal(),
+            colour_stderr: colour && io::stderr().is_terminal(),
+        };
+        std::thread::Builder::new()
+            .name("drover-output".into())
+            .spawn(move || write_lines(&lines, &style))?;
+        Ok(OutputSink { queue })
+    }
+
+    /// Reads `read_end` until it closes and queues each line as `service`'s.
+    pub fn read_pipe(
+        &self,
+        service: Arc<str>,
+        colour: usize,
+        stream: Stream,
+        read_end: OwnedFd,
+        dropped: Arc<DropCounter>,
+    ) -> io::Result<()> {
+        let mut receiver = pipe::Receiver::from_owned_fd(read_end)?;
+        let queue = self.queue.clone();
+        tokio::spawn(async move {
+            let mut splitter = LineSplitter::default();
+            let mut buffer = vec![0u8; 64 * 1024];
+            loop {
+                let read = match receiver.read(&mut buffer).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                splitter.push(&buffer[..read], |text| {
+                    let line = Line {
+                        service: service.clone(),
+                        colour,
+                        stream,
+                        text,
+                    };
+                    if queue.try_send(line).is_err() {
+                        dropped.0.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+            splitter.finish(|text| {
+                let line = Line {
+                    service: service.clone(),
+                    colour,
+                    stream,
+                    text,
+                };
+                if queue.try_send(line).is_err() {
+                    dropped.0.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        });
+        Ok(())
+    }
+}
+
+/// Cuts a byte stream into lines of at most [`MAX_LINE_BYTES`], replacing invalid UTF-8.
+#[derive(Default)]
+pub struct LineSplitter {
+    partial: Vec<u8>,
+}
+
+impl LineSplitter {
+    /// Feeds bytes; calls `emit` with every complete line (without its newline).
+    pub fn push(&mut self, mut bytes: &[u8], mut emit: impl FnMut(String)) {
+        while !bytes.is_empty() {
+            let room = MAX_LINE_BYTES - self.partial.len();
+            let (take, complete) = match bytes.iter().position(|&b| b == b'\n') {
+                Some(end) if end <= room => (end + 1, true),
+                _ if bytes.len() >= room => (room, true),
+                _ => (bytes.len(), false),
+            };
+            self.partial.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if complete {
+                if self.partial.last() == Some(&b'\n') {
+                    self.partial.pop();
+                }
+                emit(String::from_utf8_lossy(&self.partial).into_owned());
+                self.partial.clear();
+            }
+        }
+    }
+
+    /// Emits what is left (a last line without a newline).
+    pub fn finish(&mut self, mut emit: impl FnMut(String)) {
+        if !self.partial.is_empty() {
+            emit(String::from_utf8_lossy(&self.partial).into_owned());
+            self.partial.clear();
+        }
+    }
+}
+
+struct Style {
+    format: LogFormat,
+    width: usize,
+    colour_stdout: bool,
+    colour_stderr: bool,
+}
+
+const COLOURS: [&str; 6] = ["36", "33", "32", "35", "34", "31"];
+
+fn write_lines(lines: &mpsc::Receiver<Line>, style: &Style) {
+    let stdout = io::stdout();
+    let stderr = io::stderr();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let mut err = io::BufWriter::new(stderr.lock());
+    let mut formatted = String::new();
+    while let Ok(mut line) = lines.recv() {
+        loop {
+            formatted.clear();
+            let colour = match line.stream {
+                Stream::Stdout => style.colour_stdout,
+                Stream::Stderr => style.colour_stderr,
+            };
+            format_line(&line, style, colour, &mut formatted);
+            let target: &mut dyn Write = match line.stream {
+                Stream::Stdout => &mut out,
+                Stream::Stderr => &mut err,
+            };
+            // A closed or failing stdout must not stop the thread: the queue must keep draining.
+            let _ = target.write_all(formatted.as_bytes());
+            match lines.try_recv() {
+                Ok(next) => line = next,
+                Err(_) => break,
+            }
+        }
+        let _ = out.flush();
+        let _ = err.flush();
+    }
+}
+
+fn format_line(line: &Line, style: &Style, colour: bool, out: &mut String) {
+    use std::fmt::Write as _;
+    match style.format {
+        LogFormat::Json => {
+            let object = serde_json::json!({
+                "timestamp": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                "service": &*line.service,
+                "stream": line.stream.as_str(),
+                "message": line.text,
+            });
+            let _ = writeln!(out, "{object}");
+        }
+        LogFormat::Text => {
+            let text = line.text.strip_suffix('\r').unwrap_or(&line.text);
+            if colour {
+                let code = COLOURS[line.colour % COLOURS.len()];
+                let _ = writeln!(
+                    out,
+                    "\x1b[{code}m{:width$} |\x1b[0m {text}",
+                    line.service,
+                    width = style.width
+                );
+            } else {
+                let _ = writeln!(out, "{:width$} | {text}", line.service, width = style.width);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(chunks: &[&[u8]]) -> Vec<String> {
+        let mut splitter = LineSplitter::default();
+        let mut lines = Vec::new();
+        for chunk in chunks {
+            splitter.push(chunk, |l| lines.push(l));
+        }
+        splitter.finish(|l| lines.push(l));
+        lines
+    }
+
+    #[test]
+    fn lines_across_chunks() {
+        assert_eq!(split(&[b"a\nb", b"c\n", b"d"]), ["a", "bc", "d"]);
+    }
+
+    #[test]
+    fn long_lines_are_split() {
+        let long = vec![b'x'; MAX_LINE_BYTES * 2 + 5];
+        let lines = split(&[&long, b"\n"]);
+        assert_eq!(
+            lines.iter().map(String::len).collect::<Vec<_>>(),
+            [MAX_LINE_BYTES, MAX_LINE_BYTES, 5]
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced() {
+        assert_eq!(split(&[b"ok \xff\xfe end\n"]), ["ok \u{fffd}\u{fffd} end"]);
+    }
+
+    #[test]
+    fn empty_lines_are_kept() {
+        assert_eq!(split(&[b"\n\nx\n"]), ["", "", "x"]);
+    }
+}

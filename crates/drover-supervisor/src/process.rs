@@ -1,0 +1,383 @@
+//! The process table, the spawner thread and the reaper: the one owner of `fork` and `waitpid`.
+//!
+//! The design is `../shared/DEPS.md`, "Reaping", which measured it:
+//! - one table maps each pid drover started to a [`Waiter`];
+//! - one long-lived thread spawns, **holding the table's lock** from `fork` until the pid is
+//!   registered, so no exit can be reaped for an unregistered pid and std's own wait on an exec
+//!   failure cannot be stolen. The thread lives as long as drover, because
+//!   `PR_SET_PDEATHSIG` fires when the *thread* that forked exits;
+//! - one task, woken by SIGCHLD, takes the lock and calls `waitpid(-1, WNOHANG)` until nothing
+//!   is left (signals coalesce), then hands each status to its waiter. A pid nobody registered
+//!   is an orphan adopted by drover (as PID 1 or as child subreaper): reaped and counted.
+
+use crate::sys::{self, ChildSetup, Credentials, ExitStatus, InheritedSignals, Reaped};
+use drover_spec::model::User;
+use nix::unistd::Pid;
+use std::collections::HashMap;
+use std::io;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Notify, oneshot};
+
+/// Called once, on the reaper task, with the pid and exit status of the process it was
+/// registered for.
+pub type Waiter = Box<dyn FnOnce(Pid, ExitStatus) + Send>;
+
+/// Called once, on the spawner thread, with the outcome of a spawn. On success it runs while
+/// the table is still locked, so whatever it sends is sent before the exit can be reaped.
+pub type OnSpawn = Box<dyn FnOnce(Result<Pid, SpawnError>) + Send>;
+
+/// Why a process could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    /// The program does not exist.
+    #[error("{program}: not found")]
+    NotFound {
+        /// The program.
+        program: String,
+    },
+    /// The program exists but cannot be executed.
+    #[error("{program}: permission denied")]
+    PermissionDenied {
+        /// The program.
+        program: String,
+    },
+    /// `user:` needs root.
+    #[error("user `{user}` needs drover to run as root (it runs as uid {uid})")]
+    NotRoot {
+        /// The user asked for.
+        user: String,
+        /// drover's effective uid.
+        uid: u32,
+    },
+    /// `user:` names nobody.
+    #[error("user `{0}` does not exist")]
+    NoSuchUser(String),
+    /// Anything else the kernel refused.
+    #[error("{program}: {source}")]
+    Os {
+        /// The program.
+        program: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The spawner thread is gone (drover is shutting down).
+    #[error("the spawner thread has stopped")]
+    SpawnerGone,
+}
+
+impl SpawnError {
+    /// The shell's exit code for this failure: 127 not found, 126 not executable, else 1.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            SpawnError::NotFound { .. } => 127,
+            SpawnError::PermissionDenied { .. } => 126,
+            _ => 1,
+        }
+    }
+}
+
+/// How to start one process.
+pub struct SpawnRequest {
+    /// Program, arguments, environment, working directory and stdio.
+    pub command: Command,
+    /// Run in a new session (services) rather than a new process group in drover's session.
+    pub new_session: bool,
+    /// Make its group the terminal's foreground group (`drover -- CMD`).
+    pub foreground: bool,
+    /// Hand on drover's initial signal mask and ignored signals instead of clean defaults.
+    pub inherit_signals: Option<InheritedSignals>,
+    /// Switch to this user (needs root).
+    pub user: Option<User>,
+    /// Told the exit status.
+    pub waiter: Waiter,
+}
+
+struct Job {
+    request: SpawnRequest,
+    on_spawn: OnSpawn,
+}
+
+struct Shared {
+    table: Mutex<HashMap<Pid, Waiter>>,
+    orphans_reaped: AtomicU64,
+    orphan_reaped: Notify,
+}
+
+/// Handle to the process table, the spawner and the reaper. Cheap to clone.
+#[derive(Clone)]
+pub struct Processes {
+    shared: Arc<Shared>,
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Processes {
+    /// Starts the reaper task and the spawner thread. Call it inside a tokio runtime, before
+    /// anything else forks, so that no SIGCHLD is missed.
+    pub fn start() -> io::Result<Processes> {
+        let shared = Arc::new(Shared {
+            table: Mutex::new(HashMap::new()),
+            orphans_reaped: AtomicU64::new(0),
+            orphan_reaped: Notify::new(),
+        });
+        let mut sigchld = signal(SignalKind::child())?;
+        let reaper = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                reaper.reap_all();
+                if sigchld.recv().await.is_none() {
+                    break;
+                }
+            }
+        });
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let spawner = shared.clone();
+        std::thread::Builder::new()
+            .name("drover-spawner".into())
+            .spawn(move || {
+                for job in queue {
+                    spawner.spawn(job.request, job.on_spawn);
+                }
+            })?;
+        Ok(Processes { shared, jobs })
+    }
+
+    /// Starts a process; its status will go to `request.waiter`.
+    pub async fn spawn(&self, request: SpawnRequest) -> Result<Pid, SpawnError> {
+        let (reply, answer) = oneshot::channel();
+        self.spawn_then(
+            request,
+            Box::new(move |result| {
+                let _ = reply.send(result);
+            }),
+        );
+        answer.await.map_err(|_| SpawnError::SpawnerGone)?
+    }
+
+    /// Starts a process without waiting: `on_spawn` gets the outcome, on the spawner thread.
+    pub fn spawn_then(&self, request: SpawnRequest, on_spawn: OnSpawn) {
+        if let Err(mpsc::SendError(job)) = self.jobs.send(Job { request, on_spawn }) {
+            (job.on_spawn)(Err(SpawnError::SpawnerGone));
+        }
+    }
+
+    /// Orphans reaped so far: processes drover did not start (adopted as PID 1 or subreaper).
+    pub fn orphans_reaped(&self) -> u64 {
+        self.shared.orphans_reaped.load(Ordering::Relaxed)
+    }
+
+    /// Resolves when the next orphan has been reaped.
+    pub async fn orphan_reaped(&self) {
+        self.shared.orphan_reaped.notified().await;
+    }
+
+    /// Ends every remaining descendant of drover: SIGTERM, up to `grace` for them to go, then
+    /// SIGKILL; returns once drover has no child left (or after `grace` more). For the exit of
+    /// `drover -- CMD` and of `drover run`: nothing drover adopted outlives it.
+    pub async fn end_descendants(&self, grace: Duration) -> usize {
+        let found = descendants();
+        for &pid in &found {
+            let _ = sys::signal_process(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+        if !self.wait_childless(grace).await {
+            for pid in descendants() {
+                let _ = sys::signal_process(pid, nix::sys::signal::Signal::SIGKILL);
+            }
+            self.wait_childless(grace).await;
+        }
+        found.len()
+    }
+
+    async fn wait_childless(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            self.shared.reap_all();
+            if children().is_empty() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            // Children of ours that exit wake the reaper; orphans' exits notify. Poll as well,
+            // briefly, for exits that are neither (this runs only while drover exits).
+            let _ = tokio::time::timeout(Duration::from_millis(10), self.orphan_reaped()).await;
+        }
+    }
+}
+
+impl Shared {
+    fn reap_all(&self) {
+        let mut ready = Vec::new();
+        let mut orphans = 0u64;
+        {
+            let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+            loop {
+                match sys::reap_one() {
+                    Ok(Reaped::Child(pid, status)) => match table.remove(&pid) {
+                        Some(waiter) => ready.push(((pid, waiter), status)),
+                        None => orphans += 1,
+                    },
+                    Ok(Reaped::NoneReady | Reaped::NoChildren) => break,
+                    Err(err) => {
+                        tracing::error!(error = %err, "waitpid failed");
+                        break;
+                    }
+                }
+            }
+        }
+        // Waiters run outside the lock: they may spawn.
+        for ((pid, waiter), status) in ready {
+            waiter(pid, status);
+        }
+        if orphans > 0 {
+            self.orphans_reaped.fetch_add(orphans, Ordering::Relaxed);
+            self.orphan_reaped.notify_waiters();
+        }
+    }
+
+    fn spawn(&self, request: SpawnRequest, on_spawn: OnSpawn) {
+        let SpawnRequest {
+            mut command,
+            new_session,
+            foreground,
+            inherit_signals,
+            user,
+            waiter,
+        } = request;
+        let program = command.get_program().to_string_lossy().into_owned();
+        let credentials = match user.as_ref().map(resolve_user).transpose() {
+            Ok(credentials) => credentials,
+            Err(err) => return on_spawn(Err(err)),
+        };
+        let setup = ChildSetup {
+            new_session,
+            foreground,
+            inherit_signals,
+            credentials,
+            parent: sys::own_pid(),
+        };
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let child = match sys::spawn(&mut command, setup) {
+            Ok(child) => child,
+            Err(source) => {
+                drop(table);
+                return on_spawn(Err(match source.kind() {
+                    io::ErrorKind::NotFound => SpawnError::NotFound { program },
+                    io::ErrorKind::PermissionDenied => SpawnError::PermissionDenied { program },
+                    _ => SpawnError::Os { program, source },
+                }));
+            }
+        };
+        let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+        table.insert(pid, waiter);
+        // Still under the lock: the spawn is announced before its exit can be.
+        on_spawn(Ok(pid));
+        drop(table);
+        // Dropping a Child neither waits nor kills; the reaper will report its exit.
+        drop(child);
+        // The command holds the parent's copies of the child's stdio descriptors: close them.
+        drop(command);
+    }
+}
+
+/// Looks up `user` (name, uid or uid:gid) and its supplementary groups. Runs on the spawner
+/// thread, before the fork: NSS lookups are not async-signal-safe.
+fn resolve_user(user: &User) -> Result<Credentials, SpawnError> {
+    let shown = match user {
+        User::Name(name) => name.clone(),
+        User::Id { uid, gid: Some(gid) } => format!("{uid}:{gid}"),
+        User::Id { uid, gid: None } => uid.to_string(),
+    };
+    let euid = sys::effective_uid();
+    if euid != 0 {
+        return Err(SpawnError::NotRoot {
+            user: shown,
+            uid: euid,
+        });
+    }
+    let os = |source: nix::Error| SpawnError::Os {
+        program: format!("user `{shown}`"),
+        source: source.into(),
+    };
+    let entry = match user {
+        User::Name(name) => {
+            Some(nix::unistd::User::from_name(name).map_err(os)?.ok_or_else(|| {
+                SpawnError::NoSuchUser(name.clone())
+            })?)
+        }
+        User::Id { uid, .. } => {
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(*uid)).map_err(os)?
+        }
+    };
+    let (uid, gid) = match (user, &entry) {
+        (User::Id { uid, gid: Some(gid) }, _) => (*uid, *gid),
+        (_, Some(entry)) => (entry.uid.as_raw(), entry.gid.as_raw()),
+        // A bare uid without a passwd entry: its own number as group, as Docker does.
+        (User::Id { uid, gid: None }, None) => (*uid, *uid),
+        (User::Name(name), None) => return Err(SpawnError::NoSuchUser(name.clone())),
+    };
+    let groups = match &entry {
+        Some(entry) => {
+            let name = std::ffi::CString::new(entry.name.as_str())
+                .map_err(|_| SpawnError::NoSuchUser(entry.name.clone()))?;
+            nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(gid))
+                .map_err(os)?
+                .into_iter()
+                .map(|g| g.as_raw())
+                .collect()
+        }
+        None => vec![gid],
+    };
+    Ok(Credentials { uid, gid, groups })
+}
+
+/// Parent pid of each process, from `/proc/*/stat`.
+fn process_parents() -> Vec<(Pid, Pid)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // The command name may hold spaces and parentheses: fields follow the last ')'.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let ppid: i32 = rest.split(' ').nth(1)?.parse().ok()?;
+            Some((Pid::from_raw(pid), Pid::from_raw(ppid)))
+        })
+        .collect()
+}
+
+/// drover's direct children.
+fn children() -> Vec<Pid> {
+    let me = sys::own_pid();
+    process_parents()
+        .into_iter()
+        .filter(|&(_, parent)| parent == me)
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Every descendant of drover.
+fn descendants() -> Vec<Pid> {
+    let parents = process_parents();
+    let mut found = vec![sys::own_pid()];
+    let mut next = 0;
+    while next < found.len() {
+        let parent = found[next];
+        found.extend(
+            parents
+                .iter()
+                .filter(|&&(_, p)| p == parent)
+                .map(|&(pid, _)| pid),
+        );
+        next += 1;
+    }
+    found.remove(0);
+    found
+}

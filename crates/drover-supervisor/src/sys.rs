@@ -1,0 +1,320 @@
+//! Every raw syscall and every `unsafe` block of drover, wrapped once.
+//!
+//! What runs in a forked child before `exec` lives here too ([`ChildSetup`]): after `fork` in a
+//! multi-threaded process only async-signal-safe functions may run (signal-safety(7)), so the
+//! child code below calls raw `libc` functions on values prepared in the parent, allocates
+//! nothing, and takes no lock.
+
+use nix::errno::Errno;
+use nix::sys::signal::{self, Signal};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
+
+/// How a process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It called `exit` with this code.
+    Exited(i32),
+    /// It was killed by this signal number.
+    Signaled(i32),
+}
+
+impl ExitStatus {
+    /// The shell's convention: the exit code, or 128 + the signal number.
+    pub fn code(self) -> i32 {
+        match self {
+            ExitStatus::Exited(code) => code,
+            ExitStatus::Signaled(signal) => 128 + signal,
+        }
+    }
+
+    /// Whether it exited with code 0.
+    pub fn success(self) -> bool {
+        self == ExitStatus::Exited(0)
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            ExitStatus::Exited(code) => write!(f, "exit code {code}"),
+            ExitStatus::Signaled(number) => match Signal::try_from(number) {
+                Ok(signal) => write!(f, "signal {}", signal.as_str()),
+                Err(_) => write!(f, "signal {number}"),
+            },
+        }
+    }
+}
+
+/// One reaped child, or none left to reap right now.
+pub(crate) enum Reaped {
+    /// A child ended.
+    Child(Pid, ExitStatus),
+    /// Children exist, but none has ended.
+    NoneReady,
+    /// No children at all (`ECHILD`).
+    NoChildren,
+}
+
+/// `waitpid(-1, WNOHANG)`: reaps one ended child of this process, whoever started it.
+pub(crate) fn reap_one() -> io::Result<Reaped> {
+    loop {
+        return match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => Ok(Reaped::Child(pid, ExitStatus::Exited(code))),
+            Ok(WaitStatus::Signaled(pid, signal, _core)) => Ok(Reaped::Child(
+                pid,
+                ExitStatus::Signaled(signal as i32),
+            )),
+            // Stops and continues are not asked for (no WUNTRACED/WCONTINUED); skip them.
+            Ok(WaitStatus::StillAlive) => Ok(Reaped::NoneReady),
+            Ok(_) => continue,
+            Err(Errno::EINTR) => continue,
+            Err(Errno::ECHILD) => Ok(Reaped::NoChildren),
+            Err(err) => Err(err.into()),
+        };
+    }
+}
+
+/// Sends `signal` to every process of group `pgid`. `Ok(false)` when the group is empty.
+pub(crate) fn signal_group(pgid: Pid, signal: Option<Signal>) -> io::Result<bool> {
+    match signal::killpg(pgid, signal) {
+        Ok(()) => Ok(true),
+        Err(Errno::ESRCH) => Ok(false),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Whether process group `pgid` still has a member (zombies count until they are reaped).
+pub(crate) fn group_alive(pgid: Pid) -> bool {
+    // EPERM means a member exists that we may not signal: still alive.
+    !matches!(signal::killpg(pgid, None), Err(Errno::ESRCH))
+}
+
+/// Sends `signal` to one process. `Ok(false)` when it no longer exists.
+pub(crate) fn signal_process(pid: Pid, signal: Signal) -> io::Result<bool> {
+    match signal::kill(pid, signal) {
+        Ok(()) => Ok(true),
+        Err(Errno::ESRCH) => Ok(false),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Sends a raw signal number (any catchable one, real-time included) to one process.
+pub(crate) fn signal_process_raw(pid: Pid, signal: i32) -> io::Result<()> {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    let result = unsafe { libc::kill(pid.as_raw(), signal) };
+    Errno::result(result).map(drop).map_err(io::Error::from)
+}
+
+/// Makes this process the reaper of its orphaned descendants (PR_SET_CHILD_SUBREAPER), as PID 1
+/// is. Needed whenever drover is not PID 1, so that grandchildren of services come back to it.
+pub fn become_subreaper() -> io::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true).map_err(io::Error::from)
+}
+
+/// The signal mask and the set of ignored signals this process started with, captured before
+/// anything changes them, so that `drover -- CMD` can hand them on to CMD as tini does.
+#[derive(Clone, Copy)]
+pub struct InheritedSignals {
+    mask: libc::sigset_t,
+    ignored: libc::sigset_t,
+}
+
+impl InheritedSignals {
+    /// Reads the current mask and dispositions. Call it first thing in `main`.
+    pub fn capture() -> InheritedSignals {
+        let mut mask = empty_sigset();
+        let mut ignored = empty_sigset();
+        // SAFETY: a null new set only reads the current mask into `mask`, which we own.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut mask) };
+        for number in 1..max_signal() {
+            let mut old = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
+            // SAFETY: a null new action only reads the current one into `old`, which we own.
+            let read = unsafe { libc::sigaction(number, std::ptr::null(), old.as_mut_ptr()) };
+            if read == 0 {
+                // SAFETY: sigaction succeeded and filled `old`; it was zeroed before anyway.
+                let old = unsafe { old.assume_init() };
+                if old.sa_sigaction == libc::SIG_IGN {
+                    // SAFETY: `ignored` is an initialised set and `number` a valid signal.
+                    unsafe { libc::sigaddset(&mut ignored, number) };
+                }
+            }
+        }
+        InheritedSignals { mask, ignored }
+    }
+}
+
+fn empty_sigset() -> libc::sigset_t {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::zeroed();
+    // SAFETY: sigemptyset initialises the set it is given.
+    unsafe {
+        libc::sigemptyset(set.as_mut_ptr());
+        set.assume_init()
+    }
+}
+
+/// One past the highest signal number (`SIGRTMAX + 1`).
+fn max_signal() -> i32 {
+    libc::SIGRTMAX() + 1
+}
+
+/// What the child does between `fork` and `exec`, beyond what `std::process::Command` does
+/// (std has already set up stdio, the working directory and an empty signal mask by then).
+#[derive(Clone)]
+pub(crate) struct ChildSetup {
+    /// `setsid()`: a new session and process group (services). Otherwise `setpgid(0, 0)`.
+    pub(crate) new_session: bool,
+    /// Make the new group the terminal's foreground group, when stdin is a terminal.
+    pub(crate) foreground: bool,
+    /// `None`: every signal at its default and an empty mask (services). `Some`: the mask and
+    /// ignored signals drover started with (`drover -- CMD`).
+    pub(crate) inherit_signals: Option<InheritedSignals>,
+    /// Credentials to switch to.
+    pub(crate) credentials: Option<Credentials>,
+    /// The pid of drover, to detect that it died before PR_SET_PDEATHSIG was armed.
+    pub(crate) parent: Pid,
+}
+
+/// Resolved user and groups for `user:`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Credentials {
+    pub(crate) uid: libc::uid_t,
+    pub(crate) gid: libc::gid_t,
+    pub(crate) groups: Vec<libc::gid_t>,
+}
+
+/// Spawns `command` with `setup` applied in the child. The returned `Child` must never be
+/// waited on: the reaper owns `waitpid` (`../shared/DEPS.md`, "Reaping").
+pub(crate) fn spawn(command: &mut Command, setup: ChildSetup) -> io::Result<Child> {
+    let ChildSetup {
+        new_session,
+        foreground,
+        inherit_signals,
+        credentials,
+        parent,
+    } = setup;
+    let groups = credentials
+        .as_ref()
+        .map(|c| c.groups.clone())
+        .unwrap_or_default();
+    let signal_limit = max_signal();
+    // SAFETY: the closure runs in the child between fork and exec. It only calls
+    // async-signal-safe functions (setsid, setpgid, tcsetpgrp, sigaction, sigprocmask, prctl,
+    // getppid, setgid, setgroups, setuid, syscall(close_range)) on values captured before the
+    // fork; it allocates nothing and takes no lock.
+    unsafe {
+        command.pre_exec(move || {
+            child_setup(
+                new_session,
+                foreground,
+                inherit_signals.as_ref(),
+                credentials.as_ref(),
+                &groups,
+                parent,
+                signal_limit,
+            )
+        })
+    };
+    command.spawn()
+}
+
+/// The child's half of [`spawn`]. Only async-signal-safe calls; see the SAFETY note there.
+fn child_setup(
+    new_session: bool,
+    foreground: bool,
+    inherit: Option<&InheritedSignals>,
+    credentials: Option<&Credentials>,
+    groups: &[libc::gid_t],
+    parent: Pid,
+    signal_limit: i32,
+) -> io::Result<()> {
+    // SAFETY (whole function): every call below is async-signal-safe and works on integers or
+    // on memory owned by this stack frame or captured, initialised, before the fork.
+    unsafe {
+        if new_session {
+            check(libc::setsid())?;
+        } else {
+            check(libc::setpgid(0, 0))?;
+            if foreground {
+                // Taking the terminal from a background group raises SIGTTOU unless it is
+                // ignored; ignore it for the call, as tini does. No terminal (ENOTTY) is fine.
+                libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+                libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpid());
+            }
+        }
+        // Dispositions: handlers never survive exec, but ignored signals do. Services start
+        // with every signal at its default; `drover -- CMD` keeps what drover started with.
+        for number in 1..signal_limit {
+            if number == libc::SIGKILL || number == libc::SIGSTOP {
+                continue;
+            }
+            let keep_ignored = inherit.is_some_and(|s| libc::sigismember(&s.ignored, number) == 1);
+            libc::signal(
+                number,
+                if keep_ignored {
+                    libc::SIG_IGN
+                } else {
+                    libc::SIG_DFL
+                },
+            );
+        }
+        let mask = match inherit {
+            Some(signals) => signals.mask,
+            None => empty_sigset(),
+        };
+        check(libc::pthread_sigmask(
+            libc::SIG_SETMASK,
+            &mask,
+            std::ptr::null_mut(),
+        ))?;
+        // A killed drover must leave no service behind. The signal is armed now; if drover
+        // already died, our parent changed and no signal will ever come: give up.
+        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
+        if libc::getppid() != parent.as_raw() {
+            return Err(io::Error::other("drover exited while the service was starting"));
+        }
+        if let Some(credentials) = credentials {
+            // setgid, then the supplementary groups, then setuid: after setuid, the others
+            // are no longer permitted.
+            check(libc::setgid(credentials.gid))?;
+            check(libc::setgroups(groups.len(), groups.as_ptr()))?;
+            check(libc::setuid(credentials.uid))?;
+        }
+        // No descriptor but 0, 1 and 2 crosses exec, whoever opened it without O_CLOEXEC.
+        // close_range(2) with CLOSE_RANGE_CLOEXEC keeps std's exec-error pipe usable until exec;
+        // kernels older than 5.11 lack it, and then only CLOEXEC descriptors are protected.
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+    }
+    Ok(())
+}
+
+fn check(result: libc::c_int) -> io::Result<()> {
+    if result == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// The effective uid of drover.
+pub(crate) fn effective_uid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// Whether drover runs as PID 1 (of its PID namespace).
+pub fn is_pid1() -> bool {
+    std::process::id() == 1
+}
+
+/// The pid of this process.
+pub(crate) fn own_pid() -> Pid {
+    nix::unistd::getpid()
+}
