@@ -440,7 +440,7 @@ impl Core {
         self.set_state(unit, State::Running, "started".into(), None, out);
         if self.phase == Phase::Supervising {
             // Readiness probes are the probe issue's; without one, running means ready.
-            self.set_state(unit, State::Ready, "started".into(), None, out);
+            self.set_state(unit, State::Ready, "ready (no readiness probe)".into(), None, out);
         }
         self.schedule(now, out);
     }
@@ -710,8 +710,9 @@ impl Core {
                 self.set_state(unit, State::Stopping, "sending SIGKILL".into(), None, out);
                 continue;
             }
-            // Reverse dependency order: only once everything that depends on it has stopped.
-            if self.dependents[unit].iter().any(|&d| self.units[d].active()) {
+            // Reverse dependency order: only once everything that depends on it, directly or
+            // through others, has stopped.
+            if self.has_active_dependent(unit) {
                 continue;
             }
             let signal = u.spec.stop.signal;
@@ -731,6 +732,21 @@ impl Core {
                 .unwrap_or(if self.forced { 1 } else { 0 });
             out.push(Action::Exit(code));
         }
+    }
+
+    fn has_active_dependent(&self, unit: usize) -> bool {
+        let mut seen = vec![false; self.units.len()];
+        let mut stack = self.dependents[unit].clone();
+        while let Some(d) = stack.pop() {
+            if std::mem::replace(&mut seen[d], true) {
+                continue;
+            }
+            if self.units[d].active() {
+                return true;
+            }
+            stack.extend_from_slice(&self.dependents[d]);
+        }
+        false
     }
 
     fn dependencies_status(&self, unit: usize) -> Gate {

@@ -177,10 +177,12 @@ const COLOURS: [&str; 6] = ["36", "33", "32", "35", "34", "31"];
 fn write_lines(lines: &mpsc::Receiver<Line>, style: &Style) {
     let stdout = io::stdout();
     let stderr = io::stderr();
-    let mut out = io::BufWriter::new(stdout.lock());
-    let mut err = io::BufWriter::new(stderr.lock());
+    let mut out = Vec::with_capacity(64 * 1024);
+    let mut err = Vec::with_capacity(64 * 1024);
     let mut formatted = String::new();
     while let Ok(mut line) = lines.recv() {
+        // Take every line already queued, then write them in one go per stream: the std locks
+        // are held only for the write, so drover's own log lines interleave between batches.
         loop {
             formatted.clear();
             let colour = match line.stream {
@@ -188,19 +190,27 @@ fn write_lines(lines: &mpsc::Receiver<Line>, style: &Style) {
                 Stream::Stderr => style.colour_stderr,
             };
             format_line(&line, style, colour, &mut formatted);
-            let target: &mut dyn Write = match line.stream {
-                Stream::Stdout => &mut out,
-                Stream::Stderr => &mut err,
-            };
-            // A closed or failing stdout must not stop the thread: the queue must keep draining.
-            let _ = target.write_all(formatted.as_bytes());
+            match line.stream {
+                Stream::Stdout => out.extend_from_slice(formatted.as_bytes()),
+                Stream::Stderr => err.extend_from_slice(formatted.as_bytes()),
+            }
+            if out.len() + err.len() >= 64 * 1024 {
+                break;
+            }
             match lines.try_recv() {
                 Ok(next) => line = next,
                 Err(_) => break,
             }
         }
-        let _ = out.flush();
-        let _ = err.flush();
+        // A closed or failing stdout must not stop the thread: the queue must keep draining.
+        if !out.is_empty() {
+            let _ = stdout.lock().write_all(&out);
+            out.clear();
+        }
+        if !err.is_empty() {
+            let _ = stderr.lock().write_all(&err);
+            err.clear();
+        }
     }
 }
 

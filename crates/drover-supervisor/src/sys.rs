@@ -103,10 +103,19 @@ pub(crate) fn signal_process(pid: Pid, signal: Signal) -> io::Result<bool> {
 }
 
 /// Sends a raw signal number (any catchable one, real-time included) to one process.
-pub(crate) fn signal_process_raw(pid: Pid, signal: i32) -> io::Result<()> {
+pub fn send_signal(pid: i32, signal: i32) -> io::Result<()> {
     // SAFETY: kill(2) takes plain integers and touches no memory of ours.
-    let result = unsafe { libc::kill(pid.as_raw(), signal) };
+    let result = unsafe { libc::kill(pid, signal) };
     Errno::result(result).map(drop).map_err(io::Error::from)
+}
+
+/// Ignores SIGTTIN and SIGTTOU in drover, as tini does: once CMD's group owns the terminal,
+/// drover is a background group, and its own writes or reads must not stop it.
+pub fn ignore_terminal_stops() {
+    for number in [libc::SIGTTIN, libc::SIGTTOU] {
+        // SAFETY: SIG_IGN installs no handler code; the call only changes a disposition.
+        unsafe { libc::signal(number, libc::SIG_IGN) };
+    }
 }
 
 /// Makes this process the reaper of its orphaned descendants (PR_SET_CHILD_SUBREAPER), as PID 1
@@ -137,7 +146,9 @@ impl InheritedSignals {
             if read == 0 {
                 // SAFETY: sigaction succeeded and filled `old`; it was zeroed before anyway.
                 let old = unsafe { old.assume_init() };
-                if old.sa_sigaction == libc::SIG_IGN {
+                // Rust's runtime ignores SIGPIPE before `main`, so its original disposition is
+                // lost; std's spawn resets it to the default, and so do we.
+                if old.sa_sigaction == libc::SIG_IGN && number != libc::SIGPIPE {
                     // SAFETY: `ignored` is an initialised set and `number` a valid signal.
                     unsafe { libc::sigaddset(&mut ignored, number) };
                 }
@@ -154,6 +165,11 @@ fn empty_sigset() -> libc::sigset_t {
         libc::sigemptyset(set.as_mut_ptr());
         set.assume_init()
     }
+}
+
+/// The real-time signals available to applications (`SIGRTMIN..=SIGRTMAX`).
+pub fn realtime_signals() -> std::ops::RangeInclusive<i32> {
+    libc::SIGRTMIN()..=libc::SIGRTMAX()
 }
 
 /// One past the highest signal number (`SIGRTMAX + 1`).

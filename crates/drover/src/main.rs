@@ -1,13 +1,18 @@
-//! drover: the thin binary. It parses the command line and wires the crates together; the work
-//! itself lives in the library crates (`drover-spec` for the manifest so far).
+//! drover: the thin binary. It parses the command line, installs signal handling and logging,
+//! and wires the crates together; the work itself lives in the library crates (`drover-spec`
+//! for the manifest, `drover-supervisor` for processes).
 //!
-//! Exit codes of `drover check`: 0 valid, 1 invalid (or unreadable), 2 usage error.
+//! Exit codes of `drover check`: 0 valid, 1 invalid (or unreadable), 2 usage error. Those of
+//! `drover run` and `drover -- CMD` are the contract's (`docs/manifest.md`, "Exit codes").
 #![forbid(unsafe_code)]
 // The binary is where output goes to the terminal.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod cli;
+mod init;
+mod logging;
 mod report;
+mod run;
 
 use clap::Parser;
 use cli::{Cli, Command};
@@ -18,16 +23,19 @@ use std::process::ExitCode;
 const DEFAULT_MANIFEST: &str = "drover.yaml";
 
 fn main() -> ExitCode {
+    // Before anything changes them: `drover -- CMD` hands them on to CMD.
+    let inherited = drover_supervisor::InheritedSignals::capture();
     let cli = Cli::parse();
     match (cli.command, cli.init_command.is_empty()) {
         (Some(Command::Check { manifests }), _) => check(manifests),
         (Some(Command::Schema), _) => schema(),
-        (Some(Command::Run { manifest, .. }), _) => run(manifest),
+        (Some(Command::Run {
+            manifest,
+            metrics_listen,
+        }), _) => run(manifest, metrics_listen),
         (None, false) => {
-            eprintln!(
-                "drover: `drover -- CMD` is not yet implemented (the supervisor issue adds it)"
-            );
-            ExitCode::from(1)
+            logging::init(drover_spec::model::LogFormat::Text, "warn");
+            exit_code(block_on(init::init(cli.init_command, inherited)))
         }
         (None, true) => {
             eprintln!("drover: no command given; try `drover --help`");
@@ -72,16 +80,38 @@ fn schema() -> ExitCode {
     }
 }
 
-/// `drover run`: checks the manifest; supervising it comes with the supervisor issue.
-fn run(manifest: Option<PathBuf>) -> ExitCode {
+/// `drover run`: supervises the manifest until told to stop.
+fn run(manifest: Option<PathBuf>, metrics_listen: Option<String>) -> ExitCode {
     let manifest = manifest.unwrap_or_else(|| PathBuf::from(DEFAULT_MANIFEST));
-    if let Err(err) = drover_spec::load(&manifest) {
-        report::Printer::for_stderr().error(&err);
-        return ExitCode::from(1);
+    let manifest = match drover_spec::load(&manifest) {
+        Ok(manifest) => manifest,
+        Err(err) => {
+            report::Printer::for_stderr().error(&err);
+            return ExitCode::from(1);
+        }
+    };
+    logging::init(manifest.settings.log_format, "info");
+    if metrics_listen.is_some() || manifest.settings.metrics_listen.is_some() {
+        tracing::debug!("the metrics endpoint arrives with the observability issue; not listening");
     }
-    eprintln!(
-        "drover: {} is valid, but `drover run` is not yet implemented (the supervisor issue adds it)",
-        manifest.display()
-    );
-    ExitCode::from(1)
+    exit_code(block_on(run::run(manifest)))
+}
+
+/// Runs `future` on a single-threaded runtime: supervision is I/O-bound, and one thread keeps
+/// drover small.
+fn block_on<F: std::future::Future<Output = anyhow::Result<i32>>>(future: F) -> anyhow::Result<i32> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(future)
+}
+
+fn exit_code(result: anyhow::Result<i32>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(err) => {
+            eprintln!("drover: {err:#}");
+            ExitCode::from(1)
+        }
+    }
 }

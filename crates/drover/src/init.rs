@@ -1,0 +1,93 @@
+//! `drover -- CMD [ARGS...]`: a tini-compatible single-command init.
+//!
+//! CMD is the only child, in its own process group inside drover's session, and that group
+//! takes the terminal's foreground when there is one, so Ctrl-C and job control reach CMD.
+//! Every catchable signal sent to drover is forwarded to CMD itself. Zombies are reaped. When
+//! CMD exits, what remains of its descendants gets SIGTERM, then SIGKILL after a short grace,
+//! and drover exits with CMD's code (128+N for signal N).
+
+use drover_supervisor::{InheritedSignals, Processes, SpawnRequest};
+use std::io::IsTerminal;
+use std::process::Command;
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot};
+
+/// Grace between SIGTERM and SIGKILL for descendants left when CMD exits.
+const DESCENDANT_GRACE: Duration = Duration::from_secs(2);
+
+/// Signals forwarded to CMD: every catchable one but those the kernel raises for a fault in
+/// drover itself, SIGCHLD (ours), SIGPIPE (about drover's own writes) and SIGTTIN/SIGTTOU
+/// (about drover's own terminal use), as tini does; plus every real-time signal.
+fn forwarded_signals() -> Vec<i32> {
+    use drover_spec::model::Signal::*;
+    let mut numbers: Vec<i32> = [
+        SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGTERM, SIGSTKFLT, SIGCONT,
+        SIGTSTP, SIGURG, SIGXCPU, SIGXFSZ, SIGVTALRM, SIGPROF, SIGWINCH, SIGIO, SIGPWR,
+    ]
+    .into_iter()
+    .map(|s| s as i32)
+    .collect();
+    numbers.extend(drover_supervisor::realtime_signals());
+    numbers
+}
+
+/// Runs CMD to its end; returns drover's exit code.
+pub(crate) async fn init(argv: Vec<String>, inherited: InheritedSignals) -> anyhow::Result<i32> {
+    drover_supervisor::ignore_terminal_stops();
+    if !drover_supervisor::is_pid1()
+        && let Err(err) = drover_supervisor::become_subreaper()
+    {
+        tracing::warn!(error = %err, "cannot become child subreaper; orphans will not be reaped");
+    }
+    // Handlers first: a signal that arrives while CMD starts waits in its stream.
+    let (forward, mut forwarded) = mpsc::unbounded_channel::<i32>();
+    for number in forwarded_signals() {
+        let mut stream = signal(SignalKind::from_raw(number))?;
+        let forward = forward.clone();
+        tokio::spawn(async move {
+            while stream.recv().await.is_some() {
+                if forward.send(number).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let processes = Processes::start()?;
+    let Some((program, args)) = argv.split_first() else {
+        anyhow::bail!("no command given");
+    };
+    let mut command = Command::new(program);
+    command.args(args);
+    let (exited, exit) = oneshot::channel();
+    let request = SpawnRequest {
+        command,
+        new_session: false,
+        foreground: std::io::stdin().is_terminal(),
+        inherit_signals: Some(inherited),
+        user: None,
+        waiter: Box::new(move |_, status| {
+            let _ = exited.send(status);
+        }),
+    };
+    let pid = match processes.spawn(request).await {
+        Ok(pid) => pid,
+        Err(err) => {
+            eprintln!("drover: {err}");
+            return Ok(err.exit_code());
+        }
+    };
+    tokio::pin!(exit);
+    let status = loop {
+        tokio::select! {
+            status = &mut exit => break status?,
+            Some(number) = forwarded.recv() => {
+                if let Err(err) = drover_supervisor::send_signal(pid.as_raw(), number) {
+                    tracing::debug!(signal = number, error = %err, "cannot forward a signal");
+                }
+            }
+        }
+    };
+    processes.end_descendants(DESCENDANT_GRACE).await;
+    Ok(status.code())
+}

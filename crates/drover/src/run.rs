@@ -1,0 +1,91 @@
+//! `drover run`: supervise a manifest until told to stop, then drain.
+//!
+//! Signals, per the contract: SIGTERM, SIGINT and SIGQUIT drain within
+//! `settings.shutdown_timeout`, and a second one of them kills everything at once; SIGHUP asks
+//! for a reload; SIGUSR1, SIGUSR2 and SIGWINCH go to every running service's process group.
+
+use anyhow::Context as _;
+use drover_spec::model::{Manifest, Signal};
+use drover_supervisor::{Control, Processes, Supervisor};
+use std::time::Duration;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// How long descendants that outlived their services get between SIGTERM and SIGKILL when
+/// drover exits.
+const DESCENDANT_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs `manifest` to the end; returns drover's exit code.
+pub(crate) async fn run(manifest: Manifest) -> anyhow::Result<i32> {
+    if !drover_supervisor::is_pid1() {
+        // Without it, grandchildren of services whose parent dies go to the host's init, and
+        // drover could neither reap them nor stop them.
+        if let Err(err) = drover_supervisor::become_subreaper() {
+            tracing::warn!(error = %err, "cannot become child subreaper; orphans of services will not be reaped by drover");
+        }
+    }
+    // Signal handlers before the first fork, so that no signal is lost (and, as PID 1, none is
+    // ignored for lack of a handler).
+    let signals = Signals::install().context("cannot install signal handlers")?;
+    let processes = Processes::start().context("cannot start the process reaper")?;
+    let (supervisor, done) =
+        Supervisor::start(manifest, processes.clone()).context("cannot start the supervisor")?;
+    let relay = tokio::spawn(signals.relay(supervisor.clone()));
+    let code = done.await.context("the supervisor task failed")?;
+    relay.abort();
+    let leftovers = processes.end_descendants(DESCENDANT_GRACE).await;
+    if leftovers > 0 {
+        tracing::info!(count = leftovers, "ended processes that outlived their services");
+    }
+    tracing::info!(code, "exiting");
+    Ok(code)
+}
+
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+    user1: tokio::signal::unix::Signal,
+    user2: tokio::signal::unix::Signal,
+    window: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+            quit: signal(SignalKind::quit())?,
+            hangup: signal(SignalKind::hangup())?,
+            user1: signal(SignalKind::user_defined1())?,
+            user2: signal(SignalKind::user_defined2())?,
+            window: signal(SignalKind::window_change())?,
+        })
+    }
+
+    async fn relay(mut self, supervisor: Supervisor) {
+        let mut stops = 0u32;
+        loop {
+            let stop = tokio::select! {
+                _ = self.terminate.recv() => Signal::SIGTERM,
+                _ = self.interrupt.recv() => Signal::SIGINT,
+                _ = self.quit.recv() => Signal::SIGQUIT,
+                _ = self.hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading the manifest is not implemented yet; nothing changed");
+                    continue;
+                }
+                _ = self.user1.recv() => { supervisor.send(Control::Forward(Signal::SIGUSR1)); continue; }
+                _ = self.user2.recv() => { supervisor.send(Control::Forward(Signal::SIGUSR2)); continue; }
+                _ = self.window.recv() => { supervisor.send(Control::Forward(Signal::SIGWINCH)); continue; }
+            };
+            stops += 1;
+            if stops == 1 {
+                tracing::info!(signal = stop.as_str(), "draining: stopping every service");
+                supervisor.send(Control::Shutdown);
+            } else {
+                tracing::warn!(signal = stop.as_str(), "told again: killing every service");
+                supervisor.send(Control::Kill);
+            }
+        }
+    }
+}
