@@ -1,1 +1,387 @@
+//! The state machine, driven by hand: every input is fed explicitly and every action checked,
+//! with no process, clock or randomness involved.
+
 use super::*;
+use std::path::Path;
+
+/// A state machine over `yaml` plus a virtual clock, recording actions as short strings.
+struct Sim {
+    core: Core,
+    now: Instant,
+    names: Vec<String>,
+}
+
+impl Sim {
+    fn new(yaml: &str) -> (Sim, Vec<String>) {
+        let manifest = drover_spec::load_str(yaml, Path::new("/t/drover.yaml")).expect("valid");
+        let names = manifest.services.keys().cloned().collect();
+        let mut sim = Sim {
+            core: Core::new(
+                manifest.services.into_values(),
+                manifest.settings.shutdown_timeout,
+                7,
+            ),
+            now: Instant::now(),
+            names,
+        };
+        let actions = sim.core.start(sim.now);
+        let shown = sim.show(actions);
+        (sim, shown)
+    }
+
+    fn unit(&self, name: &str) -> usize {
+        self.names.iter().position(|n| n == name).expect("known service")
+    }
+
+    fn feed(&mut self, input: Input) -> Vec<String> {
+        let actions = self.core.handle(input, self.now);
+        self.show(actions)
+    }
+
+    fn spawned(&mut self, name: &str, pid: i32) -> Vec<String> {
+        let unit = self.unit(name);
+        self.feed(Input::Spawned {
+            unit,
+            pid: Pid::from_raw(pid),
+        })
+    }
+
+    fn exited(&mut self, name: &str, pid: i32, status: ExitStatus, group_alive: bool) -> Vec<String> {
+        let unit = self.unit(name);
+        self.feed(Input::Exited {
+            unit,
+            pid: Pid::from_raw(pid),
+            status,
+            group_alive,
+        })
+    }
+
+    fn timer(&mut self, name: &str, token: u64) -> Vec<String> {
+        let unit = self.unit(name);
+        self.feed(Input::Timer { unit, token })
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+    }
+
+    fn token(&self, name: &str) -> u64 {
+        self.core.units[self.unit(name)].token
+    }
+
+    fn state(&self, name: &str) -> State {
+        self.core.units[self.unit(name)].state
+    }
+
+    /// Actions as `spawn web`, `signal web SIGTERM`, `watch web`, `timer web 10s`,
+    /// `deadline 30s`, `exit 0`; state changes as `web: pending -> starting`.
+    fn show(&self, actions: Vec<Action>) -> Vec<String> {
+        actions
+            .into_iter()
+            .map(|action| match action {
+                Action::Spawn(u) => format!("spawn {}", self.names[u]),
+                Action::SignalGroup { unit, signal, .. } => {
+                    format!("signal {} {}", self.names[unit], signal.as_str())
+                }
+                Action::WatchGroup { unit, .. } => format!("watch {}", self.names[unit]),
+                Action::SetTimer { unit, after, .. } => format!(
+                    "timer {} {}",
+                    self.names[unit],
+                    humantime::format_duration(after)
+                ),
+                Action::SetDrainDeadline(after) => {
+                    format!("deadline {}", humantime::format_duration(after))
+                }
+                Action::Publish(_, e) => format!("{}: {} -> {}", e.service, e.from, e.to),
+                Action::Exit(code) => format!("exit {code}"),
+            })
+            .collect()
+    }
+}
+
+/// Only the actions (no state changes).
+fn acts(shown: Vec<String>) -> Vec<String> {
+    shown.into_iter().filter(|s| !s.contains(": ")).collect()
+}
+
+const EXIT0: ExitStatus = ExitStatus::Exited(0);
+const EXIT1: ExitStatus = ExitStatus::Exited(1);
+
+#[test]
+fn independent_services_start_together_and_dependents_wait() {
+    let (mut sim, first) = Sim::new(
+        "services:
+  a: { command: x }
+  b: { command: x }
+  c: { command: x, depends_on: [a, b] }",
+    );
+    assert_eq!(acts(first), ["spawn a", "spawn b"]);
+    assert_eq!(acts(sim.spawned("a", 10)), Vec::<String>::new());
+    assert_eq!(
+        sim.spawned("b", 11),
+        [
+            "b: starting -> running",
+            "b: running -> ready",
+            "c: pending -> starting",
+            "spawn c"
+        ]
+    );
+}
+
+#[test]
+fn completed_successfully_waits_for_exit_zero_and_blocks_on_failure() {
+    let yaml = "services:
+  job: { command: x, restart: { policy: never } }
+  app: { command: x, depends_on: { job: { condition: completed_successfully } } }";
+    let (mut sim, first) = Sim::new(yaml);
+    assert_eq!(acts(first), ["spawn job"]);
+    sim.spawned("job", 10);
+    assert_eq!(acts(sim.exited("job", 10, EXIT0, false)), ["spawn app"]);
+
+    let (mut sim, _) = Sim::new(yaml);
+    sim.spawned("job", 10);
+    let after = sim.exited("job", 10, EXIT1, false);
+    assert_eq!(
+        after,
+        ["job: ready -> exited", "app: pending -> pending", "exit 1"]
+    );
+    let reason = &sim.core.units[sim.unit("app")].reason;
+    assert_eq!(
+        reason,
+        "blocked: dependency `job` ended with exit code 1 before it was completed successfully"
+    );
+}
+
+#[test]
+fn crash_backs_off_then_restarts_and_stale_timers_are_ignored() {
+    let (mut sim, _) = Sim::new(
+        "services:
+  a: { command: x, restart: { backoff: { initial: 1s, jitter: 0 }, max_retries: 1 } }",
+    );
+    sim.spawned("a", 10);
+    assert_eq!(
+        sim.exited("a", 10, EXIT1, false),
+        ["a: ready -> backoff", "timer a 1s"]
+    );
+    let token = sim.token("a");
+    assert!(acts(sim.timer("a", token - 1)).is_empty(), "stale token");
+    assert_eq!(acts(sim.timer("a", token)), ["spawn a"]);
+    sim.spawned("a", 11);
+    assert_eq!(
+        sim.exited("a", 11, EXIT1, false),
+        ["a: ready -> failed", "exit 1"]
+    );
+}
+
+#[test]
+fn a_run_that_lasts_reset_after_resets_the_backoff() {
+    let (mut sim, _) = Sim::new(
+        "services:
+  a: { command: x, restart: { backoff: { initial: 1s, jitter: 0 }, reset_after: 10s } }",
+    );
+    sim.spawned("a", 10);
+    assert!(sim.exited("a", 10, EXIT1, false).contains(&"timer a 1s".to_string()));
+    sim.timer("a", sim.token("a"));
+    sim.spawned("a", 11);
+    assert!(sim.exited("a", 11, EXIT1, false).contains(&"timer a 2s".to_string()));
+    sim.timer("a", sim.token("a"));
+    sim.spawned("a", 12);
+    sim.advance(Duration::from_secs(10));
+    assert!(sim.exited("a", 12, EXIT1, false).contains(&"timer a 1s".to_string()));
+}
+
+#[test]
+fn zero_backoff_restarts_at_once() {
+    let (mut sim, _) = Sim::new(
+        "services:
+  a: { command: x, restart: { policy: always, backoff: { initial: 0s } } }",
+    );
+    sim.spawned("a", 10);
+    assert_eq!(acts(sim.exited("a", 10, EXIT0, false)), ["spawn a"]);
+}
+
+#[test]
+fn the_rest_of_the_group_is_stopped_before_the_restart_decision() {
+    let (mut sim, _) = Sim::new(
+        "services:
+  a: { command: x, stop: { signal: SIGINT, timeout: 3s }, restart: { policy: never } }",
+    );
+    sim.spawned("a", 10);
+    assert_eq!(
+        sim.exited("a", 10, EXIT0, true),
+        ["watch a", "signal a SIGINT", "timer a 3s", "a: ready -> stopping"]
+    );
+    // The group lingers past stop.timeout: SIGKILL.
+    let token = sim.token("a");
+    assert_eq!(acts(sim.timer("a", token)), ["signal a SIGKILL", "watch a"]);
+    let unit = sim.unit("a");
+    assert_eq!(
+        sim.feed(Input::GroupGone { unit }),
+        ["a: stopping -> exited", "exit 0"]
+    );
+}
+
+#[test]
+fn drain_stops_in_reverse_dependency_order() {
+    let (mut sim, _) = Sim::new(
+        "services:
+  db: { command: x }
+  api: { command: x, depends_on: [db] }
+  web: { command: x, depends_on: [api] }
+  solo: { command: x }",
+    );
+    sim.spawned("db", 10);
+    sim.spawned("solo", 13);
+    sim.spawned("api", 11);
+    sim.spawned("web", 12);
+    assert_eq!(
+        acts(sim.feed(Input::Shutdown)),
+        [
+            "deadline 30s",
+            "signal web SIGTERM",
+            "timer web 10s",
+            "signal solo SIGTERM",
+            "timer solo 10s"
+        ]
+    );
+    assert_eq!(
+        acts(sim.exited("web", 12, ExitStatus::Signaled(15), false)),
+        ["signal api SIGTERM", "timer api 10s"]
+    );
+    assert_eq!(
+        acts(sim.exited("api", 11, EXIT0, false)),
+        ["signal db SIGTERM", "timer db 10s"]
+    );
+    assert!(acts(sim.exited("db", 10, EXIT0, false)).is_empty());
+    assert_eq!(acts(sim.exited("solo", 13, EXIT1, false)), ["exit 0"]);
+}
+
+#[test]
+fn a_transitive_dependent_holds_the_stop_even_when_the_middle_has_ended() {
+    let (mut sim, _) = Sim::new(
+        "services:
+  db: { command: x }
+  migrate: { command: x, depends_on: [db] }
+  web: { command: x, depends_on: { migrate: { condition: completed_successfully } } }",
+    );
+    sim.spawned("db", 10);
+    sim.spawned("migrate", 11);
+    sim.exited("migrate", 11, EXIT0, false);
+    sim.spawned("web", 12);
+    assert_eq!(
+        acts(sim.feed(Input::Shutdown)),
+        ["deadline 30s", "signal web SIGTERM", "timer web 10s"]
+    );
+}
+
+#[test]
+fn stop_timeout_escalates_to_sigkill_and_the_drain_exits_1() {
+    let (mut sim, _) = Sim::new("services:\n  a: { command: x, stop: { timeout: 2s } }");
+    sim.spawned("a", 10);
+    sim.feed(Input::Shutdown);
+    let token = sim.token("a");
+    assert_eq!(acts(sim.timer("a", token)), ["signal a SIGKILL", "watch a"]);
+    assert_eq!(
+        acts(sim.exited("a", 10, ExitStatus::Signaled(9), false)),
+        ["exit 1"]
+    );
+}
+
+#[test]
+fn second_shutdown_and_deadline_kill_everything() {
+    for input in [Input::Shutdown, Input::DrainDeadline, Input::Kill] {
+        let (mut sim, _) = Sim::new(
+            "services:\n  a: { command: x }\n  b: { command: x, depends_on: [a] }",
+        );
+        sim.spawned("a", 10);
+        sim.spawned("b", 11);
+        sim.feed(Input::Shutdown);
+        let killed = acts(sim.feed(input.clone()));
+        assert_eq!(
+            killed,
+            ["signal a SIGKILL", "watch a", "signal b SIGKILL", "watch b"],
+            "{input:?}"
+        );
+        sim.exited("a", 10, ExitStatus::Signaled(9), false);
+        assert_eq!(
+            acts(sim.exited("b", 11, ExitStatus::Signaled(9), false)),
+            ["exit 1"]
+        );
+    }
+}
+
+#[test]
+fn on_exit_shutdown_drains_and_passes_its_code() {
+    let (mut sim, _) = Sim::new(
+        "services:
+  main: { command: x, on_exit: shutdown, restart: { policy: never } }
+  side: { command: x }",
+    );
+    sim.spawned("main", 10);
+    sim.spawned("side", 11);
+    assert_eq!(
+        acts(sim.exited("main", 10, ExitStatus::Exited(42), false)),
+        ["deadline 30s", "signal side SIGTERM", "timer side 10s"]
+    );
+    assert_eq!(acts(sim.exited("side", 11, EXIT0, false)), ["exit 42"]);
+}
+
+#[test]
+fn on_exit_shutdown_with_a_signal_exits_128_plus_n() {
+    let (mut sim, _) = Sim::new(
+        "services:\n  main: { command: x, on_exit: shutdown, restart: { policy: never } }",
+    );
+    sim.spawned("main", 10);
+    assert_eq!(
+        acts(sim.exited("main", 10, ExitStatus::Signaled(9), false)),
+        ["deadline 30s", "exit 137"]
+    );
+}
+
+#[test]
+fn all_ended_exit_codes() {
+    let (mut sim, _) = Sim::new("services:\n  a: { command: x }\n  b: { command: x }");
+    sim.spawned("a", 10);
+    sim.spawned("b", 11);
+    assert!(acts(sim.exited("a", 10, EXIT0, false)).is_empty());
+    assert_eq!(acts(sim.exited("b", 11, EXIT0, false)), ["exit 0"]);
+}
+
+#[test]
+fn a_spawn_failure_counts_as_a_failed_run() {
+    let (mut sim, _) = Sim::new(
+        "services:\n  a: { command: x, restart: { policy: never }, on_exit: shutdown }",
+    );
+    let unit = sim.unit("a");
+    let shown = sim.feed(Input::SpawnFailed {
+        unit,
+        message: "x: not found".into(),
+        code: 127,
+    });
+    assert_eq!(acts(shown), ["deadline 30s", "exit 127"]);
+    assert_eq!(sim.state("a"), State::Exited);
+}
+
+#[test]
+fn a_service_in_backoff_is_not_restarted_by_a_drain() {
+    let (mut sim, _) = Sim::new("services:\n  a: { command: x }");
+    sim.spawned("a", 10);
+    sim.exited("a", 10, EXIT1, false);
+    let token = sim.token("a");
+    assert_eq!(
+        sim.feed(Input::Shutdown),
+        ["deadline 30s", "a: backoff -> exited", "exit 0"]
+    );
+    assert!(acts(sim.timer("a", token)).is_empty());
+}
+
+#[test]
+fn a_spawn_in_flight_during_a_drain_is_stopped_once_it_lands() {
+    let (mut sim, _) = Sim::new("services:\n  a: { command: x }");
+    assert_eq!(acts(sim.feed(Input::Shutdown)), ["deadline 30s"]);
+    assert_eq!(
+        acts(sim.spawned("a", 10)),
+        ["signal a SIGTERM", "timer a 10s"]
+    );
+    assert_eq!(acts(sim.exited("a", 10, EXIT0, false)), ["exit 0"]);
+}
