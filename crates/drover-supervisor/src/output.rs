@@ -14,6 +14,7 @@ use std::io::{self, IsTerminal, Write};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
+use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 
@@ -21,6 +22,8 @@ use tokio::net::unix::pipe;
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
 /// Lines waiting for the writer before readers start dropping.
 pub const QUEUE_LINES: usize = 4096;
+/// A last line without its newline is written after this much silence.
+pub const PARTIAL_LINE_WAIT: Duration = Duration::from_millis(100);
 
 /// Which stream a line came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,9 +51,11 @@ struct Line {
 }
 
 /// The writer thread and its queue.
-#[derive(Clone)]
 pub struct OutputSink {
     queue: mpsc::SyncSender<Line>,
+    /// Closed by the writer thread when it ends.
+    finished: mpsc::Receiver<()>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Dropped-line count of one service.
@@ -68,6 +73,7 @@ impl OutputSink {
     /// Starts the writer thread. `width` is the longest service name, for alignment.
     pub fn start(format: LogFormat, width: usize) -> io::Result<OutputSink> {
         let (queue, lines) = mpsc::sync_channel::<Line>(QUEUE_LINES);
+        let (done, finished) = mpsc::channel::<()>();
         let colour = std::env::var_os("NO_COLOR").is_none();
         let style = Style {
             format,
@@ -77,13 +83,38 @@ impl OutputSink {
         };
         std::thread::Builder::new()
             .name("drover-output".into())
-            .spawn(move || write_lines(&lines, &style))?;
-        Ok(OutputSink { queue })
+            .spawn(move || {
+                write_lines(&lines, &style);
+                drop(done);
+            })?;
+        Ok(OutputSink {
+            queue,
+            finished,
+            readers: Vec::new(),
+        })
+    }
+
+    /// Once every service has ended and the write ends are closed: lets the readers reach the
+    /// end of their pipes and the writer write what is queued, waiting at most `limit` (a
+    /// blocked stdout must not keep drover from exiting).
+    pub async fn finish(self, limit: Duration) {
+        let OutputSink {
+            queue,
+            finished,
+            readers,
+        } = self;
+        drop(queue);
+        let deadline = tokio::time::Instant::now() + limit;
+        for reader in readers {
+            let _ = tokio::time::timeout_at(deadline, reader).await;
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let _ = tokio::task::spawn_blocking(move || finished.recv_timeout(left)).await;
     }
 
     /// Reads `read_end` until it closes and queues each line as `service`'s.
     pub fn read_pipe(
-        &self,
+        &mut self,
         service: Arc<str>,
         colour: usize,
         stream: Stream,
@@ -91,40 +122,61 @@ impl OutputSink {
         dropped: Arc<DropCounter>,
     ) -> io::Result<()> {
         let mut receiver = pipe::Receiver::from_owned_fd(read_end)?;
-        let queue = self.queue.clone();
-        tokio::spawn(async move {
+        let sender = LineSender {
+            service,
+            colour,
+            stream,
+            queue: self.queue.clone(),
+            dropped,
+        };
+        let reader = tokio::spawn(async move {
             let mut splitter = LineSplitter::default();
             let mut buffer = vec![0u8; 64 * 1024];
             loop {
-                let read = match receiver.read(&mut buffer).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => n,
-                };
-                splitter.push(&buffer[..read], |text| {
-                    let line = Line {
-                        service: service.clone(),
-                        colour,
-                        stream,
-                        text,
-                    };
-                    if queue.try_send(line).is_err() {
-                        dropped.0.fetch_add(1, Ordering::Relaxed);
+                let read = if splitter.has_partial() {
+                    let next = receiver.read(&mut buffer);
+                    match tokio::time::timeout(PARTIAL_LINE_WAIT, next).await {
+                        Ok(read) => read,
+                        Err(_silence) => {
+                            splitter.finish(|text| sender.send(text));
+                            continue;
+                        }
                     }
-                });
-            }
-            splitter.finish(|text| {
-                let line = Line {
-                    service: service.clone(),
-                    colour,
-                    stream,
-                    text,
+                } else {
+                    receiver.read(&mut buffer).await
                 };
-                if queue.try_send(line).is_err() {
-                    dropped.0.fetch_add(1, Ordering::Relaxed);
+                match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => splitter.push(&buffer[..n], |text| sender.send(text)),
                 }
-            });
+            }
+            splitter.finish(|text| sender.send(text));
         });
+        self.readers.push(reader);
         Ok(())
+    }
+}
+
+/// Queues the lines of one stream of one service, or counts them as dropped.
+struct LineSender {
+    service: Arc<str>,
+    colour: usize,
+    stream: Stream,
+    queue: mpsc::SyncSender<Line>,
+    dropped: Arc<DropCounter>,
+}
+
+impl LineSender {
+    fn send(&self, text: String) {
+        let line = Line {
+            service: self.service.clone(),
+            colour: self.colour,
+            stream: self.stream,
+            text,
+        };
+        if self.queue.try_send(line).is_err() {
+            self.dropped.0.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -154,6 +206,11 @@ impl LineSplitter {
                 self.partial.clear();
             }
         }
+    }
+
+    /// Whether a line has begun without ending yet.
+    pub fn has_partial(&self) -> bool {
+        !self.partial.is_empty()
     }
 
     /// Emits what is left (a last line without a newline).

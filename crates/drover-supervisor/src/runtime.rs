@@ -20,6 +20,8 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+/// How long drover's exit waits for the last service output to be written.
+const OUTPUT_FLUSH_LIMIT: Duration = Duration::from_secs(2);
 /// Events kept for a subscriber that falls behind before it starts missing some.
 const EVENT_BUFFER: usize = 4096;
 /// While a process group is being emptied, how often to look whether it is (besides every
@@ -76,7 +78,7 @@ impl Supervisor {
             .map(|i| core.spec(i).name.len())
             .max()
             .unwrap_or(0);
-        let sink = match settings.service_output {
+        let mut sink = match settings.service_output {
             ServiceOutput::Prefix => Some(
                 OutputSink::start(settings.log_format, width).map_err(|source| Error::Output {
                     service: String::new(),
@@ -90,7 +92,7 @@ impl Supervisor {
         for unit in 0..core.len() {
             let name: Arc<str> = Arc::from(core.spec(unit).name.as_str());
             let dropped = Arc::new(DropCounter::default());
-            let io = match &sink {
+            let io = match &mut sink {
                 Some(sink) => ServiceIo::piped(sink, &name, unit, &dropped).map_err(|source| {
                     Error::Output {
                         service: name.to_string(),
@@ -112,6 +114,7 @@ impl Supervisor {
             core,
             processes,
             stdio,
+            sink,
             inputs,
             events: events.clone(),
             snapshots: snapshots.clone(),
@@ -166,7 +169,7 @@ enum ServiceIo {
 
 impl ServiceIo {
     fn piped(
-        sink: &OutputSink,
+        sink: &mut OutputSink,
         name: &Arc<str>,
         colour: usize,
         dropped: &Arc<DropCounter>,
@@ -203,6 +206,7 @@ struct Driver {
     core: Core,
     processes: Processes,
     stdio: Vec<ServiceIo>,
+    sink: Option<OutputSink>,
     inputs: mpsc::UnboundedSender<Input>,
     events: broadcast::Sender<Event>,
     snapshots: Arc<Mutex<Vec<ServiceSnapshot>>>,
@@ -213,6 +217,21 @@ struct Driver {
 impl Driver {
     async fn run(
         mut self,
+        inputs: mpsc::UnboundedReceiver<Input>,
+        control: mpsc::UnboundedReceiver<Control>,
+    ) -> i32 {
+        let code = self.supervise(inputs, control).await;
+        // Every service has ended: close our write ends so that the readers see the end of
+        // each pipe, and let the last lines out.
+        self.stdio.clear();
+        if let Some(sink) = self.sink.take() {
+            sink.finish(OUTPUT_FLUSH_LIMIT).await;
+        }
+        code
+    }
+
+    async fn supervise(
+        &mut self,
         mut inputs: mpsc::UnboundedReceiver<Input>,
         mut control: mpsc::UnboundedReceiver<Control>,
     ) -> i32 {

@@ -36,7 +36,7 @@ pub(crate) async fn run(manifest: Manifest) -> anyhow::Result<i32> {
     if leftovers > 0 {
         tracing::info!(count = leftovers, "ended processes that outlived their services");
     }
-    tracing::info!(code, "exiting");
+    tracing::info!(code, orphans_reaped = processes.orphans_reaped(), "exiting");
     Ok(code)
 }
 

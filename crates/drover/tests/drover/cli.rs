@@ -1,8 +1,4 @@
 //! `drover check`, `drover schema`, `--version` and `--help` through the real binary.
-// These tests run drover as a child and wait for it; there is no reaper in the test process,
-// so std's wait is the right tool here.
-#![allow(clippy::disallowed_methods)]
-
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

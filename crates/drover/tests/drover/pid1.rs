@@ -1,0 +1,135 @@
+//! drover as PID 1 of a new PID namespace (`unshare --pid --fork --mount-proc`, as root in CI).
+//! Where that is impossible, the test says so on stderr and skips; it never passes silently
+//! without having run.
+
+use crate::util::*;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+fn unshare_works() -> bool {
+    Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Forks 1000 children that each fork a grandchild and exit at once; the grandchildren, now
+/// orphans of PID 1, all block on one pipe and exit together when it closes.
+const ORPHAN_STORM: &str = r#"
+import os, time
+read_end, write_end = os.pipe()
+for _ in range(1000):
+    if os.fork() == 0:
+        if os.fork() == 0:
+            os.close(write_end)
+            os.read(read_end, 1)
+            os._exit(0)
+        os._exit(0)
+    os.wait()
+os.close(read_end)
+open("orphans-ready", "w").write("ready\n")
+time.sleep(0.2)
+os.close(write_end)
+open("orphans-released", "w").write("released\n")
+time.sleep(300)
+"#;
+
+#[test]
+fn as_pid1_a_thousand_orphans_leave_no_zombie_and_no_status_is_lost() {
+    if !unshare_works() {
+        eprintln!(
+            "SKIPPED as_pid1_a_thousand_orphans_leave_no_zombie_and_no_status_is_lost: \
+             `unshare --pid --fork --mount-proc` is not permitted here (it needs root)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("storm.py"), ORPHAN_STORM).expect("write script");
+    std::fs::write(
+        dir.path().join("drover.yaml"),
+        "services:
+  storm: { command: [python3, storm.py] }
+  crash:
+    command: \"echo x >> crashes; exit 1\"
+    restart: { backoff: { initial: 0s }, max_retries: 300 }
+",
+    )
+    .expect("write manifest");
+    let mut unshare = Drover::start(
+        dir,
+        &[
+            "unshare",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            env!("CARGO_BIN_EXE_drover"),
+            "run",
+            "drover.yaml",
+        ],
+        None,
+    );
+    // drover's pid outside the namespace: the child `unshare --fork` started.
+    let mut drover = 0;
+    wait_until(SECS(10), "drover under unshare", || {
+        drover = children_of(unshare.pid()).first().map_or(0, |c| c.0);
+        drover != 0
+    });
+    unshare.wait_file("orphans-released", SECS(60));
+    wait_until(SECS(30), "the crashing service to give up", || {
+        unshare.stderr().contains("gave up after 300 restarts")
+    });
+    // Every restart was seen: 301 starts, each counted once.
+    let crashes = std::fs::read_to_string(unshare.path("crashes")).expect("crashes");
+    assert_eq!(crashes.lines().count(), 301);
+    // Zero zombies: only the storm's python process remains a child of drover.
+    wait_until(SECS(10), "drover's children to be only the storm service", || {
+        let children = children_of(drover);
+        children.len() == 1 && children.iter().all(|&(_, state)| state != 'Z')
+    });
+    send(drover, SIGTERM);
+    assert_eq!(unshare.wait(SECS(20)), 0, "{}", unshare.stderr());
+    assert!(
+        unshare.stderr().contains("orphans_reaped=1000"),
+        "drover reports the orphans it reaped:\n{}",
+        unshare.stderr()
+    );
+}
+
+#[test]
+fn as_pid1_sigterm_drains_and_exits() {
+    if !unshare_works() {
+        eprintln!(
+            "SKIPPED as_pid1_sigterm_drains_and_exits: \
+             `unshare --pid --fork --mount-proc` is not permitted here (it needs root)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("drover.yaml"),
+        "services:\n  s: { command: \"touch up; exec sleep 300\" }\n",
+    )
+    .expect("write manifest");
+    let mut unshare = Drover::start(
+        dir,
+        &[
+            "unshare",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            env!("CARGO_BIN_EXE_drover"),
+            "run",
+            "drover.yaml",
+        ],
+        None,
+    );
+    wait_until(SECS(10), "the service", || unshare.path("up").exists());
+    let drover = children_of(unshare.pid()).first().map_or(0, |c| c.0);
+    assert_ne!(drover, 0);
+    send(drover, SIGTERM);
+    assert_eq!(unshare.wait(SECS(10)), 0, "{}", unshare.stderr());
+}

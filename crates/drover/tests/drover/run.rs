@@ -1,0 +1,304 @@
+//! `drover run`, by manifest section: restart, dependencies, stop, exit codes, and what must
+//! never happen (survivors, leaked descriptors). Workloads are small shell scripts that leave
+//! timestamps and pids in files.
+
+use crate::util::*;
+use std::time::{Duration, Instant};
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+/// A shell command that appends a nanosecond timestamp to `file`.
+fn stamp(file: &str) -> String {
+    format!("date +%s%N >> {file}")
+}
+
+#[test]
+fn restart_on_crash_backs_off_within_bounds_then_gives_up() {
+    let mut drover = Drover::run(&format!(
+        "services:
+  crash:
+    command: \"{}; exit 3\"
+    restart: {{ backoff: {{ initial: 200ms, factor: 2, jitter: 0 }}, max_retries: 3 }}
+",
+        stamp("starts")
+    ));
+    assert_eq!(drover.wait(SECS(20)), 1, "a failed service makes the exit code 1");
+    let starts = stamps(&drover.path("starts"));
+    assert_eq!(starts.len(), 4, "max_retries: 3 means 4 starts");
+    for (i, expected_ms) in [200u128, 400, 800].into_iter().enumerate() {
+        let gap_ms = (starts[i + 1] - starts[i]) / 1_000_000;
+        assert!(
+            gap_ms >= expected_ms && gap_ms < expected_ms + 300,
+            "restart {i}: {gap_ms} ms after the previous start, backoff {expected_ms} ms"
+        );
+    }
+    assert!(drover.stderr().contains("gave up after 3 restarts"), "{}", drover.stderr());
+}
+
+#[test]
+fn policy_never_does_not_restart() {
+    let mut drover = Drover::run(&format!(
+        "services:\n  once:\n    command: \"{}; exit 1\"\n    restart: {{ policy: never }}\n",
+        stamp("starts")
+    ));
+    assert_eq!(drover.wait(SECS(10)), 1);
+    assert_eq!(stamps(&drover.path("starts")).len(), 1);
+}
+
+#[test]
+fn on_failure_does_not_restart_after_exit_zero_and_drover_exits_zero() {
+    let mut drover = Drover::run(&format!(
+        "services:\n  job:\n    command: \"{}; exit 0\"\n    restart: {{ policy: on-failure, backoff: {{ initial: 10ms }} }}\n",
+        stamp("starts")
+    ));
+    assert_eq!(drover.wait(SECS(10)), 0, "every service exited 0");
+    assert_eq!(stamps(&drover.path("starts")).len(), 1);
+}
+
+#[test]
+fn policy_always_restarts_after_exit_zero() {
+    let mut drover = Drover::run(&format!(
+        "services:\n  job:\n    command: \"{}; exit 0\"\n    restart: {{ policy: always, backoff: {{ initial: 10ms }}, max_retries: 2 }}\n",
+        stamp("starts")
+    ));
+    assert_eq!(drover.wait(SECS(10)), 1, "it ends `failed` after max_retries, even on exit 0");
+    assert_eq!(stamps(&drover.path("starts")).len(), 3);
+}
+
+#[test]
+fn dependencies_start_in_order() {
+    let mut drover = Drover::run(&format!(
+        "services:
+  web:
+    command: \"{}; exec sleep 30\"
+    depends_on: {{ migrate: {{ condition: completed_successfully }} }}
+  migrate:
+    command: \"{}; sleep 0.3; {}\"
+    depends_on: [db]
+  db:
+    command: \"{}; exec sleep 30\"
+",
+        stamp("web"),
+        stamp("migrate"),
+        stamp("migrate.end"),
+        stamp("db")
+    ));
+    drover.wait_file("web", SECS(10));
+    let first = |name: &str| stamps(&drover.path(name))[0];
+    assert!(first("db") < first("migrate"), "db starts before migrate");
+    assert!(first("migrate.end") < first("web"), "web waits for migrate to complete");
+    drover.signal(SIGTERM);
+    assert_eq!(drover.wait(SECS(10)), 0, "a clean drain exits 0");
+}
+
+#[test]
+fn a_dependency_that_fails_blocks_its_dependents() {
+    let mut drover = Drover::run(
+        "services:
+  job: { command: \"exit 3\", restart: { policy: never } }
+  app:
+    command: \"touch app-started\"
+    depends_on: { job: { condition: completed_successfully } }
+",
+    );
+    assert_eq!(drover.wait(SECS(10)), 1);
+    assert!(!drover.path("app-started").exists());
+    assert!(
+        drover.stderr().contains("blocked: dependency `job` ended with exit code 3"),
+        "{}",
+        drover.stderr()
+    );
+}
+
+#[test]
+fn drain_stops_in_reverse_dependency_order() {
+    let service = |name: &str| {
+        format!(
+            "\"trap '{}; exit 0' TERM; touch {name}.up; sleep 30 & wait\"",
+            stamp(&format!("{name}.stop"))
+        )
+    };
+    let mut drover = Drover::run(&format!(
+        "services:
+  a: {{ command: {} }}
+  b: {{ command: {}, depends_on: [a] }}
+  c: {{ command: {}, depends_on: [b] }}
+",
+        service("a"),
+        service("b"),
+        service("c")
+    ));
+    wait_until(SECS(10), "c to start", || drover.path("c.up").exists());
+    drover.signal(SIGTERM);
+    assert_eq!(drover.wait(SECS(10)), 0);
+    let stop = |name: &str| stamps(&drover.path(&format!("{name}.stop")))[0];
+    assert!(stop("c") < stop("b") && stop("b") < stop("a"), "stops c, b, a");
+}
+
+#[test]
+fn a_service_that_ignores_sigterm_is_killed_after_stop_timeout() {
+    let mut drover = Drover::run(
+        "services:
+  stubborn:
+    command: \"trap '' TERM; echo $$ > pid; sleep 30 & wait\"
+    stop: { timeout: 500ms }
+",
+    );
+    let pid = drover.pid_file("pid");
+    let asked = Instant::now();
+    drover.signal(SIGTERM);
+    assert_eq!(drover.wait(SECS(10)), 1, "a drain that needed SIGKILL exits 1");
+    let took = asked.elapsed();
+    assert!(took >= Duration::from_millis(500), "waited the stop.timeout: {took:?}");
+    assert!(!alive(pid));
+    assert!(drover.stderr().contains("sending SIGKILL"), "{}", drover.stderr());
+}
+
+#[test]
+fn grandchildren_are_stopped_with_their_service() {
+    let mut drover = Drover::run(
+        "services:
+  parent:
+    command: \"sleep 300 & echo $! > grandchild; exec sleep 300\"
+  leaves-one-behind:
+    command: \"sleep 300 & echo $! > orphan; exit 0\"
+",
+    );
+    // A main process that exits has the rest of its process group stopped at once.
+    let orphan = drover.pid_file("orphan");
+    wait_until(SECS(10), "the orphan to be stopped", || !alive(orphan));
+    // A drain stops the whole group of each service.
+    let grandchild = drover.pid_file("grandchild");
+    assert!(alive(grandchild));
+    drover.signal(SIGTERM);
+    assert_eq!(drover.wait(SECS(10)), 0);
+    assert!(!alive(grandchild));
+}
+
+#[test]
+fn on_exit_shutdown_passes_the_exit_code() {
+    let mut drover = Drover::run(
+        "services:
+  main: { command: \"touch main.up; sleep 0.2; exit 42\", on_exit: shutdown, restart: { policy: never } }
+  side: { command: \"exec sleep 300\" }
+",
+    );
+    assert_eq!(drover.wait(SECS(10)), 42);
+}
+
+#[test]
+fn on_exit_shutdown_of_a_killed_service_exits_128_plus_signal() {
+    let mut drover = Drover::run(
+        "services:
+  main: { command: \"kill -9 $$\", on_exit: shutdown, restart: { policy: never } }
+  side: { command: \"exec sleep 300\" }
+",
+    );
+    assert_eq!(drover.wait(SECS(10)), 137);
+}
+
+#[test]
+fn a_second_sigterm_kills_at_once() {
+    let mut drover = Drover::run(
+        "services:
+  stubborn:
+    command: \"trap '' TERM; echo $$ > pid; sleep 30 & wait\"
+    stop: { timeout: 60s }
+",
+    );
+    let pid = drover.pid_file("pid");
+    drover.signal(SIGTERM);
+    wait_until(SECS(10), "the drain to start", || {
+        drover.stderr().contains("stopping with SIGTERM")
+    });
+    drover.signal(SIGTERM);
+    assert_eq!(drover.wait(SECS(10)), 1);
+    assert!(!alive(pid));
+}
+
+#[test]
+fn sigkill_to_drover_leaves_no_service_alive() {
+    let mut drover = Drover::run(
+        "services:
+  a: { command: \"echo $$ > a; exec sleep 300\" }
+  b: { command: [sh, -c, \"echo $$ > b; exec sleep 300\"] }
+  c: { command: \"echo $$ > c; exec sleep 300\", restart: { policy: always } }
+",
+    );
+    let pids: Vec<i32> = ["a", "b", "c"].iter().map(|f| drover.pid_file(f)).collect();
+    assert!(pids.iter().all(|&p| alive(p)));
+    drover.signal(SIGKILL);
+    assert_eq!(drover.wait(SECS(10)), 137);
+    wait_until(SECS(5), "every service to die with drover", || {
+        pids.iter().all(|&p| !alive(p))
+    });
+}
+
+#[test]
+fn signals_usr1_usr2_winch_reach_every_service() {
+    let script = "trap 'echo USR1 >> got' USR1; trap 'echo USR2 >> got' USR2; \
+                  trap 'echo WINCH >> got' WINCH; touch up; while :; do sleep 0.05; done";
+    let mut drover = Drover::run(&format!("services:\n  s: {{ command: \"{script}\" }}\n"));
+    wait_until(SECS(10), "the service", || drover.path("up").exists());
+    for (signal, name) in [(10, "USR1"), (12, "USR2"), (28, "WINCH")] {
+        drover.signal(signal);
+        wait_until(SECS(5), name, || {
+            std::fs::read_to_string(drover.path("got"))
+                .unwrap_or_default()
+                .contains(name)
+        });
+    }
+    drover.signal(SIGTERM);
+    assert_eq!(drover.wait(SECS(10)), 0);
+}
+
+#[test]
+fn service_output_is_prefixed_per_stream() {
+    let mut drover = Drover::run(
+        "services:
+  web: { command: \"echo to-out; echo to-err >&2; printf 'no newline'\", restart: { policy: never } }
+  database: { command: \"echo db\", restart: { policy: never } }
+",
+    );
+    assert_eq!(drover.wait(SECS(10)), 0);
+    let out = drover.stdout();
+    assert!(out.contains("web      | to-out\n"), "{out}");
+    assert!(out.contains("web      | no newline\n"), "{out}");
+    assert!(out.contains("database | db\n"), "{out}");
+    assert!(drover.stderr().contains("web      | to-err\n"));
+}
+
+#[test]
+fn no_descriptor_leaks_over_500_restarts() {
+    let mut drover = Drover::run(
+        "services:
+  crash:
+    command: \"if [ -e first ]; then echo x >> runs; exit 1; fi; touch first; sleep 1; exit 1\"
+    restart: { backoff: { initial: 0s }, max_retries: 500 }
+  keep-alive: { command: \"exec sleep 300\" }
+",
+    );
+    wait_until(SECS(10), "the first run", || drover.path("first").exists());
+    let before = fd_count(drover.pid());
+    wait_until(SECS(60), "500 restarts", || {
+        drover.stderr().contains("gave up after 500 restarts")
+    });
+    let runs = std::fs::read_to_string(drover.path("runs")).unwrap_or_default();
+    assert_eq!(runs.lines().count(), 500);
+    assert_eq!(fd_count(drover.pid()), before, "open descriptors of drover");
+    drover.signal(SIGTERM);
+    assert_eq!(drover.wait(SECS(10)), 0);
+}
+
+#[test]
+fn a_missing_command_is_a_failed_start_with_a_clear_reason() {
+    let mut drover = Drover::run(
+        "services:\n  ghost: { command: [/nonexistent/ghost], restart: { policy: never }, on_exit: shutdown }\n",
+    );
+    assert_eq!(drover.wait(SECS(10)), 127);
+    assert!(
+        drover.stderr().contains("cannot start: /nonexistent/ghost: not found"),
+        "{}",
+        drover.stderr()
+    );
+}
