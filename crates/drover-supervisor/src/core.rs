@@ -389,7 +389,12 @@ impl Core {
                 u.spawning = false;
                 u.started_at = Some(now);
                 u.last_exit = Some(ExitStatus::Exited(code));
-                self.finish_run(unit, Some(format!("cannot start: {message}")), now, &mut out);
+                self.finish_run(
+                    unit,
+                    Some(format!("cannot start: {message}")),
+                    now,
+                    &mut out,
+                );
             }
             Input::Exited {
                 unit,
@@ -440,7 +445,13 @@ impl Core {
         self.set_state(unit, State::Running, "started".into(), None, out);
         if self.phase == Phase::Supervising {
             // Readiness probes are the probe issue's; without one, running means ready.
-            self.set_state(unit, State::Ready, "ready (no readiness probe)".into(), None, out);
+            self.set_state(
+                unit,
+                State::Ready,
+                "ready (no readiness probe)".into(),
+                None,
+                out,
+            );
         }
         self.schedule(now, out);
     }
@@ -489,9 +500,7 @@ impl Core {
         if token != u.token {
             return;
         }
-        if u.stop_sent == Some(false)
-            && u.pgid.is_some()
-        {
+        if u.stop_sent == Some(false) && u.pgid.is_some() {
             let reason = format!(
                 "stop.timeout ({}) ran out; sending SIGKILL",
                 humantime::format_duration(u.spec.stop.timeout)
@@ -518,7 +527,13 @@ impl Core {
         let status = u.last_exit.unwrap_or(ExitStatus::Exited(1));
         let ended = spawn_error.unwrap_or_else(|| format!("exited with {status}"));
         if self.phase != Phase::Supervising {
-            self.set_state(unit, State::Exited, format!("stopped; {ended}"), Some(status), out);
+            self.set_state(
+                unit,
+                State::Exited,
+                format!("stopped; {ended}"),
+                Some(status),
+                out,
+            );
             self.schedule(now, out);
             return;
         }
@@ -600,7 +615,13 @@ impl Core {
             let u = &self.units[unit];
             if u.pgid.is_some() && u.stop_sent != Some(true) {
                 self.send_kill(unit, out);
-                self.set_state(unit, State::Stopping, format!("{why}; sending SIGKILL"), None, out);
+                self.set_state(
+                    unit,
+                    State::Stopping,
+                    format!("{why}; sending SIGKILL"),
+                    None,
+                    out,
+                );
             }
         }
         self.schedule(now, out);
@@ -699,7 +720,13 @@ impl Core {
             let u = &self.units[unit];
             if u.state == State::Backoff {
                 self.units[unit].token += 1;
-                self.set_state(unit, State::Exited, "stopped while waiting to restart".into(), None, out);
+                self.set_state(
+                    unit,
+                    State::Exited,
+                    "stopped while waiting to restart".into(),
+                    None,
+                    out,
+                );
                 continue;
             }
             if !u.active() || u.spawning || u.stop_sent.is_some() {
@@ -727,9 +754,7 @@ impl Core {
         }
         if self.units.iter().all(|u| !u.active()) {
             self.phase = Phase::Done;
-            let code = self
-                .exit_code
-                .unwrap_or(if self.forced { 1 } else { 0 });
+            let code = self.exit_code.unwrap_or(if self.forced { 1 } else { 0 });
             out.push(Action::Exit(code));
         }
     }
@@ -769,7 +794,10 @@ impl Core {
                 let how = match dep.outcome {
                     Some(Outcome::Blocked) => "is blocked".to_string(),
                     Some(Outcome::Failed(_)) => "failed".to_string(),
-                    _ => format!("ended with {}", dep.last_exit.unwrap_or(ExitStatus::Exited(1))),
+                    _ => format!(
+                        "ended with {}",
+                        dep.last_exit.unwrap_or(ExitStatus::Exited(1))
+                    ),
                 };
                 return Gate::Never(format!(
                     "blocked: dependency `{}` {how} before it was {}",

@@ -24,6 +24,6 @@ pub use crate::core::{Event, ServiceSnapshot, State};
 pub use crate::process::{Processes, SpawnError, SpawnRequest};
 pub use crate::runtime::{Control, Error, Supervisor};
 pub use crate::sys::{
-    ExitStatus, InheritedSignals, become_subreaper, ignore_terminal_stops, is_pid1, realtime_signals,
-    send_signal,
+    ExitStatus, InheritedSignals, become_subreaper, ignore_terminal_stops, is_pid1,
+    realtime_signals, send_signal,
 };

@@ -289,7 +289,10 @@ impl Shared {
 fn resolve_user(user: &User) -> Result<Credentials, SpawnError> {
     let shown = match user {
         User::Name(name) => name.clone(),
-        User::Id { uid, gid: Some(gid) } => format!("{uid}:{gid}"),
+        User::Id {
+            uid,
+            gid: Some(gid),
+        } => format!("{uid}:{gid}"),
         User::Id { uid, gid: None } => uid.to_string(),
     };
     let euid = sys::effective_uid();
@@ -304,17 +307,23 @@ fn resolve_user(user: &User) -> Result<Credentials, SpawnError> {
         source: source.into(),
     };
     let entry = match user {
-        User::Name(name) => {
-            Some(nix::unistd::User::from_name(name).map_err(os)?.ok_or_else(|| {
-                SpawnError::NoSuchUser(name.clone())
-            })?)
-        }
+        User::Name(name) => Some(
+            nix::unistd::User::from_name(name)
+                .map_err(os)?
+                .ok_or_else(|| SpawnError::NoSuchUser(name.clone()))?,
+        ),
         User::Id { uid, .. } => {
             nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(*uid)).map_err(os)?
         }
     };
     let (uid, gid) = match (user, &entry) {
-        (User::Id { uid, gid: Some(gid) }, _) => (*uid, *gid),
+        (
+            User::Id {
+                uid,
+                gid: Some(gid),
+            },
+            _,
+        ) => (*uid, *gid),
         (_, Some(entry)) => (entry.uid.as_raw(), entry.gid.as_raw()),
         // A bare uid without a passwd entry: its own number as group, as Docker does.
         (User::Id { uid, gid: None }, None) => (*uid, *uid),

@@ -79,12 +79,12 @@ impl Supervisor {
             .max()
             .unwrap_or(0);
         let mut sink = match settings.service_output {
-            ServiceOutput::Prefix => Some(
-                OutputSink::start(settings.log_format, width).map_err(|source| Error::Output {
+            ServiceOutput::Prefix => Some(OutputSink::start(settings.log_format, width).map_err(
+                |source| Error::Output {
                     service: String::new(),
                     source,
-                })?,
-            ),
+                },
+            )?),
             _ => None,
         };
         let mut stdio = Vec::with_capacity(core.len());
@@ -177,8 +177,20 @@ impl ServiceIo {
         let flags = nix::fcntl::OFlag::O_CLOEXEC;
         let (out_read, stdout) = nix::unistd::pipe2(flags)?;
         let (err_read, stderr) = nix::unistd::pipe2(flags)?;
-        sink.read_pipe(name.clone(), colour, Stream::Stdout, out_read, dropped.clone())?;
-        sink.read_pipe(name.clone(), colour, Stream::Stderr, err_read, dropped.clone())?;
+        sink.read_pipe(
+            name.clone(),
+            colour,
+            Stream::Stdout,
+            out_read,
+            dropped.clone(),
+        )?;
+        sink.read_pipe(
+            name.clone(),
+            colour,
+            Stream::Stderr,
+            err_read,
+            dropped.clone(),
+        )?;
         Ok(ServiceIo::Piped { stdout, stderr })
     }
 
@@ -306,11 +318,7 @@ impl Driver {
         for action in actions {
             match action {
                 Action::Spawn(unit) => self.spawn(unit),
-                Action::SignalGroup {
-                    unit,
-                    pgid,
-                    signal,
-                } => {
+                Action::SignalGroup { unit, pgid, signal } => {
                     if let Err(err) = sys::signal_group(pgid, Some(signal)) {
                         tracing::warn!(service = %self.core.spec(unit).name, %signal, error = %err, "cannot signal a process group");
                     }

@@ -64,10 +64,9 @@ pub(crate) fn reap_one() -> io::Result<Reaped> {
     loop {
         return match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, code)) => Ok(Reaped::Child(pid, ExitStatus::Exited(code))),
-            Ok(WaitStatus::Signaled(pid, signal, _core)) => Ok(Reaped::Child(
-                pid,
-                ExitStatus::Signaled(signal as i32),
-            )),
+            Ok(WaitStatus::Signaled(pid, signal, _core)) => {
+                Ok(Reaped::Child(pid, ExitStatus::Signaled(signal as i32)))
+            }
             // Stops and continues are not asked for (no WUNTRACED/WCONTINUED); skip them.
             Ok(WaitStatus::StillAlive) => Ok(Reaped::NoneReady),
             Ok(_) => continue,
@@ -290,7 +289,9 @@ fn child_setup(
         // already died, our parent changed and no signal will ever come: give up.
         check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
         if libc::getppid() != parent.as_raw() {
-            return Err(io::Error::other("drover exited while the service was starting"));
+            return Err(io::Error::other(
+                "drover exited while the service was starting",
+            ));
         }
         if let Some(credentials) = credentials {
             // setgid, then the supplementary groups, then setuid: after setuid, the others

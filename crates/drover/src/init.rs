@@ -22,8 +22,8 @@ const DESCENDANT_GRACE: Duration = Duration::from_secs(2);
 fn forwarded_signals() -> Vec<i32> {
     use drover_spec::model::Signal::*;
     let mut numbers: Vec<i32> = [
-        SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGTERM, SIGSTKFLT, SIGCONT,
-        SIGTSTP, SIGURG, SIGXCPU, SIGXFSZ, SIGVTALRM, SIGPROF, SIGWINCH, SIGIO, SIGPWR,
+        SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGTERM, SIGSTKFLT, SIGCONT, SIGTSTP,
+        SIGURG, SIGXCPU, SIGXFSZ, SIGVTALRM, SIGPROF, SIGWINCH, SIGIO, SIGPWR,
     ]
     .into_iter()
     .map(|s| s as i32)

@@ -7,7 +7,8 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs the subscriber. `default_level` applies when `RUST_LOG` is unset or invalid.
 pub(crate) fn init(format: LogFormat, default_level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

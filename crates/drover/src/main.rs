@@ -29,10 +29,13 @@ fn main() -> ExitCode {
     match (cli.command, cli.init_command.is_empty()) {
         (Some(Command::Check { manifests }), _) => check(manifests),
         (Some(Command::Schema), _) => schema(),
-        (Some(Command::Run {
-            manifest,
-            metrics_listen,
-        }), _) => run(manifest, metrics_listen),
+        (
+            Some(Command::Run {
+                manifest,
+                metrics_listen,
+            }),
+            _,
+        ) => run(manifest, metrics_listen),
         (None, false) => {
             logging::init(drover_spec::model::LogFormat::Text, "warn");
             exit_code(block_on(init::init(cli.init_command, inherited)))
@@ -99,7 +102,9 @@ fn run(manifest: Option<PathBuf>, metrics_listen: Option<String>) -> ExitCode {
 
 /// Runs `future` on a single-threaded runtime: supervision is I/O-bound, and one thread keeps
 /// drover small.
-fn block_on<F: std::future::Future<Output = anyhow::Result<i32>>>(future: F) -> anyhow::Result<i32> {
+fn block_on<F: std::future::Future<Output = anyhow::Result<i32>>>(
+    future: F,
+) -> anyhow::Result<i32> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?

@@ -34,7 +34,10 @@ pub(crate) async fn run(manifest: Manifest) -> anyhow::Result<i32> {
     relay.abort();
     let leftovers = processes.end_descendants(DESCENDANT_GRACE).await;
     if leftovers > 0 {
-        tracing::info!(count = leftovers, "ended processes that outlived their services");
+        tracing::info!(
+            count = leftovers,
+            "ended processes that outlived their services"
+        );
     }
     tracing::info!(code, orphans_reaped = processes.orphans_reaped(), "exiting");
     Ok(code)

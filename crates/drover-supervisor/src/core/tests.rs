@@ -30,7 +30,10 @@ impl Sim {
     }
 
     fn unit(&self, name: &str) -> usize {
-        self.names.iter().position(|n| n == name).expect("known service")
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .expect("known service")
     }
 
     fn feed(&mut self, input: Input) -> Vec<String> {
@@ -46,7 +49,13 @@ impl Sim {
         })
     }
 
-    fn exited(&mut self, name: &str, pid: i32, status: ExitStatus, group_alive: bool) -> Vec<String> {
+    fn exited(
+        &mut self,
+        name: &str,
+        pid: i32,
+        status: ExitStatus,
+        group_alive: bool,
+    ) -> Vec<String> {
         let unit = self.unit(name);
         self.feed(Input::Exited {
             unit,
@@ -180,14 +189,23 @@ fn a_run_that_lasts_reset_after_resets_the_backoff() {
   a: { command: x, restart: { backoff: { initial: 1s, jitter: 0 }, reset_after: 10s } }",
     );
     sim.spawned("a", 10);
-    assert!(sim.exited("a", 10, EXIT1, false).contains(&"timer a 1s".to_string()));
+    assert!(
+        sim.exited("a", 10, EXIT1, false)
+            .contains(&"timer a 1s".to_string())
+    );
     sim.timer("a", sim.token("a"));
     sim.spawned("a", 11);
-    assert!(sim.exited("a", 11, EXIT1, false).contains(&"timer a 2s".to_string()));
+    assert!(
+        sim.exited("a", 11, EXIT1, false)
+            .contains(&"timer a 2s".to_string())
+    );
     sim.timer("a", sim.token("a"));
     sim.spawned("a", 12);
     sim.advance(Duration::from_secs(10));
-    assert!(sim.exited("a", 12, EXIT1, false).contains(&"timer a 1s".to_string()));
+    assert!(
+        sim.exited("a", 12, EXIT1, false)
+            .contains(&"timer a 1s".to_string())
+    );
 }
 
 #[test]
@@ -209,7 +227,12 @@ fn the_rest_of_the_group_is_stopped_before_the_restart_decision() {
     sim.spawned("a", 10);
     assert_eq!(
         sim.exited("a", 10, EXIT0, true),
-        ["watch a", "signal a SIGINT", "timer a 3s", "a: ready -> stopping"]
+        [
+            "watch a",
+            "signal a SIGINT",
+            "timer a 3s",
+            "a: ready -> stopping"
+        ]
     );
     // The group lingers past stop.timeout: SIGKILL.
     let token = sim.token("a");
@@ -290,9 +313,8 @@ fn stop_timeout_escalates_to_sigkill_and_the_drain_exits_1() {
 #[test]
 fn second_shutdown_and_deadline_kill_everything() {
     for input in [Input::Shutdown, Input::DrainDeadline, Input::Kill] {
-        let (mut sim, _) = Sim::new(
-            "services:\n  a: { command: x }\n  b: { command: x, depends_on: [a] }",
-        );
+        let (mut sim, _) =
+            Sim::new("services:\n  a: { command: x }\n  b: { command: x, depends_on: [a] }");
         sim.spawned("a", 10);
         sim.spawned("b", 11);
         sim.feed(Input::Shutdown);
@@ -349,9 +371,8 @@ fn all_ended_exit_codes() {
 
 #[test]
 fn a_spawn_failure_counts_as_a_failed_run() {
-    let (mut sim, _) = Sim::new(
-        "services:\n  a: { command: x, restart: { policy: never }, on_exit: shutdown }",
-    );
+    let (mut sim, _) =
+        Sim::new("services:\n  a: { command: x, restart: { policy: never }, on_exit: shutdown }");
     let unit = sim.unit("a");
     let shown = sim.feed(Input::SpawnFailed {
         unit,

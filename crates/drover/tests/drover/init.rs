@@ -31,7 +31,13 @@ fn death_by_signal_exits_128_plus_n() {
 fn a_missing_command_exits_127_and_a_non_executable_one_126() {
     let mut drover = init(&["/nonexistent/cmd"], None);
     assert_eq!(drover.wait(SECS(10)), 127);
-    assert!(drover.stderr().contains("drover: /nonexistent/cmd: not found"), "{}", drover.stderr());
+    assert!(
+        drover
+            .stderr()
+            .contains("drover: /nonexistent/cmd: not found"),
+        "{}",
+        drover.stderr()
+    );
 
     let dir = tempfile::tempdir().expect("tempdir");
     let script = dir.path().join("not-executable");
@@ -64,13 +70,28 @@ while True:
 #[test]
 fn signals_are_forwarded_to_cmd() {
     let mut drover = init(&["python3", "-c", REPORTER], None);
-    wait_until(SECS(10), "the child to be ready", || drover.stdout().contains("ready"));
-    for (number, name) in [(1, "SIGHUP"), (2, "SIGINT"), (3, "SIGQUIT"), (10, "SIGUSR1"), (12, "SIGUSR2"), (28, "SIGWINCH")] {
+    wait_until(SECS(10), "the child to be ready", || {
+        drover.stdout().contains("ready")
+    });
+    for (number, name) in [
+        (1, "SIGHUP"),
+        (2, "SIGINT"),
+        (3, "SIGQUIT"),
+        (10, "SIGUSR1"),
+        (12, "SIGUSR2"),
+        (28, "SIGWINCH"),
+    ] {
         drover.signal(number);
-        wait_until(SECS(5), name, || drover.stdout().contains(&format!("{name}\n")));
+        wait_until(SECS(5), name, || {
+            drover.stdout().contains(&format!("{name}\n"))
+        });
     }
     drover.signal(SIGTERM);
-    assert_eq!(drover.wait(SECS(10)), 0, "the child handled SIGTERM and exited 0");
+    assert_eq!(
+        drover.wait(SECS(10)),
+        0,
+        "the child handled SIGTERM and exited 0"
+    );
     assert!(drover.stdout().ends_with("SIGTERM\n"));
 }
 
@@ -83,5 +104,8 @@ fn descendants_left_behind_are_ended_when_cmd_exits() {
         .trim()
         .parse()
         .expect("pid");
-    assert!(!alive(left), "the left-behind sleep must be gone when drover has exited");
+    assert!(
+        !alive(left),
+        "the left-behind sleep must be gone when drover has exited"
+    );
 }

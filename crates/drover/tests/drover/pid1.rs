@@ -86,10 +86,14 @@ fn as_pid1_a_thousand_orphans_leave_no_zombie_and_no_status_is_lost() {
     let crashes = std::fs::read_to_string(unshare.path("crashes")).expect("crashes");
     assert_eq!(crashes.lines().count(), 301);
     // Zero zombies: only the storm's python process remains a child of drover.
-    wait_until(SECS(10), "drover's children to be only the storm service", || {
-        let children = children_of(drover);
-        children.len() == 1 && children.iter().all(|&(_, state)| state != 'Z')
-    });
+    wait_until(
+        SECS(10),
+        "drover's children to be only the storm service",
+        || {
+            let children = children_of(drover);
+            children.len() == 1 && children.iter().all(|&(_, state)| state != 'Z')
+        },
+    );
     send(drover, SIGTERM);
     assert_eq!(unshare.wait(SECS(20)), 0, "{}", unshare.stderr());
     assert!(

@@ -22,7 +22,11 @@ fn restart_on_crash_backs_off_within_bounds_then_gives_up() {
 ",
         stamp("starts")
     ));
-    assert_eq!(drover.wait(SECS(20)), 1, "a failed service makes the exit code 1");
+    assert_eq!(
+        drover.wait(SECS(20)),
+        1,
+        "a failed service makes the exit code 1"
+    );
     let starts = stamps(&drover.path("starts"));
     assert_eq!(starts.len(), 4, "max_retries: 3 means 4 starts");
     for (i, expected_ms) in [200u128, 400, 800].into_iter().enumerate() {
@@ -32,7 +36,11 @@ fn restart_on_crash_backs_off_within_bounds_then_gives_up() {
             "restart {i}: {gap_ms} ms after the previous start, backoff {expected_ms} ms"
         );
     }
-    assert!(drover.stderr().contains("gave up after 3 restarts"), "{}", drover.stderr());
+    assert!(
+        drover.stderr().contains("gave up after 3 restarts"),
+        "{}",
+        drover.stderr()
+    );
 }
 
 #[test]
@@ -61,7 +69,11 @@ fn policy_always_restarts_after_exit_zero() {
         "services:\n  job:\n    command: \"{}; exit 0\"\n    restart: {{ policy: always, backoff: {{ initial: 10ms }}, max_retries: 2 }}\n",
         stamp("starts")
     ));
-    assert_eq!(drover.wait(SECS(10)), 1, "it ends `failed` after max_retries, even on exit 0");
+    assert_eq!(
+        drover.wait(SECS(10)),
+        1,
+        "it ends `failed` after max_retries, even on exit 0"
+    );
     assert_eq!(stamps(&drover.path("starts")).len(), 3);
 }
 
@@ -86,7 +98,10 @@ fn dependencies_start_in_order() {
     drover.wait_file("web", SECS(10));
     let first = |name: &str| stamps(&drover.path(name))[0];
     assert!(first("db") < first("migrate"), "db starts before migrate");
-    assert!(first("migrate.end") < first("web"), "web waits for migrate to complete");
+    assert!(
+        first("migrate.end") < first("web"),
+        "web waits for migrate to complete"
+    );
     drover.signal(SIGTERM);
     assert_eq!(drover.wait(SECS(10)), 0, "a clean drain exits 0");
 }
@@ -104,7 +119,9 @@ fn a_dependency_that_fails_blocks_its_dependents() {
     assert_eq!(drover.wait(SECS(10)), 1);
     assert!(!drover.path("app-started").exists());
     assert!(
-        drover.stderr().contains("blocked: dependency `job` ended with exit code 3"),
+        drover
+            .stderr()
+            .contains("blocked: dependency `job` ended with exit code 3"),
         "{}",
         drover.stderr()
     );
@@ -132,7 +149,10 @@ fn drain_stops_in_reverse_dependency_order() {
     drover.signal(SIGTERM);
     assert_eq!(drover.wait(SECS(10)), 0);
     let stop = |name: &str| stamps(&drover.path(&format!("{name}.stop")))[0];
-    assert!(stop("c") < stop("b") && stop("b") < stop("a"), "stops c, b, a");
+    assert!(
+        stop("c") < stop("b") && stop("b") < stop("a"),
+        "stops c, b, a"
+    );
 }
 
 #[test]
@@ -147,11 +167,22 @@ fn a_service_that_ignores_sigterm_is_killed_after_stop_timeout() {
     let pid = drover.pid_file("pid");
     let asked = Instant::now();
     drover.signal(SIGTERM);
-    assert_eq!(drover.wait(SECS(10)), 1, "a drain that needed SIGKILL exits 1");
+    assert_eq!(
+        drover.wait(SECS(10)),
+        1,
+        "a drain that needed SIGKILL exits 1"
+    );
     let took = asked.elapsed();
-    assert!(took >= Duration::from_millis(500), "waited the stop.timeout: {took:?}");
+    assert!(
+        took >= Duration::from_millis(500),
+        "waited the stop.timeout: {took:?}"
+    );
     assert!(!alive(pid));
-    assert!(drover.stderr().contains("sending SIGKILL"), "{}", drover.stderr());
+    assert!(
+        drover.stderr().contains("sending SIGKILL"),
+        "{}",
+        drover.stderr()
+    );
 }
 
 #[test]
@@ -297,7 +328,9 @@ fn a_missing_command_is_a_failed_start_with_a_clear_reason() {
     );
     assert_eq!(drover.wait(SECS(10)), 127);
     assert!(
-        drover.stderr().contains("cannot start: /nonexistent/ghost: not found"),
+        drover
+            .stderr()
+            .contains("cannot start: /nonexistent/ghost: not found"),
         "{}",
         drover.stderr()
     );

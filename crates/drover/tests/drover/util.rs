@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 pub(crate) fn wait_until(limit: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
     while !condition() {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -44,7 +47,11 @@ impl Drover {
     pub(crate) fn run(manifest: &str) -> Drover {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("drover.yaml"), manifest).expect("write manifest");
-        Drover::start(dir, &[env!("CARGO_BIN_EXE_drover"), "run", "drover.yaml"], None)
+        Drover::start(
+            dir,
+            &[env!("CARGO_BIN_EXE_drover"), "run", "drover.yaml"],
+            None,
+        )
     }
 
     /// Any command line (`argv[0]` first) in `dir`, with `stdin` written then closed.
@@ -124,10 +131,14 @@ impl Drover {
     pub(crate) fn wait_file(&self, name: &str, limit: Duration) -> String {
         let path = self.path(name);
         let mut text = String::new();
-        wait_until(limit, &format!("file {name}\nstderr:\n{}", self.stderr()), || {
-            text = std::fs::read_to_string(&path).unwrap_or_default();
-            text.ends_with('\n')
-        });
+        wait_until(
+            limit,
+            &format!("file {name}\nstderr:\n{}", self.stderr()),
+            || {
+                text = std::fs::read_to_string(&path).unwrap_or_default();
+                text.ends_with('\n')
+            },
+        );
         text
     }
 
