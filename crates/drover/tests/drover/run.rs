@@ -335,3 +335,117 @@ fn a_missing_command_is_a_failed_start_with_a_clear_reason() {
         drover.stderr()
     );
 }
+
+#[test]
+fn user_switches_uid_gid_and_groups() {
+    if nix_is_root() {
+        // The services write their ids into the temp dir as `nobody` and as uid 4321.
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .expect("chmod");
+        let mut drover = Drover::run_in(
+            dir,
+            "services:
+  as-nobody:
+    command: \"echo $(id -u):$(id -g):$(id -G) > id\"
+    user: nobody
+    restart: { policy: never }
+  as-numbers:
+    command: \"echo $(id -u):$(id -g) > id2\"
+    user: \"4321:4322\"
+    restart: { policy: never }
+",
+        );
+        assert_eq!(drover.wait(SECS(10)), 0, "{}", drover.stderr());
+        let id = std::fs::read_to_string(drover.path("id")).expect("id");
+        assert!(id.starts_with("65534:65534:"), "{id}");
+        assert!(
+            !id.contains(":0 ") && !id.trim_end().ends_with(" 0"),
+            "root's groups dropped: {id}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(drover.path("id2")).expect("id2"),
+            "4321:4322\n"
+        );
+    } else {
+        let mut drover = Drover::run(
+            "services:\n  s: { command: \"true\", user: nobody, restart: { policy: never } }\n",
+        );
+        assert_eq!(drover.wait(SECS(10)), 1);
+        assert!(
+            drover.stderr().contains("needs drover to run as root"),
+            "{}",
+            drover.stderr()
+        );
+    }
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().nth(1).map(|euid| euid == "0"))
+        .unwrap_or(false)
+}
+
+#[test]
+fn json_log_format_writes_service_lines_as_objects() {
+    let mut drover = Drover::run(
+        "settings: { log: { format: json } }\nservices:\n  web: { command: \"echo hello\", restart: { policy: never } }\n",
+    );
+    assert_eq!(drover.wait(SECS(10)), 0);
+    let out = drover.stdout();
+    let line = out
+        .lines()
+        .find(|l| l.contains("hello"))
+        .expect("the service line");
+    assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
+    assert!(
+        line.contains(r#""service":"web""#) && line.contains(r#""message":"hello""#),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_blocked_stdout_never_stalls_supervision() {
+    // drover's stdout is a pipe nobody reads: it fills after 64 KiB. A service floods it while
+    // another crashes and restarts; the restarts must go on, and the flood must be dropped.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("drover.yaml"),
+        "services:
+  flood: { command: [yes, a-line-of-output] }
+  crash:
+    command: \"echo x >> runs; exit 1\"
+    restart: { backoff: { initial: 0s }, max_retries: 50 }
+",
+    )
+    .expect("write");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["run", "drover.yaml"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let runs = dir.path().join("runs");
+    let result = std::panic::catch_unwind(|| {
+        wait_until(SECS(30), "51 runs of the crashing service", || {
+            std::fs::read_to_string(&runs)
+                .unwrap_or_default()
+                .lines()
+                .count()
+                >= 51
+        });
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}

@@ -45,7 +45,11 @@ fn capture(mut from: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
 impl Drover {
     /// `drover run drover.yaml` in a new temp dir holding `manifest`.
     pub(crate) fn run(manifest: &str) -> Drover {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Drover::run_in(tempfile::tempdir().expect("tempdir"), manifest)
+    }
+
+    /// `drover run drover.yaml` in `dir`, after writing `manifest` there.
+    pub(crate) fn run_in(dir: tempfile::TempDir, manifest: &str) -> Drover {
         std::fs::write(dir.path().join("drover.yaml"), manifest).expect("write manifest");
         Drover::start(
             dir,
