@@ -445,13 +445,12 @@ impl Core {
         self.set_state(unit, State::Running, "started".into(), None, out);
         if self.phase == Phase::Supervising {
             // Readiness probes are the probe issue's; without one, running means ready.
-            self.set_state(
-                unit,
-                State::Ready,
-                "ready (no readiness probe)".into(),
-                None,
-                out,
-            );
+            let reason = if self.units[unit].spec.readiness_probe.is_some() {
+                "ready (readiness probes are not run yet: ready once started)"
+            } else {
+                "ready (no readiness probe)"
+            };
+            self.set_state(unit, State::Ready, reason.into(), None, out);
         }
         self.schedule(now, out);
     }
