@@ -157,6 +157,9 @@ pub enum Input {
     },
     /// `settings.shutdown_timeout` ran out during a drain.
     DrainDeadline,
+    /// [`KILL_WAIT`] passed since SIGKILL went to everything, and some group is still not
+    /// empty (a process stuck in the kernel, or one drover may not signal): give up on it.
+    KillDeadline,
     /// Drain everything and exit (SIGTERM, SIGINT, SIGQUIT). A second one acts as `Kill`.
     Shutdown,
     /// Stop waiting: SIGKILL everything and exit.
@@ -195,11 +198,16 @@ pub enum Action {
     },
     /// Report `DrainDeadline` after this delay.
     SetDrainDeadline(Duration),
+    /// Report `KillDeadline` after this delay.
+    SetKillDeadline(Duration),
     /// Publish this state change of service `unit`.
     Publish(usize, Event),
     /// Everything is over: exit with this code.
     Exit(i32),
 }
+
+/// How long drover waits for process groups to empty after sending SIGKILL to all of them.
+pub const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// How a service ended for good.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -412,7 +420,23 @@ impl Core {
             Input::Timer { unit, token } => self.on_timer(unit, token, now, &mut out),
             Input::DrainDeadline => {
                 if let Phase::Draining { killing: false } = self.phase {
+                    self.forced = true;
                     self.kill_all("settings.shutdown_timeout ran out", now, &mut out);
+                }
+            }
+            Input::KillDeadline => {
+                if self.phase != Phase::Done {
+                    for unit in 0..self.units.len() {
+                        if self.units[unit].active() {
+                            let reason = format!(
+                                "process group still not empty {} after SIGKILL; giving up on it",
+                                humantime::format_duration(KILL_WAIT)
+                            );
+                            self.set_state(unit, State::Stopping, reason, None, &mut out);
+                        }
+                    }
+                    self.phase = Phase::Done;
+                    out.push(Action::Exit(self.exit_code.unwrap_or(1)));
                 }
             }
             Input::Shutdown => match self.phase {
@@ -606,10 +630,12 @@ impl Core {
     }
 
     fn kill_all(&mut self, why: &str, now: Instant, out: &mut Vec<Action>) {
-        if self.phase == Phase::Done {
+        if matches!(self.phase, Phase::Done | Phase::Draining { killing: true }) {
             return;
         }
         self.phase = Phase::Draining { killing: true };
+        self.forced = true;
+        out.push(Action::SetKillDeadline(KILL_WAIT));
         for unit in 0..self.units.len() {
             let u = &self.units[unit];
             if u.pgid.is_some() && u.stop_sent != Some(true) {

@@ -252,6 +252,10 @@ impl Driver {
             return code;
         }
         let mut control_open = true;
+        // One interval for the whole run: a sleep rebuilt on every turn would be starved by
+        // inputs that arrive more often than the poll period.
+        let mut group_poll = tokio::time::interval(GROUP_POLL);
+        group_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let watching = !self.watched.is_empty();
             let input = tokio::select! {
@@ -273,7 +277,7 @@ impl Driver {
                     if let Some(code) = self.check_groups() { return code; }
                     continue;
                 }
-                () = tokio::time::sleep(GROUP_POLL), if watching => {
+                _ = group_poll.tick(), if watching => {
                     if let Some(code) = self.check_groups() { return code; }
                     continue;
                 }
@@ -336,13 +340,8 @@ impl Driver {
                         let _ = inputs.send(Input::Timer { unit, token });
                     });
                 }
-                Action::SetDrainDeadline(after) => {
-                    let inputs = self.inputs.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(after).await;
-                        let _ = inputs.send(Input::DrainDeadline);
-                    });
-                }
+                Action::SetDrainDeadline(after) => self.send_later(after, Input::DrainDeadline),
+                Action::SetKillDeadline(after) => self.send_later(after, Input::KillDeadline),
                 Action::Publish(unit, event) => self.publish(unit, event),
                 Action::Exit(code) => exit = Some(code),
             }
@@ -355,6 +354,14 @@ impl Driver {
             return self.check_groups();
         }
         None
+    }
+
+    fn send_later(&self, after: Duration, input: Input) {
+        let inputs = self.inputs.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = inputs.send(input);
+        });
     }
 
     fn publish(&mut self, unit: usize, event: Event) {

@@ -280,18 +280,10 @@ fn child_setup(
             Some(signals) => signals.mask,
             None => empty_sigset(),
         };
-        check(libc::pthread_sigmask(
-            libc::SIG_SETMASK,
-            &mask,
-            std::ptr::null_mut(),
-        ))?;
-        // A killed drover must leave no service behind. The signal is armed now; if drover
-        // already died, our parent changed and no signal will ever come: give up.
-        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
-        if libc::getppid() != parent.as_raw() {
-            return Err(io::Error::other(
-                "drover exited while the service was starting",
-            ));
+        // pthread_sigmask returns an error number rather than -1 and errno.
+        let masked = libc::pthread_sigmask(libc::SIG_SETMASK, &mask, std::ptr::null_mut());
+        if masked != 0 {
+            return Err(io::Error::from_raw_os_error(masked));
         }
         if let Some(credentials) = credentials {
             // setgid, then the supplementary groups, then setuid: after setuid, the others
@@ -299,6 +291,14 @@ fn child_setup(
             check(libc::setgid(credentials.gid))?;
             check(libc::setgroups(groups.len(), groups.as_ptr()))?;
             check(libc::setuid(credentials.uid))?;
+        }
+        // A killed drover must leave no service behind. Armed after the credentials change,
+        // which clears it (prctl(2)). If drover already died, our parent changed and no signal
+        // will ever come: give up (ESRCH; a raw error, because building a message would
+        // allocate).
+        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
+        if libc::getppid() != parent.as_raw() {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
         }
         // No descriptor but 0, 1 and 2 crosses exec, whoever opened it without O_CLOEXEC.
         // close_range(2) with CLOSE_RANGE_CLOEXEC keeps std's exec-error pipe usable until exec;

@@ -80,6 +80,8 @@ pub(crate) async fn init(argv: Vec<String>, inherited: InheritedSignals) -> anyh
     tokio::pin!(exit);
     let status = loop {
         tokio::select! {
+            // The exit first: no signal goes to CMD's pid once it has been reaped.
+            biased;
             status = &mut exit => break status?,
             Some(number) = forwarded.recv() => {
                 if let Err(err) = drover_supervisor::send_signal(pid.as_raw(), number) {

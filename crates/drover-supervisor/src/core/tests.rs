@@ -101,6 +101,9 @@ impl Sim {
                 Action::SetDrainDeadline(after) => {
                     format!("deadline {}", humantime::format_duration(after))
                 }
+                Action::SetKillDeadline(after) => {
+                    format!("kill deadline {}", humantime::format_duration(after))
+                }
                 Action::Publish(_, e) => format!("{}: {} -> {}", e.service, e.from, e.to),
                 Action::Exit(code) => format!("exit {code}"),
             })
@@ -321,7 +324,13 @@ fn second_shutdown_and_deadline_kill_everything() {
         let killed = acts(sim.feed(input.clone()));
         assert_eq!(
             killed,
-            ["signal a SIGKILL", "watch a", "signal b SIGKILL", "watch b"],
+            [
+                "kill deadline 5s",
+                "signal a SIGKILL",
+                "watch a",
+                "signal b SIGKILL",
+                "watch b"
+            ],
             "{input:?}"
         );
         sim.exited("a", 10, ExitStatus::Signaled(9), false);
@@ -405,4 +414,28 @@ fn a_spawn_in_flight_during_a_drain_is_stopped_once_it_lands() {
         ["signal a SIGTERM", "timer a 10s"]
     );
     assert_eq!(acts(sim.exited("a", 10, EXIT0, false)), ["exit 0"]);
+}
+
+#[test]
+fn a_group_that_never_empties_after_sigkill_does_not_hang_the_exit() {
+    let (mut sim, _) = Sim::new("services:\n  a: { command: x }");
+    sim.spawned("a", 10);
+    sim.feed(Input::Shutdown);
+    sim.feed(Input::Kill);
+    assert_eq!(acts(sim.feed(Input::KillDeadline)), ["exit 1"]);
+}
+
+#[test]
+fn a_drain_deadline_makes_the_exit_code_1_even_with_nothing_left_to_kill() {
+    let (mut sim, _) = Sim::new("services:\n  a: { command: x }");
+    sim.spawned("a", 10);
+    sim.feed(Input::Shutdown);
+    // The service's stop timer already escalated before the drain deadline.
+    let token = sim.token("a");
+    sim.timer("a", token);
+    sim.feed(Input::DrainDeadline);
+    assert_eq!(
+        acts(sim.exited("a", 10, ExitStatus::Signaled(9), false)),
+        ["exit 1"]
+    );
 }

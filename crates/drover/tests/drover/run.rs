@@ -249,14 +249,28 @@ fn a_second_sigterm_kills_at_once() {
 
 #[test]
 fn sigkill_to_drover_leaves_no_service_alive() {
-    let mut drover = Drover::run(
+    // As root, one service also switches user: a credentials change clears the parent-death
+    // signal, so drover must arm it after the switch.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    let mut manifest = String::from(
         "services:
   a: { command: \"echo $$ > a; exec sleep 300\" }
   b: { command: [sh, -c, \"echo $$ > b; exec sleep 300\"] }
   c: { command: \"echo $$ > c; exec sleep 300\", restart: { policy: always } }
 ",
     );
-    let pids: Vec<i32> = ["a", "b", "c"].iter().map(|f| drover.pid_file(f)).collect();
+    let mut names = vec!["a", "b", "c"];
+    if nix_is_root() {
+        manifest.push_str("  d: { command: \"echo $$ > d; exec sleep 300\", user: nobody }\n");
+        names.push("d");
+    }
+    let mut drover = Drover::run_in(dir, &manifest);
+    let pids: Vec<i32> = names.iter().map(|f| drover.pid_file(f)).collect();
     assert!(pids.iter().all(|&p| alive(p)));
     drover.signal(SIGKILL);
     assert_eq!(drover.wait(SECS(10)), 137);
