@@ -8,13 +8,47 @@ use std::time::Duration;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
-fn unshare_works() -> bool {
-    Command::new("unshare")
+/// Whether a PID namespace can be made here; prints why `test` skips when not.
+// A skip must be visible in the test output.
+#[allow(clippy::print_stderr)]
+fn unshare_works(test: &str) -> bool {
+    let works = Command::new("unshare")
         .args(["--pid", "--fork", "--mount-proc", "true"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success())
+        .is_ok_and(|s| s.success());
+    if !works {
+        eprintln!(
+            "SKIPPED {test}: `unshare --pid --fork --mount-proc` is not permitted here (it needs root)"
+        );
+    }
+    works
+}
+
+/// `drover run drover.yaml` as PID 1 of a new PID namespace, in `dir`; also drover's pid as
+/// seen from outside (the child `unshare --fork` started).
+fn run_as_pid1(dir: tempfile::TempDir, manifest: &str) -> (Drover, i32) {
+    std::fs::write(dir.path().join("drover.yaml"), manifest).expect("write manifest");
+    let unshare = Drover::start(
+        dir,
+        &[
+            "unshare",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            env!("CARGO_BIN_EXE_drover"),
+            "run",
+            "drover.yaml",
+        ],
+        None,
+    );
+    let mut drover = 0;
+    wait_until(SECS(10), "drover under unshare", || {
+        drover = children_of(unshare.pid()).first().map_or(0, |c| c.0);
+        drover != 0
+    });
+    (unshare, drover)
 }
 
 /// Forks 1000 children that each fork a grandchild and exit at once; the grandchildren, now
@@ -40,44 +74,20 @@ time.sleep(300)
 
 #[test]
 fn as_pid1_a_thousand_orphans_leave_no_zombie_and_no_status_is_lost() {
-    if !unshare_works() {
-        eprintln!(
-            "SKIPPED as_pid1_a_thousand_orphans_leave_no_zombie_and_no_status_is_lost: \
-             `unshare --pid --fork --mount-proc` is not permitted here (it needs root)"
-        );
+    if !unshare_works("as_pid1_a_thousand_orphans_leave_no_zombie_and_no_status_is_lost") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("storm.py"), ORPHAN_STORM).expect("write script");
-    std::fs::write(
-        dir.path().join("drover.yaml"),
+    let (mut unshare, drover) = run_as_pid1(
+        dir,
         "services:
   storm: { command: [python3, storm.py] }
   crash:
     command: \"echo x >> crashes; exit 1\"
     restart: { backoff: { initial: 0s }, max_retries: 300 }
 ",
-    )
-    .expect("write manifest");
-    let mut unshare = Drover::start(
-        dir,
-        &[
-            "unshare",
-            "--pid",
-            "--fork",
-            "--mount-proc",
-            env!("CARGO_BIN_EXE_drover"),
-            "run",
-            "drover.yaml",
-        ],
-        None,
     );
-    // drover's pid outside the namespace: the child `unshare --fork` started.
-    let mut drover = 0;
-    wait_until(SECS(10), "drover under unshare", || {
-        drover = children_of(unshare.pid()).first().map_or(0, |c| c.0);
-        drover != 0
-    });
     unshare.wait_file("orphans-released", SECS(60));
     wait_until(SECS(30), "the crashing service to give up", || {
         unshare.stderr().contains("gave up after 300 restarts")
@@ -105,35 +115,14 @@ fn as_pid1_a_thousand_orphans_leave_no_zombie_and_no_status_is_lost() {
 
 #[test]
 fn as_pid1_sigterm_drains_and_exits() {
-    if !unshare_works() {
-        eprintln!(
-            "SKIPPED as_pid1_sigterm_drains_and_exits: \
-             `unshare --pid --fork --mount-proc` is not permitted here (it needs root)"
-        );
+    if !unshare_works("as_pid1_sigterm_drains_and_exits") {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("drover.yaml"),
+    let (mut unshare, drover) = run_as_pid1(
+        tempfile::tempdir().expect("tempdir"),
         "services:\n  s: { command: \"touch up; exec sleep 300\" }\n",
-    )
-    .expect("write manifest");
-    let mut unshare = Drover::start(
-        dir,
-        &[
-            "unshare",
-            "--pid",
-            "--fork",
-            "--mount-proc",
-            env!("CARGO_BIN_EXE_drover"),
-            "run",
-            "drover.yaml",
-        ],
-        None,
     );
     wait_until(SECS(10), "the service", || unshare.path("up").exists());
-    let drover = children_of(unshare.pid()).first().map_or(0, |c| c.0);
-    assert_ne!(drover, 0);
     send(drover, SIGTERM);
     assert_eq!(unshare.wait(SECS(10)), 0, "{}", unshare.stderr());
 }
