@@ -417,7 +417,7 @@ impl Core {
                     self.finish_run(unit, None, now, &mut out);
                 }
             }
-            Input::Timer { unit, token } => self.on_timer(unit, token, now, &mut out),
+            Input::Timer { unit, token } => self.on_timer(unit, token, &mut out),
             Input::DrainDeadline => {
                 if let Phase::Draining { killing: false } = self.phase {
                     self.forced = true;
@@ -518,7 +518,7 @@ impl Core {
         );
     }
 
-    fn on_timer(&mut self, unit: usize, token: u64, now: Instant, out: &mut Vec<Action>) {
+    fn on_timer(&mut self, unit: usize, token: u64, out: &mut Vec<Action>) {
         let u = &self.units[unit];
         if token != u.token {
             return;
@@ -533,7 +533,6 @@ impl Core {
         } else if u.state == State::Backoff && self.phase == Phase::Supervising {
             self.spawn(unit, out);
         }
-        let _ = now;
     }
 
     /// The main process has exited and its group is empty (or it never started): decide.
