@@ -32,7 +32,7 @@ fn restart_on_crash_backs_off_within_bounds_then_gives_up() {
     for (i, expected_ms) in [200u128, 400, 800].into_iter().enumerate() {
         let gap_ms = (starts[i + 1] - starts[i]) / 1_000_000;
         assert!(
-            gap_ms >= expected_ms && gap_ms < expected_ms + 300,
+            gap_ms >= expected_ms && gap_ms < expected_ms + 600,
             "restart {i}: {gap_ms} ms after the previous start, backoff {expected_ms} ms"
         );
     }
@@ -79,6 +79,9 @@ fn policy_always_restarts_after_exit_zero() {
 
 #[test]
 fn dependencies_start_in_order() {
+    // Timestamps written by the services can only prove order across edges that wait for an
+    // end (`completed_successfully`): `started` promises the spawn, not that the dependency's
+    // first command ran first. Spawn order for `started` is unit-tested in the core.
     let mut drover = Drover::run(&format!(
         "services:
   web:
@@ -86,18 +89,21 @@ fn dependencies_start_in_order() {
     depends_on: {{ migrate: {{ condition: completed_successfully }} }}
   migrate:
     command: \"{}; sleep 0.3; {}\"
-    depends_on: [db]
-  db:
-    command: \"{}; exec sleep 30\"
+    depends_on: {{ prepare: {{ condition: completed_successfully }} }}
+  prepare:
+    command: \"{}\"
 ",
         stamp("web"),
         stamp("migrate"),
         stamp("migrate.end"),
-        stamp("db")
+        stamp("prepare")
     ));
     drover.wait_file("web", SECS(10));
     let first = |name: &str| stamps(&drover.path(name))[0];
-    assert!(first("db") < first("migrate"), "db starts before migrate");
+    assert!(
+        first("prepare") < first("migrate"),
+        "migrate waits for prepare"
+    );
     assert!(
         first("migrate.end") < first("web"),
         "web waits for migrate to complete"
