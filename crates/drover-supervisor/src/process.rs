@@ -139,6 +139,9 @@ impl Processes {
         std::thread::Builder::new()
             .name("drover-spawner".into())
             .spawn(move || {
+                if let Err(err) = sys::block_signals_on_this_thread() {
+                    tracing::warn!(error = %err, "cannot block signals on the spawner thread");
+                }
                 for job in queue {
                     spawner.spawn(job.request, job.on_spawn);
                 }

@@ -11,8 +11,12 @@ use crate::process::{Processes, SpawnRequest};
 use crate::sys;
 use drover_spec::model::{Manifest, Service, ServiceOutput, Signal};
 use nix::unistd::Pid;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -51,6 +55,9 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// `/dev/null`, for the services' stdin and discarded output.
+    #[error("cannot open /dev/null")]
+    DevNull(#[source] io::Error),
 }
 
 /// Handle to a running supervisor. Cheap to clone.
@@ -110,10 +117,16 @@ impl Supervisor {
             (0..core.len()).map(|i| core.snapshot(i)).collect(),
         ));
         let (inputs, inputs_rx) = mpsc::unbounded_channel();
+        let null = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(Error::DevNull)?;
         let driver = Driver {
             core,
             processes,
             stdio,
+            null: OwnedFd::from(null),
             sink,
             inputs,
             events: events.clone(),
@@ -194,16 +207,17 @@ impl ServiceIo {
         Ok(ServiceIo::Piped { stdout, stderr })
     }
 
-    fn apply(&self, command: &mut Command) -> io::Result<()> {
-        command.stdin(Stdio::null());
+    /// Sets the stdio of one run; `null` is drover's one `/dev/null`, duplicated for each use.
+    fn apply(&self, command: &mut Command, null: &OwnedFd) -> io::Result<()> {
+        command.stdin(null.try_clone()?);
         match self {
             ServiceIo::Piped { stdout, stderr } => {
                 command.stdout(stdout.try_clone()?);
                 command.stderr(stderr.try_clone()?);
             }
             ServiceIo::Direct(ServiceOutput::Discard) => {
-                command.stdout(Stdio::null());
-                command.stderr(Stdio::null());
+                command.stdout(null.try_clone()?);
+                command.stderr(null.try_clone()?);
             }
             ServiceIo::Direct(_) => {
                 command.stdout(Stdio::inherit());
@@ -218,6 +232,8 @@ struct Driver {
     core: Core,
     processes: Processes,
     stdio: Vec<ServiceIo>,
+    /// `/dev/null`, opened once.
+    null: OwnedFd,
     sink: Option<OutputSink>,
     inputs: mpsc::UnboundedSender<Input>,
     events: broadcast::Sender<Event>,
@@ -333,6 +349,11 @@ impl Driver {
                         watch_added = true;
                     }
                 }
+                Action::SetTimer { unit, token, after } if after.is_zero() => {
+                    // tokio rounds a deadline up to its next millisecond tick: a restart with
+                    // `backoff.initial: 0s` must not wait for it.
+                    let _ = self.inputs.send(Input::Timer { unit, token });
+                }
                 Action::SetTimer { unit, token, after } => {
                     let inputs = self.inputs.clone();
                     tokio::spawn(async move {
@@ -419,12 +440,25 @@ impl Driver {
         let (program, args) = argv
             .split_first()
             .ok_or_else(|| io::Error::other("empty command"))?;
-        let mut command = Command::new(program);
-        command.args(args).envs(spec.extra_environment());
+        let environment = spec.extra_environment();
+        let path = environment
+            .iter()
+            .find(|(key, _)| key == "PATH")
+            .map(|(_, value)| OsString::from(value))
+            .or_else(|| std::env::var_os("PATH"));
+        let mut command = match find_program(program, path.as_deref()) {
+            Some(found) => {
+                let mut command = Command::new(found);
+                command.arg0(program);
+                command
+            }
+            None => Command::new(program),
+        };
+        command.args(args).envs(environment);
         if let Some(dir) = &spec.working_dir {
             command.current_dir(dir);
         }
-        self.stdio[unit].apply(&mut command)?;
+        self.stdio[unit].apply(&mut command, &self.null)?;
         let inputs = self.inputs.clone();
         Ok(SpawnRequest {
             command,
@@ -445,6 +479,29 @@ impl Driver {
     }
 }
 
+/// Looks `program` up on `path` in drover, as execvp(3) would in the child: a `stat` per entry
+/// here is cheaper than a failed `execve` per entry there (each copies the whole argument list
+/// and environment into the kernel), and the child waited on is then one `execve` long.
+/// `None` leaves the search to the child: a program named with a `/`, a relative `PATH` entry
+/// (it would depend on `working_dir`), or nothing executable found (the child reports it).
+fn find_program(program: &str, path: Option<&OsStr>) -> Option<PathBuf> {
+    if program.contains('/') {
+        return None;
+    }
+    for dir in std::env::split_paths(path?) {
+        if !dir.is_absolute() {
+            return None;
+        }
+        let candidate = dir.join(program);
+        if let Ok(metadata) = std::fs::metadata(&candidate) {
+            if metadata.is_file() && metadata.permissions().mode() & 0o111 != 0 {
+                return Some(candidate);
+            }
+        }
+    }
+    None
+}
+
 /// A seed for the backoff jitter; it needs to differ between runs, not to be secret.
 fn random_seed() -> u64 {
     let now = std::time::SystemTime::now()
@@ -452,4 +509,40 @@ fn random_seed() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     now ^ (u64::from(std::process::id()) << 32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_program;
+    use std::ffi::OsStr;
+    use std::path::PathBuf;
+
+    #[test]
+    fn find_program_searches_path_in_order_and_skips_what_cannot_run() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+        for (parent, mode) in [(&first, 0o644), (&second, 0o755)] {
+            std::fs::create_dir(parent).expect("mkdir");
+            let tool = parent.join("tool");
+            std::fs::write(&tool, "#!/bin/sh\n").expect("write");
+            let mut permissions = std::fs::metadata(&tool).expect("stat").permissions();
+            std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, mode);
+            std::fs::set_permissions(&tool, permissions).expect("chmod");
+        }
+        let path = std::env::join_paths([&first, &second]).expect("join");
+        // first/tool is not executable: skipped, as execvp skips it.
+        assert_eq!(find_program("tool", Some(&path)), Some(second.join("tool")));
+        assert_eq!(find_program("missing", Some(&path)), None);
+        // A name with a slash is never searched; a relative entry leaves the search to exec.
+        assert_eq!(find_program("./tool", Some(&path)), None);
+        assert_eq!(
+            find_program("tool", Some(OsStr::new("relative:/bin"))),
+            None
+        );
+        assert_eq!(find_program("tool", None), None);
+        assert_eq!(
+            find_program("sh", Some(OsStr::new("/nonexistent:/bin"))),
+            Some(PathBuf::from("/bin/sh"))
+        );
+    }
 }

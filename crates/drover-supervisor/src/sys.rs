@@ -12,6 +12,7 @@ use nix::unistd::Pid;
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
+use std::sync::OnceLock;
 
 /// How a process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,31 +129,124 @@ pub fn become_subreaper() -> io::Result<()> {
 #[derive(Clone, Copy)]
 pub struct InheritedSignals {
     mask: libc::sigset_t,
-    ignored: libc::sigset_t,
+    ignored: SignalSet,
+}
+
+/// What [`InheritedSignals::capture`] saw first, for [`ChildSetup`] to know which signals can be
+/// ignored in drover.
+static AT_START: OnceLock<InheritedSignals> = OnceLock::new();
+
+/// The only signals drover itself ever ignores: SIGPIPE (Rust's runtime) and SIGTTIN and SIGTTOU
+/// ([`ignore_terminal_stops`]). Any other ignored signal was ignored when drover started.
+const IGNORED_BY_DROVER: [libc::c_int; 3] = [libc::SIGPIPE, libc::SIGTTIN, libc::SIGTTOU];
+
+/// The kernel's signal numbers, 1 to 64 (`_NSIG`), glibc's internal 32 and 33 included.
+const KERNEL_SIGNALS: std::ops::RangeInclusive<libc::c_int> = 1..=64;
+
+/// A set of kernel signal numbers, one bit each. glibc's `sigset_t` functions refuse signals 32
+/// and 33, which glibc keeps for itself, yet a process can inherit them ignored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct SignalSet(u64);
+
+impl SignalSet {
+    const ALL: SignalSet = SignalSet(u64::MAX);
+
+    fn with(self, number: libc::c_int) -> SignalSet {
+        SignalSet(self.0 | Self::bit(number))
+    }
+
+    fn contains(self, number: libc::c_int) -> bool {
+        self.0 & Self::bit(number) != 0
+    }
+
+    fn bit(number: libc::c_int) -> u64 {
+        match u32::try_from(number - 1) {
+            Ok(shift) if shift < 64 => 1 << shift,
+            _ => 0,
+        }
+    }
+}
+
+/// The kernel's `struct sigaction` as rt_sigaction(2) takes it on x86_64 and aarch64 (glibc's
+/// differs in layout, and glibc's `sigaction` refuses signals 32 and 33).
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("KernelSigaction matches the kernel's layout on x86_64 and aarch64 only");
+
+/// Whether signal `number` is ignored in this process, read with the raw syscall.
+fn is_ignored(number: libc::c_int) -> bool {
+    let mut old = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // SAFETY: a null new action only reads the current one into `old`, which we own and which
+    // has the kernel's layout and size (the last argument is the size of its mask).
+    let read = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            number,
+            std::ptr::null::<KernelSigaction>(),
+            &mut old,
+            std::mem::size_of::<u64>(),
+        )
+    };
+    read == 0 && old.handler == libc::SIG_IGN
+}
+
+/// Sets signal `number` to be ignored or at its default, with the raw syscall. Async-signal-safe
+/// (one system call, no memory but the stack), so it may run in a forked child. Errors (SIGKILL
+/// and SIGSTOP) are ignored.
+fn set_ignored(number: libc::c_int, ignored: bool) {
+    let action = KernelSigaction {
+        handler: if ignored {
+            libc::SIG_IGN
+        } else {
+            libc::SIG_DFL
+        },
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // SAFETY: rt_sigaction only reads `action`, which has the kernel's layout and size; SIG_IGN
+    // and SIG_DFL install no handler code, so no restorer is needed.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            number,
+            &action,
+            std::ptr::null_mut::<KernelSigaction>(),
+            std::mem::size_of::<u64>(),
+        );
+    }
 }
 
 impl InheritedSignals {
-    /// Reads the current mask and dispositions. Call it first thing in `main`.
+    /// Reads the current mask and dispositions. Call it first thing in `main`: the first capture
+    /// is also what lets spawns reset only the signals that can be ignored (see
+    /// [`signals_to_reset`]).
     pub fn capture() -> InheritedSignals {
+        let signals = Self::read();
+        *AT_START.get_or_init(|| signals)
+    }
+
+    fn read() -> InheritedSignals {
         let mut mask = empty_sigset();
-        let mut ignored = empty_sigset();
         // SAFETY: a null new set only reads the current mask into `mask`, which we own.
         unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut mask) };
-        for number in 1..max_signal() {
-            let mut old = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
-            // SAFETY: a null new action only reads the current one into `old`, which we own.
-            let read = unsafe { libc::sigaction(number, std::ptr::null(), old.as_mut_ptr()) };
-            if read == 0 {
-                // SAFETY: sigaction succeeded and filled `old`; it was zeroed before anyway.
-                let old = unsafe { old.assume_init() };
-                // Rust's runtime ignores SIGPIPE before `main`, so its original disposition is
-                // lost; std's spawn resets it to the default, and so do we.
-                if old.sa_sigaction == libc::SIG_IGN && number != libc::SIGPIPE {
-                    // SAFETY: `ignored` is an initialised set and `number` a valid signal.
-                    unsafe { libc::sigaddset(&mut ignored, number) };
-                }
-            }
-        }
+        // Rust's runtime ignores SIGPIPE before `main`, so its original disposition is lost;
+        // std's spawn resets it to the default, and so do we.
+        let ignored = KERNEL_SIGNALS
+            .filter(|&number| number != libc::SIGPIPE && is_ignored(number))
+            .fold(SignalSet::default(), SignalSet::with);
         InheritedSignals { mask, ignored }
     }
 }
@@ -166,14 +260,38 @@ fn empty_sigset() -> libc::sigset_t {
     }
 }
 
+/// Blocks every signal on the calling thread, for the spawner thread: signals are then handled
+/// on the runtime's threads, and a forked child starts with all of them blocked, so no handler
+/// of drover can run in it before [`ChildSetup`] has set its dispositions and mask.
+pub(crate) fn block_signals_on_this_thread() -> io::Result<()> {
+    let mut all = empty_sigset();
+    // SAFETY: sigfillset fills a set we own; pthread_sigmask only reads it and changes the mask
+    // of this thread, and returns an error number rather than setting errno.
+    let result = unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut())
+    };
+    match result {
+        0 => Ok(()),
+        errno => Err(io::Error::from_raw_os_error(errno)),
+    }
+}
+
 /// The real-time signals available to applications (`SIGRTMIN..=SIGRTMAX`).
 pub fn realtime_signals() -> std::ops::RangeInclusive<i32> {
     libc::SIGRTMIN()..=libc::SIGRTMAX()
 }
 
-/// One past the highest signal number (`SIGRTMAX + 1`).
-fn max_signal() -> i32 {
-    libc::SIGRTMAX() + 1
+/// The signals whose disposition a child must set before `exec`. A handler never survives
+/// `exec` (execve(2)), but an ignored signal does; so only signals that can be ignored in drover
+/// need a call. Without a capture at start (the library used on its own), every signal is reset.
+fn signals_to_reset() -> SignalSet {
+    match AT_START.get() {
+        Some(start) => IGNORED_BY_DROVER
+            .into_iter()
+            .fold(start.ignored, SignalSet::with),
+        None => SignalSet::ALL,
+    }
 }
 
 /// What the child does between `fork` and `exec`, beyond what `std::process::Command` does
@@ -215,7 +333,7 @@ pub(crate) fn spawn(command: &mut Command, setup: ChildSetup) -> io::Result<Chil
         .as_ref()
         .map(|c| c.groups.clone())
         .unwrap_or_default();
-    let signal_limit = max_signal();
+    let reset = signals_to_reset();
     // SAFETY: the closure runs in the child between fork and exec. It only calls
     // async-signal-safe functions (setsid, setpgid, tcsetpgrp, sigaction, sigprocmask, prctl,
     // getppid, setgid, setgroups, setuid, syscall(close_range)) on values captured before the
@@ -226,10 +344,10 @@ pub(crate) fn spawn(command: &mut Command, setup: ChildSetup) -> io::Result<Chil
                 new_session,
                 foreground,
                 inherit_signals.as_ref(),
+                reset,
                 credentials.as_ref(),
                 &groups,
                 parent,
-                signal_limit,
             )
         })
     };
@@ -241,10 +359,10 @@ fn child_setup(
     new_session: bool,
     foreground: bool,
     inherit: Option<&InheritedSignals>,
+    reset: SignalSet,
     credentials: Option<&Credentials>,
     groups: &[libc::gid_t],
     parent: Pid,
-    signal_limit: i32,
 ) -> io::Result<()> {
     // SAFETY (whole function): every call below is async-signal-safe and works on integers or
     // on memory owned by this stack frame or captured, initialised, before the fork.
@@ -262,19 +380,12 @@ fn child_setup(
         }
         // Dispositions: handlers never survive exec, but ignored signals do. Services start
         // with every signal at its default; `drover -- CMD` keeps what drover started with.
-        for number in 1..signal_limit {
-            if number == libc::SIGKILL || number == libc::SIGSTOP {
-                continue;
+        // Only signals in `reset` can be ignored here, so only those need a call; the raw
+        // syscall also reaches 32 and 33, which glibc's `signal` refuses.
+        for number in KERNEL_SIGNALS {
+            if reset.contains(number) {
+                set_ignored(number, inherit.is_some_and(|s| s.ignored.contains(number)));
             }
-            let keep_ignored = inherit.is_some_and(|s| libc::sigismember(&s.ignored, number) == 1);
-            libc::signal(
-                number,
-                if keep_ignored {
-                    libc::SIG_IGN
-                } else {
-                    libc::SIG_DFL
-                },
-            );
         }
         let mask = match inherit {
             Some(signals) => signals.mask,

@@ -21,9 +21,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn main() {
+    // As the binary does first thing: it tells spawns which signals can be ignored.
+    drover_supervisor::InheritedSignals::capture();
     // `cargo bench` passes `--bench`; any other argument filters nothing here.
-    let bare = bare_restart_latency(200);
-    let bare_start = bare_start_all(100);
+    let bare = bare_restart_latency(200, Spawn::PosixSpawn);
+    let bare_fork = bare_restart_latency(200, Spawn::Fork);
+    let bare_start = bare_start_all(100, 1);
+    let bare_start_parallel = bare_start_all(100, 2);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -45,19 +49,26 @@ fn main() {
         cpus()
     );
     println!(
-        "restart latency, bare fork+exec+wait loop: median {:.3} ms, p90 {:.3} ms",
+        "restart latency, bare kill+wait+posix_spawn loop: median {:.3} ms, p90 {:.3} ms",
         ms(bare.0),
         ms(bare.1)
     );
     println!(
-        "restart latency, drover (SIGKILL -> replacement running): median {:.3} ms, p90 {:.3} ms ({:.2}x bare)",
-        ms(restart.0),
-        ms(restart.1),
-        restart.0.as_secs_f64() / bare.0.as_secs_f64()
+        "restart latency, bare kill+wait+fork+exec loop: median {:.3} ms, p90 {:.3} ms",
+        ms(bare_fork.0),
+        ms(bare_fork.1)
     );
     println!(
-        "start of 100 sleeps, bare serial fork+exec loop: {:.1} ms",
-        ms(bare_start)
+        "restart latency, drover (SIGKILL -> replacement running): median {:.3} ms, p90 {:.3} ms ({:.2}x posix_spawn loop, {:.2}x fork loop)",
+        ms(restart.0),
+        ms(restart.1),
+        restart.0.as_secs_f64() / bare.0.as_secs_f64(),
+        restart.0.as_secs_f64() / bare_fork.0.as_secs_f64()
+    );
+    println!(
+        "start of 100 sleeps, bare posix_spawn loop: {:.1} ms on 1 thread, {:.1} ms on 2 threads",
+        ms(bare_start),
+        ms(bare_start_parallel)
     );
     println!(
         "start of 100 independent services, all running: {:.1} ms",
@@ -97,9 +108,29 @@ fn median_p90(mut samples: Vec<Duration>) -> (Duration, Duration) {
     (samples[samples.len() / 2], samples[samples.len() * 9 / 10])
 }
 
-/// The floor: kill a child, wait for it, fork+exec its replacement, in a plain loop.
-fn bare_restart_latency(samples: usize) -> (Duration, Duration) {
-    let spawn = || Command::new("sleep").arg("1000").spawn().unwrap();
+/// How a bare loop starts its children.
+#[derive(Clone, Copy)]
+enum Spawn {
+    /// std's default: posix_spawn, a vfork-style clone that shares memory until exec.
+    PosixSpawn,
+    /// fork then exec, as any spawn with work to do in the child (drover's) must.
+    Fork,
+}
+
+fn spawn_sleep(how: Spawn) -> std::process::Child {
+    let mut command = Command::new("sleep");
+    command.arg("1000");
+    if let Spawn::Fork = how {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the closure does nothing; its presence makes std fork instead of posix_spawn.
+        unsafe { command.pre_exec(|| Ok(())) };
+    }
+    command.spawn().unwrap()
+}
+
+/// The floor: kill a child, wait for it, start its replacement, in a plain loop.
+fn bare_restart_latency(samples: usize, how: Spawn) -> (Duration, Duration) {
+    let spawn = || spawn_sleep(how);
     let mut child = spawn();
     let mut times = Vec::with_capacity(samples);
     for _ in 0..samples {
@@ -116,11 +147,21 @@ fn bare_restart_latency(samples: usize) -> (Duration, Duration) {
     median_p90(times)
 }
 
-/// The floor for starting 100 services from one thread: spawn 100 sleeps in a loop.
-fn bare_start_all(n: usize) -> Duration {
+/// The floor for starting `n` services: posix_spawn `n` sleeps from `threads` threads at once.
+fn bare_start_all(n: usize, threads: usize) -> Duration {
     let t0 = Instant::now();
-    let children: Vec<_> = (0..n)
-        .map(|_| Command::new("sleep").arg("1000").spawn().unwrap())
+    let spawners: Vec<_> = (0..threads)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..n / threads)
+                    .map(|_| spawn_sleep(Spawn::PosixSpawn))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let children: Vec<_> = spawners
+        .into_iter()
+        .flat_map(|spawner| spawner.join().unwrap())
         .collect();
     let took = t0.elapsed();
     for mut child in children {

@@ -10,4 +10,5 @@ mod cli;
 mod init;
 mod pid1;
 mod run;
+mod signals;
 mod util;

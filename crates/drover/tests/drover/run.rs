@@ -357,6 +357,20 @@ fn a_missing_command_is_a_failed_start_with_a_clear_reason() {
 }
 
 #[test]
+fn a_program_found_on_path_keeps_its_name_as_argv0() {
+    // drover looks the program up on PATH itself; the process must still see the name it was
+    // given, as execvp would pass it (`sh -c` reports its argv[0] as $0).
+    let mut drover = Drover::run(
+        "services:\n  name: { command: [sh, -c, 'echo \"$0\" > argv0.txt'], restart: { policy: never } }\n",
+    );
+    assert_eq!(drover.wait(SECS(10)), 0, "{}", drover.stderr());
+    assert_eq!(
+        std::fs::read_to_string(drover.path("argv0.txt")).expect("argv0.txt"),
+        "sh\n"
+    );
+}
+
+#[test]
 fn user_switches_uid_gid_and_groups() {
     if nix_is_root() {
         // The services write their ids into the temp dir as `nobody` and as uid 4321.
