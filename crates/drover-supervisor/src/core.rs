@@ -12,6 +12,7 @@
 
 use crate::restart::{Decision, RestartTracker, RunEnd};
 use crate::sys::ExitStatus;
+use drover_probe::{Change, CheckOutcome, CheckResult, ProbeKind};
 use drover_spec::model::{Condition, OnExit, Service, Signal};
 use std::fmt;
 use std::sync::Arc;
@@ -75,9 +76,33 @@ impl fmt::Display for State {
     }
 }
 
-/// A state change of one service: what the supervisor publishes to its observers.
+/// What the supervisor publishes to its observers.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Event {
+pub enum Event {
+    /// A service changed state.
+    State(StateChange),
+    /// A probe check ended.
+    Probe(ProbeEvent),
+}
+
+/// The result of one probe check of one service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeEvent {
+    /// The service.
+    pub service: Arc<str>,
+    /// Which probe.
+    pub kind: ProbeKind,
+    /// How the check ended.
+    pub outcome: CheckOutcome,
+    /// How long it took.
+    pub duration: Duration,
+    /// What happened, in words.
+    pub message: String,
+}
+
+/// A state change of one service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateChange {
     /// The service.
     pub service: Arc<str>,
     /// The state before.
@@ -111,6 +136,8 @@ pub struct ServiceSnapshot {
     pub last_exit: Option<ExitStatus>,
     /// Delay of the restart it is waiting for (state `backoff`).
     pub backoff: Option<Duration>,
+    /// The last `STATUS=` it sent over sd_notify.
+    pub status: Option<String>,
 }
 
 /// Something that happened, for the state machine.
@@ -164,6 +191,36 @@ pub enum Input {
     Shutdown,
     /// Stop waiting: SIGKILL everything and exit.
     Kill,
+    /// A probe check of run `run` (the service's start count) ended; `change` is the verdict
+    /// it changed, if any.
+    Probe {
+        /// Service index.
+        unit: usize,
+        /// The run it checked.
+        run: u64,
+        /// Which probe.
+        kind: ProbeKind,
+        /// The check.
+        result: CheckResult,
+        /// The change of verdict.
+        change: Option<Change>,
+    },
+    /// The sd_notify watchdog of run `run` expired: a liveness failure.
+    Watchdog {
+        /// Service index.
+        unit: usize,
+        /// The run.
+        run: u64,
+        /// What happened, in words.
+        message: String,
+    },
+    /// The service sent `STATUS=` over sd_notify (from a checked sender).
+    Status {
+        /// Service index.
+        unit: usize,
+        /// The text.
+        text: String,
+    },
 }
 
 /// Something to do, for the runtime.
@@ -201,7 +258,20 @@ pub enum Action {
     /// Report `KillDeadline` after this delay.
     SetKillDeadline(Duration),
     /// Publish this state change of service `unit`.
-    Publish(usize, Event),
+    Publish(usize, StateChange),
+    /// Publish this probe result.
+    PublishProbe(ProbeEvent),
+    /// Start these probes of service `unit` for run `run`.
+    StartProbes {
+        /// Service index.
+        unit: usize,
+        /// The run (its start count); results carry it back.
+        run: u64,
+        /// Which probes.
+        kinds: Vec<ProbeKind>,
+    },
+    /// Stop every probe of service `unit`.
+    StopProbes(usize),
     /// Everything is over: exit with this code.
     Exit(i32),
 }
@@ -262,6 +332,13 @@ struct Unit {
     outcome: Option<Outcome>,
     /// The stop signal went to its group; `true` once SIGKILL followed.
     stop_sent: Option<bool>,
+    /// Why a probe or the watchdog is stopping the current run (`liveness probe failed`): the
+    /// run counts as a failure.
+    probe_failure: Option<&'static str>,
+    /// The last sd_notify `STATUS=`.
+    status: Option<String>,
+    /// Some probe of the current run has been started and not stopped.
+    probing: bool,
 }
 
 impl Unit {
@@ -315,6 +392,9 @@ impl Core {
                 ever_succeeded: false,
                 outcome: None,
                 stop_sent: None,
+                probe_failure: None,
+                status: None,
+                probing: false,
             })
             .collect();
         let index = |name: &str| units.iter().position(|u| &*u.name == name);
@@ -356,6 +436,11 @@ impl Core {
         &self.units[unit].spec
     }
 
+    /// The process group of service `unit`'s current run, while it may have members.
+    pub fn group(&self, unit: usize) -> Option<Pid> {
+        self.units[unit].pgid
+    }
+
     /// The process groups that may have members, for forwarding signals.
     pub fn live_groups(&self) -> impl Iterator<Item = Pid> + '_ {
         self.units.iter().filter_map(|u| u.pgid)
@@ -373,6 +458,7 @@ impl Core {
             restarts: u.restarts,
             last_exit: u.last_exit,
             backoff: u.backoff,
+            status: u.status.clone(),
         }
     }
 
@@ -453,6 +539,20 @@ impl Core {
                     self.kill_all("told to stop at once", now, &mut out);
                 }
             }
+            Input::Probe {
+                unit,
+                run,
+                kind,
+                result,
+                change,
+            } => self.on_probe(unit, run, kind, result, change, now, &mut out),
+            Input::Status { unit, text } => self.units[unit].status = Some(text),
+            Input::Watchdog { unit, run, message } => {
+                let u = &self.units[unit];
+                if u.starts == run && u.pid.is_some() && u.stop_sent.is_none() {
+                    self.stop_failed_run(unit, "watchdog expired", &message, &mut out);
+                }
+            }
         }
         out
     }
@@ -466,17 +566,164 @@ impl Core {
         u.starts += 1;
         u.ever_started = true;
         u.backoff = None;
-        self.set_state(unit, State::Running, "started".into(), None, out);
-        if self.phase == Phase::Supervising {
-            // Readiness probes are the probe issue's; without one, running means ready.
-            let reason = if self.units[unit].spec.readiness_probe.is_some() {
-                "ready (readiness probes are not run yet: ready once started)"
+        let supervising = self.phase == Phase::Supervising;
+        let spec = &self.units[unit].spec;
+        let reason = if !supervising {
+            "started"
+        } else if spec.startup_probe.is_some() {
+            "started; waiting for the startup probe"
+        } else if spec.readiness_probe.is_some() {
+            "started; waiting for the readiness probe"
+        } else {
+            "started"
+        };
+        self.set_state(unit, State::Running, reason.into(), None, out);
+        if supervising {
+            let u = &self.units[unit];
+            if u.spec.startup_probe.is_some() {
+                self.units[unit].probing = true;
+                let u = &self.units[unit];
+                out.push(Action::StartProbes {
+                    unit,
+                    run: u.starts,
+                    kinds: vec![ProbeKind::Startup],
+                });
             } else {
-                "ready (no readiness probe)"
-            };
-            self.set_state(unit, State::Ready, reason.into(), None, out);
+                self.start_main_probes(unit, out);
+            }
         }
         self.schedule(now, out);
+    }
+
+    /// Starts the readiness and liveness probes; without a readiness probe, ready at once.
+    fn start_main_probes(&mut self, unit: usize, out: &mut Vec<Action>) {
+        let u = &self.units[unit];
+        let mut kinds = Vec::new();
+        if u.spec.readiness_probe.is_some() {
+            kinds.push(ProbeKind::Readiness);
+        }
+        if u.spec.liveness_probe.is_some() {
+            kinds.push(ProbeKind::Liveness);
+        }
+        let ready_now = u.spec.readiness_probe.is_none();
+        if !kinds.is_empty() {
+            self.units[unit].probing = true;
+            let u = &self.units[unit];
+            out.push(Action::StartProbes {
+                unit,
+                run: u.starts,
+                kinds,
+            });
+        }
+        if ready_now {
+            self.set_state(
+                unit,
+                State::Ready,
+                "ready (no readiness probe)".into(),
+                None,
+                out,
+            );
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)] // one input's fields, taken apart once
+    fn on_probe(
+        &mut self,
+        unit: usize,
+        run: u64,
+        kind: ProbeKind,
+        result: CheckResult,
+        change: Option<Change>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let u = &self.units[unit];
+        // Results of an earlier run, or of a run being stopped, change nothing.
+        if u.starts != run || u.pid.is_none() || u.stop_sent.is_some() {
+            return;
+        }
+        let message = result.message.clone();
+        out.push(Action::PublishProbe(ProbeEvent {
+            service: u.name.clone(),
+            kind,
+            outcome: result.outcome,
+            duration: result.duration,
+            message: result.message,
+        }));
+        let Some(change) = change else { return };
+        match (kind, change) {
+            (ProbeKind::Startup, Change::Passed) => {
+                if self.units[unit].spec.readiness_probe.is_some() {
+                    self.set_state(
+                        unit,
+                        State::Running,
+                        format!(
+                            "startup probe passed ({message}); waiting for the readiness probe"
+                        ),
+                        None,
+                        out,
+                    );
+                }
+                self.start_main_probes(unit, out);
+                self.schedule(now, out);
+            }
+            (ProbeKind::Readiness, Change::Passed) => {
+                self.set_state(
+                    unit,
+                    State::Ready,
+                    format!("readiness probe passed ({message})"),
+                    None,
+                    out,
+                );
+                self.schedule(now, out);
+            }
+            (ProbeKind::Readiness, Change::Failed) => {
+                let reason = if self.units[unit].state == State::Ready {
+                    format!("not ready: readiness probe failed ({message})")
+                } else {
+                    format!("started; readiness probe failing ({message})")
+                };
+                self.set_state(unit, State::Running, reason, None, out);
+            }
+            (ProbeKind::Liveness, Change::Failed) => {
+                self.stop_failed_run(unit, "liveness probe failed", &message, out)
+            }
+            (ProbeKind::Startup, Change::Failed) => {
+                self.stop_failed_run(unit, "startup probe failed", &message, out)
+            }
+            (ProbeKind::Liveness, Change::Passed) => {}
+        }
+    }
+
+    fn stop_probes(&mut self, unit: usize, out: &mut Vec<Action>) {
+        if std::mem::take(&mut self.units[unit].probing) {
+            out.push(Action::StopProbes(unit));
+        }
+    }
+
+    /// A liveness or startup probe, or the watchdog, failed: stop the run as a failure; the
+    /// restart policy decides once its group is empty.
+    fn stop_failed_run(
+        &mut self,
+        unit: usize,
+        cause: &'static str,
+        message: &str,
+        out: &mut Vec<Action>,
+    ) {
+        if self.phase != Phase::Supervising {
+            return;
+        }
+        self.units[unit].probe_failure = Some(cause);
+        self.stop_probes(unit, out);
+        self.send_stop(unit, out);
+        let signal = self.units[unit].spec.stop.signal;
+        self.set_state(
+            unit,
+            State::Stopping,
+            format!("{cause} ({message}); stopping with {}", signal.as_str()),
+            None,
+            out,
+        );
     }
 
     fn on_exited(
@@ -494,6 +741,8 @@ impl Core {
         }
         u.pid = None;
         u.last_exit = Some(status);
+        self.stop_probes(unit, out);
+        let u = &mut self.units[unit];
         if status.success() {
             u.ever_succeeded = true;
         }
@@ -546,8 +795,12 @@ impl Core {
         let u = &mut self.units[unit];
         u.token += 1;
         u.stop_sent = None;
+        let probe_failure = u.probe_failure.take();
         let status = u.last_exit.unwrap_or(ExitStatus::Exited(1));
-        let ended = spawn_error.unwrap_or_else(|| format!("exited with {status}"));
+        let mut ended = spawn_error.unwrap_or_else(|| format!("exited with {status}"));
+        if let Some(cause) = probe_failure {
+            ended = format!("{cause}; {ended}");
+        }
         if self.phase != Phase::Supervising {
             self.set_state(
                 unit,
@@ -563,7 +816,8 @@ impl Core {
             .started_at
             .map(|t| now.saturating_duration_since(t))
             .unwrap_or_default();
-        let end = if status.success() {
+        // A run stopped by a failed liveness or startup probe failed, whatever its exit code.
+        let end = if status.success() && probe_failure.is_none() {
             RunEnd::Success
         } else {
             RunEnd::Failure
@@ -590,6 +844,12 @@ impl Core {
                         after: delay,
                     });
                 }
+            }
+            Decision::Ended if probe_failure.is_some() => {
+                // `never`: stopped by its probe, it ends failed.
+                u.outcome = Some(Outcome::Failed(status));
+                self.set_state(unit, State::Failed, ended, Some(status), out);
+                self.ended_for_good(unit, now, out);
             }
             Decision::Ended => {
                 u.outcome = Some(Outcome::Completed(status));
@@ -851,7 +1111,7 @@ impl Core {
         u.reason.clone_from(&reason);
         out.push(Action::Publish(
             unit,
-            Event {
+            StateChange {
                 service: u.name.clone(),
                 from,
                 to,

@@ -15,15 +15,17 @@
 
 pub mod core;
 pub mod output;
+mod probes;
 pub mod process;
 pub mod restart;
 pub mod runtime;
 mod sys;
 
-pub use crate::core::{Event, ServiceSnapshot, State};
+pub use crate::core::{Event, ProbeEvent, ServiceSnapshot, State, StateChange};
 pub use crate::process::{Processes, SpawnError, SpawnRequest};
 pub use crate::runtime::{Control, Error, Supervisor};
 pub use crate::sys::{
     ExitStatus, InheritedSignals, become_subreaper, ignore_terminal_stops, is_pid1,
     realtime_signals, send_signal,
 };
+pub use drover_probe::{CheckOutcome, ProbeKind};

@@ -5,11 +5,15 @@
 //! **Boundary**: observers get [`Event`]s on a broadcast channel and [`ServiceSnapshot`]s from
 //! [`Supervisor::snapshot`]; the supervisor never knows who they are.
 
-use crate::core::{Action, Core, Event, Input, ServiceSnapshot};
+use crate::core::{Action, Core, Event, Input, ServiceSnapshot, StateChange};
 use crate::output::{DropCounter, OutputSink, Stream};
+use crate::probes::{ExecProbe, NotifyUnit};
 use crate::process::{Processes, SpawnRequest};
 use crate::sys;
-use drover_spec::model::{Manifest, Service, ServiceOutput, Signal};
+use drover_probe::{
+    CheckOutcome, CheckResult, Checker, NotifyMessage, ProbeKind, prober, sender_in_group,
+};
+use drover_spec::model::{Manifest, Probe, ProbeAction, Service, ServiceOutput, Signal};
 use nix::unistd::Pid;
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -58,6 +62,15 @@ pub enum Error {
     /// `/dev/null`, for the services' stdin and discarded output.
     #[error("cannot open /dev/null")]
     DevNull(#[source] io::Error),
+    /// The sd_notify socket of a service with a `notify` probe.
+    #[error("cannot create the notify socket of service `{service}`")]
+    Notify {
+        /// The service.
+        service: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// Handle to a running supervisor. Cheap to clone.
@@ -122,10 +135,39 @@ impl Supervisor {
             .write(true)
             .open("/dev/null")
             .map_err(Error::DevNull)?;
+        let (notices_tx, notices) = mpsc::unbounded_channel();
+        let mut notify: Vec<Option<NotifyUnit>> = Vec::with_capacity(core.len());
+        let mut notify_dir = None;
+        for unit in 0..core.len() {
+            let spec = core.spec(unit);
+            let watchdog = match spec.readiness_probe.as_ref().map(|p| &p.action) {
+                Some(ProbeAction::Notify { watchdog }) => *watchdog,
+                _ => {
+                    notify.push(None);
+                    continue;
+                }
+            };
+            let failed = |source| Error::Notify {
+                service: spec.name.clone(),
+                source,
+            };
+            let dir = match &notify_dir {
+                Some(dir) => dir,
+                None => notify_dir.insert(crate::probes::notify_dir().map_err(failed)?),
+            };
+            let listener =
+                crate::probes::listen(dir, &spec.name, unit, watchdog, notices_tx.clone())
+                    .map_err(failed)?;
+            notify.push(Some(listener));
+        }
+        let probes = (0..core.len()).map(|_| Vec::new()).collect();
         let driver = Driver {
             core,
             processes,
             stdio,
+            notify,
+            notify_dir,
+            probes,
             null: OwnedFd::from(null),
             sink,
             inputs,
@@ -133,7 +175,7 @@ impl Supervisor {
             snapshots: snapshots.clone(),
             watched: Vec::new(),
         };
-        let task = tokio::spawn(driver.run(inputs_rx, control_rx));
+        let task = tokio::spawn(driver.run(inputs_rx, control_rx, notices));
         Ok((
             Supervisor {
                 control,
@@ -234,6 +276,12 @@ struct Driver {
     stdio: Vec<ServiceIo>,
     /// `/dev/null`, opened once.
     null: OwnedFd,
+    /// Each service's sd_notify socket, if it has a `notify` readiness probe.
+    notify: Vec<Option<NotifyUnit>>,
+    /// Where the notify sockets are, removed at exit.
+    notify_dir: Option<std::path::PathBuf>,
+    /// Each service's running probe tasks.
+    probes: Vec<Vec<tokio::task::AbortHandle>>,
     sink: Option<OutputSink>,
     inputs: mpsc::UnboundedSender<Input>,
     events: broadcast::Sender<Event>,
@@ -247,8 +295,20 @@ impl Driver {
         mut self,
         inputs: mpsc::UnboundedReceiver<Input>,
         control: mpsc::UnboundedReceiver<Control>,
+        notices: mpsc::UnboundedReceiver<(usize, NotifyMessage)>,
     ) -> i32 {
-        let code = self.supervise(inputs, control).await;
+        let code = self.supervise(inputs, control, notices).await;
+        for unit in 0..self.probes.len() {
+            self.stop_probes(unit);
+        }
+        for notify in self.notify.iter().flatten() {
+            notify.listener.abort();
+        }
+        // The listeners drop their sockets (and files) as they end; the directory goes after.
+        tokio::task::yield_now().await;
+        if let Some(dir) = self.notify_dir.take() {
+            let _ = std::fs::remove_dir(dir);
+        }
         // Every service has ended: close our write ends so that the readers see the end of
         // each pipe, and let the last lines out.
         self.stdio.clear();
@@ -262,6 +322,7 @@ impl Driver {
         &mut self,
         mut inputs: mpsc::UnboundedReceiver<Input>,
         mut control: mpsc::UnboundedReceiver<Control>,
+        mut notices: mpsc::UnboundedReceiver<(usize, NotifyMessage)>,
     ) -> i32 {
         let actions = self.core.start(Instant::now());
         if let Some(code) = self.perform(actions) {
@@ -274,9 +335,20 @@ impl Driver {
         group_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let watching = !self.watched.is_empty();
+            let watchdog = self.next_watchdog();
             let input = tokio::select! {
                 biased;
                 Some(input) = inputs.recv() => input,
+                Some((unit, message)) = notices.recv() => match self.on_notify(unit, message) {
+                    Some(input) => input,
+                    None => continue,
+                },
+                () = sleep_until_some(watchdog.map(|(_, at)| at)), if watchdog.is_some() => {
+                    match watchdog.and_then(|(unit, _)| self.watchdog_expired(unit)) {
+                        Some(input) => input,
+                        None => continue,
+                    }
+                }
                 request = control.recv(), if control_open => match request {
                     Some(Control::Shutdown) => Input::Shutdown,
                     Some(Control::Kill) => Input::Kill,
@@ -364,6 +436,22 @@ impl Driver {
                 Action::SetDrainDeadline(after) => self.send_later(after, Input::DrainDeadline),
                 Action::SetKillDeadline(after) => self.send_later(after, Input::KillDeadline),
                 Action::Publish(unit, event) => self.publish(unit, event),
+                Action::PublishProbe(event) => {
+                    tracing::debug!(
+                        service = %event.service,
+                        probe = %event.kind,
+                        result = event.outcome.as_str(),
+                        duration_ms = event.duration.as_millis() as u64,
+                        "{}", event.message
+                    );
+                    let _ = self.events.send(Event::Probe(event));
+                }
+                Action::StartProbes { unit, run, kinds } => {
+                    for kind in kinds {
+                        self.start_probe(unit, run, kind);
+                    }
+                }
+                Action::StopProbes(unit) => self.stop_probes(unit),
                 Action::Exit(code) => exit = Some(code),
             }
         }
@@ -385,7 +473,7 @@ impl Driver {
         });
     }
 
-    fn publish(&mut self, unit: usize, event: Event) {
+    fn publish(&mut self, unit: usize, event: StateChange) {
         let snapshot = self.core.snapshot(unit);
         if let Some(slot) = self
             .snapshots
@@ -402,7 +490,168 @@ impl Driver {
             pid = event.pid,
             "{}", event.reason
         );
-        let _ = self.events.send(event);
+        let _ = self.events.send(Event::State(event));
+    }
+
+    fn start_probe(&mut self, unit: usize, run: u64, kind: ProbeKind) {
+        let spec = self.core.spec(unit).clone();
+        let Some(probe) = probe_of(&spec, kind).cloned() else {
+            return;
+        };
+        if let ProbeAction::Notify { watchdog } = probe.action {
+            if let Some(notify) = self.notify[unit].as_mut() {
+                notify.accepting = Some(run);
+                notify.deadline = watchdog.map(|w| Instant::now() + w);
+            }
+            return;
+        }
+        let processes = self.processes.clone();
+        let checker = Checker::new(&probe.action, |command| {
+            let argv = command.argv();
+            let environment = self.environment_of(unit, &spec);
+            let working_dir = spec.working_dir.clone();
+            let build = move || {
+                let mut command = command_for(&argv, &environment)?;
+                if let Some(dir) = &working_dir {
+                    command.current_dir(dir);
+                }
+                command
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null());
+                Ok(command)
+            };
+            Arc::new(ExecProbe::new(
+                processes,
+                Box::new(build),
+                spec.user.clone(),
+            ))
+        });
+        let Some(checker) = checker else { return };
+        let offset = prober::phase_offset(&spec.name, kind, probe.period);
+        let inputs = self.inputs.clone();
+        let task = tokio::spawn(async move {
+            prober::run(kind, &probe, checker, offset, |result, change| {
+                let _ = inputs.send(Input::Probe {
+                    unit,
+                    run,
+                    kind,
+                    result,
+                    change,
+                });
+            })
+            .await;
+        });
+        self.probes[unit].push(task.abort_handle());
+    }
+
+    fn stop_probes(&mut self, unit: usize) {
+        for task in self.probes[unit].drain(..) {
+            task.abort();
+        }
+        if let Some(notify) = self.notify[unit].as_mut() {
+            notify.accepting = None;
+            notify.deadline = None;
+        }
+    }
+
+    /// A datagram on service `unit`'s notify socket: what it means, if its sender may speak for
+    /// the service (a process of its current process group).
+    fn on_notify(&mut self, unit: usize, message: NotifyMessage) -> Option<Input> {
+        let service = self.core.spec(unit).name.clone();
+        let notify = self.notify[unit].as_mut()?;
+        let Some(run) = notify.accepting else {
+            tracing::debug!(%service, "sd_notify message while no run is probed; ignored");
+            return None;
+        };
+        let group = self.core.group(unit)?;
+        let trusted = message
+            .pid
+            .is_some_and(|pid| pid == group.as_raw() || sender_in_group(pid, group.as_raw()));
+        if !trusted {
+            tracing::warn!(%service, sender = message.pid, "sd_notify message from outside the service's process group; ignored");
+            return None;
+        }
+        let now = Instant::now();
+        if message.flag("WATCHDOG") {
+            notify.deadline = notify.watchdog.map(|w| now + w);
+        }
+        let mut inputs = Vec::new();
+        if let Some(text) = message.get("STATUS") {
+            inputs.push(Input::Status {
+                unit,
+                text: text.to_string(),
+            });
+        }
+        let readiness = |outcome, text: &str, change| Input::Probe {
+            unit,
+            run,
+            kind: ProbeKind::Readiness,
+            result: CheckResult::new(outcome, Duration::ZERO, text),
+            change: Some(change),
+        };
+        if message.get("WATCHDOG") == Some("trigger") {
+            inputs.push(Input::Watchdog {
+                unit,
+                run,
+                message: "the service sent WATCHDOG=trigger".into(),
+            });
+        } else if message.flag("STOPPING") {
+            inputs.push(readiness(
+                CheckOutcome::Failure,
+                "STOPPING=1",
+                drover_probe::Change::Failed,
+            ));
+        } else if message.flag("READY") {
+            inputs.push(readiness(
+                CheckOutcome::Success,
+                "READY=1",
+                drover_probe::Change::Passed,
+            ));
+        }
+        // At most one input goes back to the loop; the others are applied here.
+        let last = inputs.pop();
+        for input in inputs {
+            let actions = self.core.handle(input, now);
+            let _ = self.perform(actions);
+        }
+        last
+    }
+
+    /// The service whose watchdog expires first, and when.
+    fn next_watchdog(&self) -> Option<(usize, Instant)> {
+        self.notify
+            .iter()
+            .enumerate()
+            .filter_map(|(unit, n)| Some((unit, n.as_ref()?.deadline?)))
+            .min_by_key(|&(_, at)| at)
+    }
+
+    fn watchdog_expired(&mut self, unit: usize) -> Option<Input> {
+        let notify = self.notify[unit].as_mut()?;
+        let run = notify.accepting?;
+        notify.deadline = None;
+        let within = notify.watchdog.unwrap_or_default();
+        Some(Input::Watchdog {
+            unit,
+            run,
+            message: format!("no WATCHDOG=1 within {}ms", within.as_millis()),
+        })
+    }
+
+    /// The variables a service's processes get on top of drover's own environment.
+    fn environment_of(&self, unit: usize, spec: &Service) -> Vec<(String, String)> {
+        let mut environment = spec.extra_environment();
+        if let Some(notify) = &self.notify[unit] {
+            environment.push((
+                "NOTIFY_SOCKET".into(),
+                notify.path.to_string_lossy().into_owned(),
+            ));
+            if let Some(watchdog) = notify.watchdog {
+                environment.push(("WATCHDOG_USEC".into(), watchdog.as_micros().to_string()));
+            }
+        }
+        environment
     }
 
     fn spawn(&mut self, unit: usize) {
@@ -437,24 +686,7 @@ impl Driver {
 
     fn request_for(&self, unit: usize, spec: &Service) -> io::Result<SpawnRequest> {
         let argv = spec.command.argv();
-        let (program, args) = argv
-            .split_first()
-            .ok_or_else(|| io::Error::other("empty command"))?;
-        let environment = spec.extra_environment();
-        let path = environment
-            .iter()
-            .find(|(key, _)| key == "PATH")
-            .map(|(_, value)| OsString::from(value))
-            .or_else(|| std::env::var_os("PATH"));
-        let mut command = match find_program(program, path.as_deref()) {
-            Some(found) => {
-                let mut command = Command::new(found);
-                command.arg0(program);
-                command
-            }
-            None => Command::new(program),
-        };
-        command.args(args).envs(environment);
+        let mut command = command_for(&argv, &self.environment_of(unit, spec))?;
         if let Some(dir) = &spec.working_dir {
             command.current_dir(dir);
         }
@@ -476,6 +708,48 @@ impl Driver {
                 });
             }),
         })
+    }
+}
+
+/// A command for `argv` with `environment` added to drover's own; the program is looked up on
+/// the `PATH` it will see (see [`find_program`]).
+fn command_for(argv: &[String], environment: &[(String, String)]) -> io::Result<Command> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| io::Error::other("empty command"))?;
+    let path = environment
+        .iter()
+        .find(|(key, _)| key == "PATH")
+        .map(|(_, value)| OsString::from(value))
+        .or_else(|| std::env::var_os("PATH"));
+    let mut command = match find_program(program, path.as_deref()) {
+        Some(found) => {
+            let mut command = Command::new(found);
+            command.arg0(program);
+            command
+        }
+        None => Command::new(program),
+    };
+    command
+        .args(args)
+        .envs(environment.iter().map(|(k, v)| (k, v)));
+    Ok(command)
+}
+
+/// The probe `kind` of `spec`.
+fn probe_of(spec: &Service, kind: ProbeKind) -> Option<&Probe> {
+    match kind {
+        ProbeKind::Startup => spec.startup_probe.as_ref(),
+        ProbeKind::Readiness => spec.readiness_probe.as_ref(),
+        ProbeKind::Liveness => spec.liveness_probe.as_ref(),
+    }
+}
+
+/// Sleeps until `at`; never, without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -12,7 +12,7 @@
 //! real `drover` binary and reads /proc.
 #![allow(clippy::print_stdout, clippy::disallowed_methods, clippy::unwrap_used)]
 
-use drover_supervisor::{Control, Processes, State, Supervisor};
+use drover_supervisor::{Control, Event, Processes, State, Supervisor};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
@@ -204,8 +204,9 @@ async fn restart_latency(processes: &Processes, samples: usize) -> (Duration, Du
     let (supervisor, done) = Supervisor::start(manifest(yaml), processes.clone()).unwrap();
     let mut events = supervisor.subscribe();
     let mut pid = loop {
-        let e = events.recv().await.unwrap();
-        if e.to == State::Running {
+        if let Event::State(e) = events.recv().await.unwrap()
+            && e.to == State::Running
+        {
             break e.pid.unwrap();
         }
     };
@@ -214,8 +215,9 @@ async fn restart_latency(processes: &Processes, samples: usize) -> (Duration, Du
         let t0 = Instant::now();
         kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
         pid = loop {
-            let e = events.recv().await.unwrap();
-            if e.to == State::Running {
+            if let Event::State(e) = events.recv().await.unwrap()
+                && e.to == State::Running
+            {
                 break e.pid.unwrap();
             }
         };
@@ -226,14 +228,12 @@ async fn restart_latency(processes: &Processes, samples: usize) -> (Duration, Du
     median_p90(times)
 }
 
-async fn wait_count(
-    events: &mut tokio::sync::broadcast::Receiver<drover_supervisor::Event>,
-    state: State,
-    n: usize,
-) {
+async fn wait_count(events: &mut tokio::sync::broadcast::Receiver<Event>, state: State, n: usize) {
     let mut seen = 0;
     while seen < n {
-        if events.recv().await.unwrap().to == state {
+        if let Event::State(e) = events.recv().await.unwrap()
+            && e.to == state
+        {
             seen += 1;
         }
     }

@@ -106,6 +106,19 @@ impl Sim {
                 }
                 Action::Publish(_, e) => format!("{}: {} -> {}", e.service, e.from, e.to),
                 Action::Exit(code) => format!("exit {code}"),
+                Action::PublishProbe(e) => {
+                    format!("probe {} {} {}", e.service, e.kind, e.outcome.as_str())
+                }
+                Action::StartProbes { unit, kinds, .. } => format!(
+                    "probes {} {}",
+                    self.names[unit],
+                    kinds
+                        .iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                Action::StopProbes(unit) => format!("stop probes {}", self.names[unit]),
             })
             .collect()
     }
@@ -438,4 +451,173 @@ fn a_drain_deadline_makes_the_exit_code_1_even_with_nothing_left_to_kill() {
         acts(sim.exited("a", 10, ExitStatus::Signaled(9), false)),
         ["exit 1"]
     );
+}
+
+/// Feeds one probe result of the current run of `name`.
+fn probe(
+    sim: &mut Sim,
+    name: &str,
+    kind: ProbeKind,
+    success: bool,
+    change: Option<Change>,
+) -> Vec<String> {
+    let unit = sim.unit(name);
+    let run = sim.core.units[unit].starts;
+    let outcome = if success {
+        CheckOutcome::Success
+    } else {
+        CheckOutcome::Failure
+    };
+    sim.feed(Input::Probe {
+        unit,
+        run,
+        kind,
+        result: CheckResult::new(outcome, Duration::from_millis(1), "m"),
+        change,
+    })
+}
+
+const PROBED: &str = "services:
+  db:
+    command: [db]
+    readiness_probe: { tcp: { port: 5432 } }
+    liveness_probe: { tcp: { port: 5432 } }
+  web:
+    command: [web]
+    depends_on: { db: { condition: ready } }
+";
+
+#[test]
+fn readiness_gates_dependents_and_a_failure_never_kills() {
+    let (mut sim, _) = Sim::new(PROBED);
+    let shown = sim.spawned("db", 10);
+    assert!(
+        shown.contains(&"probes db readiness,liveness".to_string()),
+        "{shown:?}"
+    );
+    assert_eq!(sim.state("db"), State::Running);
+    assert_eq!(sim.state("web"), State::Pending);
+    // A success that does not reach the threshold changes nothing.
+    probe(&mut sim, "db", ProbeKind::Readiness, true, None);
+    assert_eq!(sim.state("web"), State::Pending);
+    let shown = probe(
+        &mut sim,
+        "db",
+        ProbeKind::Readiness,
+        true,
+        Some(Change::Passed),
+    );
+    assert!(
+        shown.contains(&"db: running -> ready".to_string()),
+        "{shown:?}"
+    );
+    assert!(shown.contains(&"spawn web".to_string()), "{shown:?}");
+    // Not ready again: back to running, and nothing is signalled.
+    let shown = probe(
+        &mut sim,
+        "db",
+        ProbeKind::Readiness,
+        false,
+        Some(Change::Failed),
+    );
+    assert!(
+        shown.contains(&"db: ready -> running".to_string()),
+        "{shown:?}"
+    );
+    assert!(!shown.iter().any(|s| s.starts_with("signal")), "{shown:?}");
+}
+
+#[test]
+fn liveness_failure_stops_then_restarts_as_a_failure() {
+    let (mut sim, _) = Sim::new(PROBED);
+    sim.spawned("db", 10);
+    let shown = probe(
+        &mut sim,
+        "db",
+        ProbeKind::Liveness,
+        false,
+        Some(Change::Failed),
+    );
+    assert!(shown.contains(&"stop probes db".to_string()), "{shown:?}");
+    assert!(
+        shown.contains(&"signal db SIGTERM".to_string()),
+        "{shown:?}"
+    );
+    assert_eq!(sim.state("db"), State::Stopping);
+    // It exits 0 on SIGTERM, yet the run failed: on-failure restarts it, saying why.
+    let shown = sim.exited("db", 10, EXIT0, false);
+    assert!(
+        shown.contains(&"db: stopping -> backoff".to_string()),
+        "{shown:?}"
+    );
+    let unit = sim.unit("db");
+    assert!(
+        sim.core.units[unit]
+            .reason
+            .starts_with("liveness probe failed; exited with exit code 0; restarting"),
+        "{}",
+        sim.core.units[unit].reason
+    );
+    // Results of the old run are ignored once it has ended.
+    let shown = probe(
+        &mut sim,
+        "db",
+        ProbeKind::Readiness,
+        true,
+        Some(Change::Passed),
+    );
+    assert!(shown.is_empty(), "{shown:?}");
+}
+
+#[test]
+fn startup_probe_holds_the_others_and_its_failure_under_never_ends_failed() {
+    let (mut sim, _) = Sim::new(
+        "services:
+  app:
+    command: [app]
+    restart: { policy: never }
+    startup_probe: { exec: { command: [check] } }
+    readiness_probe: { exec: { command: [check] } }
+",
+    );
+    let shown = sim.spawned("app", 10);
+    assert!(
+        shown.contains(&"probes app startup".to_string()),
+        "{shown:?}"
+    );
+    assert!(!shown.iter().any(|s| s.contains("readiness")), "{shown:?}");
+    let shown = probe(
+        &mut sim,
+        "app",
+        ProbeKind::Startup,
+        true,
+        Some(Change::Passed),
+    );
+    assert!(
+        shown.contains(&"probes app readiness".to_string()),
+        "{shown:?}"
+    );
+    // A new run: the startup probe fails and, under `never`, the service ends failed.
+    let (mut sim, _) = Sim::new(
+        "services:
+  app:
+    command: [app]
+    restart: { policy: never }
+    startup_probe: { exec: { command: [check] } }
+",
+    );
+    sim.spawned("app", 10);
+    probe(
+        &mut sim,
+        "app",
+        ProbeKind::Startup,
+        false,
+        Some(Change::Failed),
+    );
+    let shown = sim.exited("app", 10, ExitStatus::Signaled(15), false);
+    assert!(
+        shown.contains(&"app: stopping -> failed".to_string()),
+        "{shown:?}"
+    );
+    assert!(shown.contains(&"exit 1".to_string()), "{shown:?}");
 }
