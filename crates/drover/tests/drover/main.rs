@@ -9,6 +9,7 @@
 mod cli;
 mod init;
 mod pid1;
+mod probes;
 mod run;
 mod signals;
 mod util;
