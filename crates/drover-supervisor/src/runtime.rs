@@ -730,6 +730,11 @@ fn command_for(argv: &[String], environment: &[(String, String)]) -> io::Result<
         }
         None => Command::new(program),
     };
+    // drover's own service manager's socket is drover's; a service with a `notify` probe gets
+    // its own in `environment`.
+    for inherited in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+        command.env_remove(inherited);
+    }
     command
         .args(args)
         .envs(environment.iter().map(|(k, v)| (k, v)));

@@ -13,6 +13,7 @@ mod init;
 mod logging;
 mod report;
 mod run;
+mod systemd;
 
 use clap::Parser;
 use cli::{Cli, Command};

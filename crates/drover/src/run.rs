@@ -30,8 +30,12 @@ pub(crate) async fn run(manifest: Manifest) -> anyhow::Result<i32> {
     let (supervisor, done) =
         Supervisor::start(manifest, processes.clone()).context("cannot start the supervisor")?;
     let relay = tokio::spawn(signals.relay(supervisor.clone()));
+    let announce = crate::systemd::announce_ready(&supervisor);
     let code = done.await.context("the supervisor task failed")?;
     relay.abort();
+    if let Some(announce) = announce {
+        announce.abort();
+    }
     let leftovers = processes.end_descendants(DESCENDANT_GRACE).await;
     if leftovers > 0 {
         tracing::info!(
@@ -84,6 +88,7 @@ impl Signals {
             stops += 1;
             if stops == 1 {
                 tracing::info!(signal = stop.as_str(), "draining: stopping every service");
+                crate::systemd::stopping();
                 supervisor.send(Control::Shutdown);
             } else {
                 tracing::warn!(signal = stop.as_str(), "told again: killing every service");

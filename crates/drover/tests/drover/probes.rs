@@ -344,3 +344,44 @@ fn a_missed_watchdog_restarts_the_service() {
         std::fs::read_to_string(drover.path("pids.txt")).is_ok_and(|s| s.lines().count() >= 2)
     });
 }
+
+#[test]
+fn drover_tells_its_service_manager_ready_then_stopping() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket_path = dir.path().join("manager.sock");
+    let manager = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("bind");
+    manager.set_read_timeout(Some(SECS(15))).expect("timeout");
+    std::fs::write(
+        dir.path().join("drover.yaml"),
+        "services:
+  app:
+    command: [sh, -c, \"echo ${NOTIFY_SOCKET:-none} > seen.txt; exec sleep 1000\"]
+    readiness_probe: { exec: { command: [test, -f, seen.txt] }, period: 50ms }
+",
+    )
+    .expect("write manifest");
+    let socket = socket_path.to_string_lossy().into_owned();
+    let mut drover = Drover::start_with_env(
+        dir,
+        &[env!("CARGO_BIN_EXE_drover"), "run", "drover.yaml"],
+        None,
+        &[("NOTIFY_SOCKET", &socket)],
+    );
+    let mut buffer = [0u8; 1024];
+    let n = manager.recv(&mut buffer).expect("READY=1 within 15 s");
+    let message = String::from_utf8_lossy(&buffer[..n]).into_owned();
+    assert!(message.lines().any(|l| l == "READY=1"), "{message}");
+    // READY=1 came only once the readiness probe had passed.
+    assert!(
+        drover.logged("readiness probe passed"),
+        "{}",
+        drover.stderr()
+    );
+    // The service does not see drover's own socket.
+    assert_eq!(drover.wait_file("seen.txt", SECS(5)).trim(), "none");
+    drover.signal(nix::sys::signal::Signal::SIGTERM as i32);
+    let n = manager.recv(&mut buffer).expect("STOPPING=1 within 15 s");
+    let message = String::from_utf8_lossy(&buffer[..n]).into_owned();
+    assert!(message.lines().any(|l| l == "STOPPING=1"), "{message}");
+    assert_eq!(drover.wait(SECS(10)), 0);
+}

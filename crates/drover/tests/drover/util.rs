@@ -60,8 +60,19 @@ impl Drover {
 
     /// Any command line (`argv[0]` first) in `dir`, with `stdin` written then closed.
     pub(crate) fn start(dir: tempfile::TempDir, argv: &[&str], stdin: Option<&[u8]>) -> Drover {
+        Drover::start_with_env(dir, argv, stdin, &[])
+    }
+
+    /// As [`Drover::start`], with `env` added to the environment.
+    pub(crate) fn start_with_env(
+        dir: tempfile::TempDir,
+        argv: &[&str],
+        stdin: Option<&[u8]>,
+        env: &[(&str, &str)],
+    ) -> Drover {
         let mut child = Command::new(argv[0])
             .args(&argv[1..])
+            .envs(env.iter().copied())
             .current_dir(dir.path())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
