@@ -15,6 +15,21 @@ use tokio::time::{Instant, MissedTickBehavior};
 /// millisecond, while no first check waits long.
 pub const MAX_PHASE_OFFSET: Duration = Duration::from_millis(100);
 
+/// Checks start on a grid of this step (from a process-wide origin), so that probes due within
+/// the same 10 ms are checked on one wakeup of the runtime instead of one each. A period that is
+/// a multiple of it keeps every later check on the grid.
+pub const GRID: Duration = Duration::from_millis(10);
+
+/// The first grid point at or after `at`.
+fn on_grid(at: Instant) -> Instant {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    let since = at.saturating_duration_since(origin).as_nanos();
+    let step = GRID.as_nanos();
+    let rounded = since.div_ceil(step) * step;
+    origin + Duration::from_nanos(u64::try_from(rounded).unwrap_or(u64::MAX))
+}
+
 /// A stable offset for the probe `kind` of service `service`, in `[0, min(period / 10, 100ms))`.
 pub fn phase_offset(service: &str, kind: ProbeKind, period: Duration) -> Duration {
     let window = (period / 10).min(MAX_PHASE_OFFSET);
@@ -34,7 +49,7 @@ pub async fn run(
     mut report: impl FnMut(CheckResult, Option<Change>),
 ) {
     let mut thresholds = Thresholds::new(kind, probe.success_threshold, probe.failure_threshold);
-    let first = Instant::now() + probe.initial_delay + offset;
+    let first = on_grid(Instant::now() + probe.initial_delay + offset);
     let mut ticks = tokio::time::interval_at(first, probe.period.max(Duration::from_millis(1)));
     // A check slower than the period delays the next one rather than bunching them up.
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);

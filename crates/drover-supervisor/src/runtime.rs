@@ -161,11 +161,13 @@ impl Supervisor {
             notify.push(Some(listener));
         }
         let probes = (0..core.len()).map(|_| Vec::new()).collect();
+        let notify_units = (0..notify.len()).filter(|&u| notify[u].is_some()).collect();
         let driver = Driver {
             core,
             processes,
             stdio,
             notify,
+            notify_units,
             notify_dir,
             probes,
             null: OwnedFd::from(null),
@@ -278,6 +280,8 @@ struct Driver {
     null: OwnedFd,
     /// Each service's sd_notify socket, if it has a `notify` readiness probe.
     notify: Vec<Option<NotifyUnit>>,
+    /// The services that have a notify socket (usually few; scanned on every turn).
+    notify_units: Vec<usize>,
     /// Where the notify sockets are, removed at exit.
     notify_dir: Option<std::path::PathBuf>,
     /// Each service's running probe tasks.
@@ -620,10 +624,9 @@ impl Driver {
 
     /// The service whose watchdog expires first, and when.
     fn next_watchdog(&self) -> Option<(usize, Instant)> {
-        self.notify
+        self.notify_units
             .iter()
-            .enumerate()
-            .filter_map(|(unit, n)| Some((unit, n.as_ref()?.deadline?)))
+            .filter_map(|&unit| Some((unit, self.notify[unit].as_ref()?.deadline?)))
             .min_by_key(|&(_, at)| at)
     }
 

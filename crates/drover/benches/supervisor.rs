@@ -20,6 +20,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "common/mod.rs"]
+mod common;
+use common::{children, cpu_ticks};
+
 fn main() {
     // As the binary does first thing: it tells spawns which signals can be ignored.
     drover_supervisor::InheritedSignals::capture();
@@ -321,30 +325,4 @@ fn footprint(n: usize) -> (u64, u64) {
     kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
     drover.wait().unwrap();
     (rss, idle_ms)
-}
-
-fn children(parent: i32) -> usize {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s[s.rfind(')')? + 2..]
-                        .split(' ')
-                        .nth(1)?
-                        .parse::<i32>()
-                        .ok()
-                })
-                == Some(parent)
-        })
-        .count()
-}
-
-/// utime + stime of `pid`, in clock ticks (100 per second on Linux).
-fn cpu_ticks(pid: i32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
