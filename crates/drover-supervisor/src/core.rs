@@ -12,7 +12,7 @@
 
 use crate::restart::{Decision, RestartTracker, RunEnd};
 use crate::sys::ExitStatus;
-use drover_probe::{Change, CheckOutcome, CheckResult, ProbeKind};
+use drover_probe::{Change, CheckOutcome, ProbeKind};
 use drover_spec::model::{Condition, OnExit, Service, Signal};
 use std::fmt;
 use std::sync::Arc;
@@ -191,8 +191,8 @@ pub enum Input {
     Shutdown,
     /// Stop waiting: SIGKILL everything and exit.
     Kill,
-    /// A probe check of run `run` (the service's start count) ended; `change` is the verdict
-    /// it changed, if any.
+    /// A probe of run `run` (the service's start count) changed its verdict. (Every check is
+    /// published as an [`Event::Probe`] by the runtime; only changes come here.)
     Probe {
         /// Service index.
         unit: usize,
@@ -200,10 +200,10 @@ pub enum Input {
         run: u64,
         /// Which probe.
         kind: ProbeKind,
-        /// The check.
-        result: CheckResult,
-        /// The change of verdict.
-        change: Option<Change>,
+        /// The new verdict.
+        change: Change,
+        /// What the check that changed it said.
+        message: String,
     },
     /// The sd_notify watchdog of run `run` expired: a liveness failure.
     Watchdog {
@@ -259,8 +259,6 @@ pub enum Action {
     SetKillDeadline(Duration),
     /// Publish this state change of service `unit`.
     Publish(usize, StateChange),
-    /// Publish this probe result.
-    PublishProbe(ProbeEvent),
     /// Start these probes of service `unit` for run `run`.
     StartProbes {
         /// Service index.
@@ -543,9 +541,9 @@ impl Core {
                 unit,
                 run,
                 kind,
-                result,
                 change,
-            } => self.on_probe(unit, run, kind, result, change, now, &mut out),
+                message,
+            } => self.on_probe(unit, run, kind, change, &message, now, &mut out),
             Input::Status { unit, text } => self.units[unit].status = Some(text),
             Input::Watchdog { unit, run, message } => {
                 let u = &self.units[unit];
@@ -632,8 +630,8 @@ impl Core {
         unit: usize,
         run: u64,
         kind: ProbeKind,
-        result: CheckResult,
-        change: Option<Change>,
+        change: Change,
+        message: &str,
         now: Instant,
         out: &mut Vec<Action>,
     ) {
@@ -642,15 +640,6 @@ impl Core {
         if u.starts != run || u.pid.is_none() || u.stop_sent.is_some() {
             return;
         }
-        let message = result.message.clone();
-        out.push(Action::PublishProbe(ProbeEvent {
-            service: u.name.clone(),
-            kind,
-            outcome: result.outcome,
-            duration: result.duration,
-            message: result.message,
-        }));
-        let Some(change) = change else { return };
         match (kind, change) {
             (ProbeKind::Startup, Change::Passed) => {
                 if self.units[unit].spec.readiness_probe.is_some() {
@@ -686,10 +675,10 @@ impl Core {
                 self.set_state(unit, State::Running, reason, None, out);
             }
             (ProbeKind::Liveness, Change::Failed) => {
-                self.stop_failed_run(unit, "liveness probe failed", &message, out)
+                self.stop_failed_run(unit, "liveness probe failed", message, out)
             }
             (ProbeKind::Startup, Change::Failed) => {
-                self.stop_failed_run(unit, "startup probe failed", &message, out)
+                self.stop_failed_run(unit, "startup probe failed", message, out)
             }
             (ProbeKind::Liveness, Change::Passed) => {}
         }

@@ -5,7 +5,7 @@
 //! **Boundary**: observers get [`Event`]s on a broadcast channel and [`ServiceSnapshot`]s from
 //! [`Supervisor::snapshot`]; the supervisor never knows who they are.
 
-use crate::core::{Action, Core, Event, Input, ServiceSnapshot, StateChange};
+use crate::core::{Action, Core, Event, Input, ProbeEvent, ServiceSnapshot, StateChange};
 use crate::output::{DropCounter, OutputSink, Stream};
 use crate::probes::{ExecProbe, NotifyUnit};
 use crate::process::{Processes, SpawnRequest};
@@ -440,16 +440,6 @@ impl Driver {
                 Action::SetDrainDeadline(after) => self.send_later(after, Input::DrainDeadline),
                 Action::SetKillDeadline(after) => self.send_later(after, Input::KillDeadline),
                 Action::Publish(unit, event) => self.publish(unit, event),
-                Action::PublishProbe(event) => {
-                    tracing::debug!(
-                        service = %event.service,
-                        probe = %event.kind,
-                        result = event.outcome.as_str(),
-                        duration_ms = event.duration.as_millis() as u64,
-                        "{}", event.message
-                    );
-                    let _ = self.events.send(Event::Probe(event));
-                }
                 Action::StartProbes { unit, run, kinds } => {
                     for kind in kinds {
                         self.start_probe(unit, run, kind);
@@ -534,15 +524,23 @@ impl Driver {
         let Some(checker) = checker else { return };
         let offset = prober::phase_offset(&spec.name, kind, probe.period);
         let inputs = self.inputs.clone();
+        let events = self.events.clone();
+        let service: Arc<str> = Arc::from(spec.name.as_str());
+        // Every check is published from the probe's own task; only a change of verdict goes
+        // through the state machine.
         let task = tokio::spawn(async move {
             prober::run(kind, &probe, checker, offset, |result, change| {
-                let _ = inputs.send(Input::Probe {
-                    unit,
-                    run,
-                    kind,
-                    result,
-                    change,
-                });
+                let message = change.map(|_| result.message.clone());
+                publish_probe(&events, &service, kind, result);
+                if let (Some(change), Some(message)) = (change, message) {
+                    let _ = inputs.send(Input::Probe {
+                        unit,
+                        run,
+                        kind,
+                        change,
+                        message,
+                    });
+                }
             })
             .await;
         });
@@ -562,7 +560,7 @@ impl Driver {
     /// A datagram on service `unit`'s notify socket: what it means, if its sender may speak for
     /// the service (a process of its current process group).
     fn on_notify(&mut self, unit: usize, message: NotifyMessage) -> Option<Input> {
-        let service = self.core.spec(unit).name.clone();
+        let service: Arc<str> = Arc::from(self.core.spec(unit).name.as_str());
         let notify = self.notify[unit].as_mut()?;
         let Some(run) = notify.accepting else {
             tracing::debug!(%service, "sd_notify message while no run is probed; ignored");
@@ -587,12 +585,17 @@ impl Driver {
                 text: text.to_string(),
             });
         }
-        let readiness = |outcome, text: &str, change| Input::Probe {
-            unit,
-            run,
-            kind: ProbeKind::Readiness,
-            result: CheckResult::new(outcome, Duration::ZERO, text),
-            change: Some(change),
+        let events = self.events.clone();
+        let readiness = |outcome, text: &str, change| {
+            let result = CheckResult::new(outcome, Duration::ZERO, text);
+            publish_probe(&events, &service, ProbeKind::Readiness, result);
+            Input::Probe {
+                unit,
+                run,
+                kind: ProbeKind::Readiness,
+                change,
+                message: text.to_string(),
+            }
         };
         if message.get("WATCHDOG") == Some("trigger") {
             inputs.push(Input::Watchdog {
@@ -742,6 +745,29 @@ fn command_for(argv: &[String], environment: &[(String, String)]) -> io::Result<
         .args(args)
         .envs(environment.iter().map(|(k, v)| (k, v)));
     Ok(command)
+}
+
+/// Publishes one probe check (and logs it at debug level).
+fn publish_probe(
+    events: &broadcast::Sender<Event>,
+    service: &Arc<str>,
+    kind: ProbeKind,
+    result: CheckResult,
+) {
+    tracing::debug!(
+        %service,
+        probe = %kind,
+        result = result.outcome.as_str(),
+        duration_ms = result.duration.as_millis() as u64,
+        "{}", result.message
+    );
+    let _ = events.send(Event::Probe(ProbeEvent {
+        service: service.clone(),
+        kind,
+        outcome: result.outcome,
+        duration: result.duration,
+        message: result.message,
+    }));
 }
 
 /// The probe `kind` of `spec`.

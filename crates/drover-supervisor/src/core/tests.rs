@@ -106,9 +106,6 @@ impl Sim {
                 }
                 Action::Publish(_, e) => format!("{}: {} -> {}", e.service, e.from, e.to),
                 Action::Exit(code) => format!("exit {code}"),
-                Action::PublishProbe(e) => {
-                    format!("probe {} {} {}", e.service, e.kind, e.outcome.as_str())
-                }
                 Action::StartProbes { unit, kinds, .. } => format!(
                     "probes {} {}",
                     self.names[unit],
@@ -453,27 +450,16 @@ fn a_drain_deadline_makes_the_exit_code_1_even_with_nothing_left_to_kill() {
     );
 }
 
-/// Feeds one probe result of the current run of `name`.
-fn probe(
-    sim: &mut Sim,
-    name: &str,
-    kind: ProbeKind,
-    success: bool,
-    change: Option<Change>,
-) -> Vec<String> {
+/// Feeds a change of verdict of probe `kind` of the current run of `name`.
+fn probe(sim: &mut Sim, name: &str, kind: ProbeKind, change: Change) -> Vec<String> {
     let unit = sim.unit(name);
     let run = sim.core.units[unit].starts;
-    let outcome = if success {
-        CheckOutcome::Success
-    } else {
-        CheckOutcome::Failure
-    };
     sim.feed(Input::Probe {
         unit,
         run,
         kind,
-        result: CheckResult::new(outcome, Duration::from_millis(1), "m"),
         change,
+        message: "m".into(),
     })
 }
 
@@ -497,29 +483,14 @@ fn readiness_gates_dependents_and_a_failure_never_kills() {
     );
     assert_eq!(sim.state("db"), State::Running);
     assert_eq!(sim.state("web"), State::Pending);
-    // A success that does not reach the threshold changes nothing.
-    probe(&mut sim, "db", ProbeKind::Readiness, true, None);
-    assert_eq!(sim.state("web"), State::Pending);
-    let shown = probe(
-        &mut sim,
-        "db",
-        ProbeKind::Readiness,
-        true,
-        Some(Change::Passed),
-    );
+    let shown = probe(&mut sim, "db", ProbeKind::Readiness, Change::Passed);
     assert!(
         shown.contains(&"db: running -> ready".to_string()),
         "{shown:?}"
     );
     assert!(shown.contains(&"spawn web".to_string()), "{shown:?}");
     // Not ready again: back to running, and nothing is signalled.
-    let shown = probe(
-        &mut sim,
-        "db",
-        ProbeKind::Readiness,
-        false,
-        Some(Change::Failed),
-    );
+    let shown = probe(&mut sim, "db", ProbeKind::Readiness, Change::Failed);
     assert!(
         shown.contains(&"db: ready -> running".to_string()),
         "{shown:?}"
@@ -531,13 +502,7 @@ fn readiness_gates_dependents_and_a_failure_never_kills() {
 fn liveness_failure_stops_then_restarts_as_a_failure() {
     let (mut sim, _) = Sim::new(PROBED);
     sim.spawned("db", 10);
-    let shown = probe(
-        &mut sim,
-        "db",
-        ProbeKind::Liveness,
-        false,
-        Some(Change::Failed),
-    );
+    let shown = probe(&mut sim, "db", ProbeKind::Liveness, Change::Failed);
     assert!(shown.contains(&"stop probes db".to_string()), "{shown:?}");
     assert!(
         shown.contains(&"signal db SIGTERM".to_string()),
@@ -559,13 +524,7 @@ fn liveness_failure_stops_then_restarts_as_a_failure() {
         sim.core.units[unit].reason
     );
     // Results of the old run are ignored once it has ended.
-    let shown = probe(
-        &mut sim,
-        "db",
-        ProbeKind::Readiness,
-        true,
-        Some(Change::Passed),
-    );
+    let shown = probe(&mut sim, "db", ProbeKind::Readiness, Change::Passed);
     assert!(shown.is_empty(), "{shown:?}");
 }
 
@@ -586,13 +545,7 @@ fn startup_probe_holds_the_others_and_its_failure_under_never_ends_failed() {
         "{shown:?}"
     );
     assert!(!shown.iter().any(|s| s.contains("readiness")), "{shown:?}");
-    let shown = probe(
-        &mut sim,
-        "app",
-        ProbeKind::Startup,
-        true,
-        Some(Change::Passed),
-    );
+    let shown = probe(&mut sim, "app", ProbeKind::Startup, Change::Passed);
     assert!(
         shown.contains(&"probes app readiness".to_string()),
         "{shown:?}"
@@ -607,13 +560,7 @@ fn startup_probe_holds_the_others_and_its_failure_under_never_ends_failed() {
 ",
     );
     sim.spawned("app", 10);
-    probe(
-        &mut sim,
-        "app",
-        ProbeKind::Startup,
-        false,
-        Some(Change::Failed),
-    );
+    probe(&mut sim, "app", ProbeKind::Startup, Change::Failed);
     let shown = sim.exited("app", 10, ExitStatus::Signaled(15), false);
     assert!(
         shown.contains(&"app: stopping -> failed".to_string()),
