@@ -578,12 +578,17 @@ impl Driver {
         if message.flag("WATCHDOG") {
             notify.deadline = notify.watchdog.map(|w| now + w);
         }
-        let mut inputs = Vec::new();
         if let Some(text) = message.get("STATUS") {
-            inputs.push(Input::Status {
-                unit,
-                text: text.to_string(),
-            });
+            tracing::info!(%service, status = text, "sd_notify status");
+            // Recording a status decides nothing: no action comes back.
+            let actions = self.core.handle(
+                Input::Status {
+                    unit,
+                    text: text.to_string(),
+                },
+                now,
+            );
+            debug_assert!(actions.is_empty());
         }
         let events = self.events.clone();
         let readiness = |outcome, text: &str, change| {
@@ -598,31 +603,26 @@ impl Driver {
             }
         };
         if message.get("WATCHDOG") == Some("trigger") {
-            inputs.push(Input::Watchdog {
+            Some(Input::Watchdog {
                 unit,
                 run,
                 message: "the service sent WATCHDOG=trigger".into(),
-            });
+            })
         } else if message.flag("STOPPING") {
-            inputs.push(readiness(
+            Some(readiness(
                 CheckOutcome::Failure,
                 "STOPPING=1",
                 drover_probe::Change::Failed,
-            ));
+            ))
         } else if message.flag("READY") {
-            inputs.push(readiness(
+            Some(readiness(
                 CheckOutcome::Success,
                 "READY=1",
                 drover_probe::Change::Passed,
-            ));
+            ))
+        } else {
+            None
         }
-        // At most one input goes back to the loop; the others are applied here.
-        let last = inputs.pop();
-        for input in inputs {
-            let actions = self.core.handle(input, now);
-            let _ = self.perform(actions);
-        }
-        last
     }
 
     /// The service whose watchdog expires first, and when.

@@ -326,6 +326,7 @@ fn notify_ready_counts_only_from_the_service_itself() {
     assert!(!drover.logged("to=ready"), "{}", drover.stderr());
     std::fs::write(drover.path("go"), "").expect("write");
     drover.wait_log("readiness probe passed (READY=1)");
+    drover.wait_log("sd_notify status service=app status=\"warm\"");
 }
 
 #[test]
