@@ -821,9 +821,40 @@ fn random_seed() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::find_program;
+    use super::*;
     use std::ffi::OsStr;
     use std::path::PathBuf;
+
+    #[tokio::test]
+    async fn every_check_is_a_probe_event_with_its_fields() {
+        let yaml = "settings: { log: { service_output: discard } }
+services:
+  app:
+    command: [sleep, \"60\"]
+    readiness_probe: { exec: { command: [sh, -c, \"exit 3\"] }, period: 50ms }
+";
+        let manifest =
+            drover_spec::load_str(yaml, std::path::Path::new("/t/drover.yaml")).expect("valid");
+        let processes = Processes::start().expect("processes");
+        let (supervisor, done) = Supervisor::start(manifest, processes).expect("start");
+        let mut events = supervisor.subscribe();
+        let probe = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Event::Probe(probe) = events.recv().await.expect("events") {
+                    break probe;
+                }
+            }
+        })
+        .await
+        .expect("a probe event within 10 s");
+        assert_eq!(&*probe.service, "app");
+        assert_eq!(probe.kind, ProbeKind::Readiness);
+        assert_eq!(probe.outcome, CheckOutcome::Failure);
+        assert_eq!(probe.message, "exit code 3");
+        assert!(probe.duration > Duration::ZERO && probe.duration < Duration::from_secs(5));
+        supervisor.send(Control::Kill);
+        assert_eq!(done.await.expect("join"), 1);
+    }
 
     #[test]
     fn find_program_searches_path_in_order_and_skips_what_cannot_run() {

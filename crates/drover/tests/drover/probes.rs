@@ -55,6 +55,32 @@ fn http_server(status: u16) -> u16 {
     port
 }
 
+/// A server that answers 200 only to requests carrying `X-Probe: yes`, else 400, followed by
+/// a body that never ends (no Content-Length, never closed): a probe passes only if it stops
+/// reading at its limit (64 KiB) instead of waiting for the end.
+fn endless_server() -> u16 {
+    let (listener, port) = listener();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut request = [0u8; 4096];
+                let n = stream.read(&mut request).unwrap_or(0);
+                let text = String::from_utf8_lossy(&request[..n]);
+                let status = if text.contains("\r\nX-Probe: yes\r\n") {
+                    200
+                } else {
+                    400
+                };
+                let _ = write!(stream, "HTTP/1.1 {status} X\r\n\r\n");
+                let chunk = vec![b'x'; 16 * 1024];
+                while stream.write_all(&chunk).is_ok() {}
+            });
+        }
+    });
+    port
+}
+
 /// A server that accepts connections and never answers.
 fn silent_server() -> u16 {
     let (listener, port) = listener();
@@ -96,6 +122,17 @@ fn http_probes_pass_on_2xx_and_3xx_and_fail_otherwise() {
             assert!(!drover.logged("to=ready"), "{}", drover.stderr());
         }
     }
+}
+
+#[test]
+fn http_probes_send_their_headers_and_stop_reading_an_endless_body() {
+    let port = endless_server();
+    let drover = Drover::run(&probed(&format!(
+        "http: {{ url: \"http://127.0.0.1:{port}/\", headers: {{ X-Probe: \"yes\" }} }}"
+    )));
+    drover.wait_log("readiness probe passed (HTTP 200)");
+    let drover = Drover::run(&probed(&format!("http: {{ port: {port} }}")));
+    drover.wait_log("readiness probe failing (HTTP 400)");
 }
 
 #[test]
@@ -303,6 +340,9 @@ while not os.path.exists('go'):
     time.sleep(0.02)
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 s.sendto(b'STATUS=warm\\nREADY=1', path)
+while not os.path.exists('bye'):
+    time.sleep(0.02)
+s.sendto(b'STOPPING=1', path)
 time.sleep(1000)
 ";
 
@@ -327,6 +367,10 @@ fn notify_ready_counts_only_from_the_service_itself() {
     std::fs::write(drover.path("go"), "").expect("write");
     drover.wait_log("readiness probe passed (READY=1)");
     drover.wait_log("sd_notify status service=app status=\"warm\"");
+    // STOPPING=1: not ready any more, and not killed for it.
+    std::fs::write(drover.path("bye"), "").expect("write");
+    drover.wait_log("not ready: readiness probe failed (STOPPING=1)");
+    assert!(!drover.logged("to=stopping"), "{}", drover.stderr());
 }
 
 #[test]
