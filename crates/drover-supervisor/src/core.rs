@@ -117,6 +117,62 @@ pub struct StateChange {
     pub reason: String,
 }
 
+/// Why a restart was decided: the label values of `drover_service_restarts_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RestartReason {
+    /// The main process exited with a code.
+    Exit,
+    /// The main process was killed by a signal.
+    Signal,
+    /// The liveness probe failed.
+    Liveness,
+    /// The startup probe failed.
+    Startup,
+    /// The sd_notify watchdog expired.
+    Watchdog,
+    /// A manifest reload changed the service.
+    Reload,
+}
+
+impl RestartReason {
+    /// Every reason, in a fixed order (the index of [`ServiceSnapshot::restarts_by_reason`]).
+    pub const ALL: [RestartReason; 6] = [
+        RestartReason::Exit,
+        RestartReason::Signal,
+        RestartReason::Liveness,
+        RestartReason::Startup,
+        RestartReason::Watchdog,
+        RestartReason::Reload,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartReason::Exit => "exit",
+            RestartReason::Signal => "signal",
+            RestartReason::Liveness => "liveness",
+            RestartReason::Startup => "startup",
+            RestartReason::Watchdog => "watchdog",
+            RestartReason::Reload => "reload",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// How runs ended, counted: the label values of `drover_service_exits_total`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitCounts {
+    /// Exit code 0.
+    pub success: u64,
+    /// Another exit code, or a start that failed.
+    pub failure: u64,
+    /// Killed by a signal.
+    pub signal: u64,
+}
+
 /// Everything known about one service at a moment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceSnapshot {
@@ -138,6 +194,14 @@ pub struct ServiceSnapshot {
     pub backoff: Option<Duration>,
     /// The last `STATUS=` it sent over sd_notify.
     pub status: Option<String>,
+    /// Restarts by reason, indexed as [`RestartReason::ALL`].
+    pub restarts_by_reason: [u64; 6],
+    /// How its runs ended.
+    pub exits: ExitCounts,
+    /// When its current or last run started.
+    pub started_at: Option<Instant>,
+    /// The probes it has.
+    pub probes: Vec<ProbeKind>,
 }
 
 /// Something that happened, for the state machine.
@@ -332,11 +396,13 @@ struct Unit {
     stop_sent: Option<bool>,
     /// Why a probe or the watchdog is stopping the current run (`liveness probe failed`): the
     /// run counts as a failure.
-    probe_failure: Option<&'static str>,
+    probe_failure: Option<RestartReason>,
     /// The last sd_notify `STATUS=`.
     status: Option<String>,
     /// Some probe of the current run has been started and not stopped.
     probing: bool,
+    restarts_by_reason: [u64; 6],
+    exits: ExitCounts,
 }
 
 impl Unit {
@@ -393,6 +459,8 @@ impl Core {
                 probe_failure: None,
                 status: None,
                 probing: false,
+                restarts_by_reason: [0; 6],
+                exits: ExitCounts::default(),
             })
             .collect();
         let index = |name: &str| units.iter().position(|u| &*u.name == name);
@@ -457,6 +525,17 @@ impl Core {
             last_exit: u.last_exit,
             backoff: u.backoff,
             status: u.status.clone(),
+            restarts_by_reason: u.restarts_by_reason,
+            exits: u.exits,
+            started_at: u.started_at,
+            probes: [
+                (ProbeKind::Startup, u.spec.startup_probe.is_some()),
+                (ProbeKind::Readiness, u.spec.readiness_probe.is_some()),
+                (ProbeKind::Liveness, u.spec.liveness_probe.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(kind, has)| has.then_some(kind))
+            .collect(),
         }
     }
 
@@ -481,6 +560,7 @@ impl Core {
                 u.spawning = false;
                 u.started_at = Some(now);
                 u.last_exit = Some(ExitStatus::Exited(code));
+                u.exits.failure += 1;
                 self.finish_run(
                     unit,
                     Some(format!("cannot start: {message}")),
@@ -548,7 +628,7 @@ impl Core {
             Input::Watchdog { unit, run, message } => {
                 let u = &self.units[unit];
                 if u.starts == run && u.pid.is_some() && u.stop_sent.is_none() {
-                    self.stop_failed_run(unit, "watchdog expired", &message, &mut out);
+                    self.stop_failed_run(unit, RestartReason::Watchdog, &message, &mut out);
                 }
             }
         }
@@ -675,10 +755,10 @@ impl Core {
                 self.set_state(unit, State::Running, reason, None, out);
             }
             (ProbeKind::Liveness, Change::Failed) => {
-                self.stop_failed_run(unit, "liveness probe failed", message, out)
+                self.stop_failed_run(unit, RestartReason::Liveness, message, out)
             }
             (ProbeKind::Startup, Change::Failed) => {
-                self.stop_failed_run(unit, "startup probe failed", message, out)
+                self.stop_failed_run(unit, RestartReason::Startup, message, out)
             }
             (ProbeKind::Liveness, Change::Passed) => {}
         }
@@ -695,7 +775,7 @@ impl Core {
     fn stop_failed_run(
         &mut self,
         unit: usize,
-        cause: &'static str,
+        cause: RestartReason,
         message: &str,
         out: &mut Vec<Action>,
     ) {
@@ -709,7 +789,11 @@ impl Core {
         self.set_state(
             unit,
             State::Stopping,
-            format!("{cause} ({message}); stopping with {}", signal.as_str()),
+            format!(
+                "{} ({message}); stopping with {}",
+                failure_text(cause),
+                signal.as_str()
+            ),
             None,
             out,
         );
@@ -730,6 +814,11 @@ impl Core {
         }
         u.pid = None;
         u.last_exit = Some(status);
+        match status {
+            ExitStatus::Exited(0) => u.exits.success += 1,
+            ExitStatus::Exited(_) => u.exits.failure += 1,
+            ExitStatus::Signaled(_) => u.exits.signal += 1,
+        }
         self.stop_probes(unit, out);
         let u = &mut self.units[unit];
         if status.success() {
@@ -788,7 +877,7 @@ impl Core {
         let status = u.last_exit.unwrap_or(ExitStatus::Exited(1));
         let mut ended = spawn_error.unwrap_or_else(|| format!("exited with {status}"));
         if let Some(cause) = probe_failure {
-            ended = format!("{cause}; {ended}");
+            ended = format!("{}; {ended}", failure_text(cause));
         }
         if self.phase != Phase::Supervising {
             self.set_state(
@@ -816,6 +905,12 @@ impl Core {
         match u.tracker.on_end(&u.spec.restart, end, ran_for, random) {
             Decision::Restart(delay) => {
                 u.restarts += 1;
+                let reason = match probe_failure {
+                    Some(cause) => cause,
+                    None if matches!(status, ExitStatus::Signaled(_)) => RestartReason::Signal,
+                    None => RestartReason::Exit,
+                };
+                u.restarts_by_reason[reason.index()] += 1;
                 u.backoff = Some(delay);
                 u.token += 1;
                 let token = u.token;
@@ -1109,6 +1204,15 @@ impl Core {
                 reason,
             },
         ));
+    }
+}
+
+/// How a run stopped by a probe or the watchdog is described.
+fn failure_text(cause: RestartReason) -> &'static str {
+    match cause {
+        RestartReason::Liveness => "liveness probe failed",
+        RestartReason::Startup => "startup probe failed",
+        _ => "watchdog expired",
     }
 }
 

@@ -21,7 +21,9 @@ pub mod restart;
 pub mod runtime;
 mod sys;
 
-pub use crate::core::{Event, ProbeEvent, ServiceSnapshot, State, StateChange};
+pub use crate::core::{
+    Event, ExitCounts, ProbeEvent, RestartReason, ServiceSnapshot, State, StateChange,
+};
 pub use crate::process::{Processes, SpawnError, SpawnRequest};
 pub use crate::runtime::{Control, Error, Supervisor};
 pub use crate::sys::{

@@ -523,6 +523,20 @@ fn liveness_failure_stops_then_restarts_as_a_failure() {
         "{}",
         sim.core.units[unit].reason
     );
+    let snapshot = sim.core.snapshot(unit);
+    assert_eq!(
+        snapshot.restarts_by_reason,
+        [0, 0, 1, 0, 0, 0],
+        "one liveness restart"
+    );
+    assert_eq!(
+        snapshot.exits,
+        ExitCounts {
+            success: 1,
+            failure: 0,
+            signal: 0
+        }
+    );
     // Results of the old run are ignored once it has ended.
     let shown = probe(&mut sim, "db", ProbeKind::Readiness, Change::Passed);
     assert!(shown.is_empty(), "{shown:?}");
@@ -567,4 +581,29 @@ fn startup_probe_holds_the_others_and_its_failure_under_never_ends_failed() {
         "{shown:?}"
     );
     assert!(shown.contains(&"exit 1".to_string()), "{shown:?}");
+}
+
+#[test]
+fn restarts_are_counted_by_reason_and_exits_by_outcome() {
+    let (mut sim, _) = Sim::new(
+        "services:\n  a: { command: [a], restart: { policy: always, backoff: { initial: 0s } } }\n",
+    );
+    sim.spawned("a", 10);
+    sim.exited("a", 10, EXIT1, false);
+    sim.spawned("a", 11);
+    sim.exited("a", 11, ExitStatus::Signaled(9), false);
+    sim.spawned("a", 12);
+    sim.exited("a", 12, EXIT0, false);
+    let snapshot = sim.core.snapshot(sim.unit("a"));
+    // exit, signal, exit (always restarts after 0 too).
+    assert_eq!(snapshot.restarts_by_reason, [2, 1, 0, 0, 0, 0]);
+    assert_eq!(
+        snapshot.exits,
+        ExitCounts {
+            success: 1,
+            failure: 1,
+            signal: 1
+        }
+    );
+    assert_eq!(snapshot.probes, Vec::<ProbeKind>::new());
 }
