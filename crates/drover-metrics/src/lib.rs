@@ -1,8 +1,23 @@
 //! drover-metrics: the Prometheus registry and the HTTP endpoint.
 //!
-//! It will own every metric drover exports and the `/metrics`, `/healthz` and `/readyz`
-//! endpoints. It subscribes to the supervisor events and reads its snapshots, so the supervisor
-//! has no prometheus dependency and a scrape never blocks supervision.
-//!
-//! Empty until the observability issue.
+//! It owns every metric drover exports ([`exporter`]), the `/metrics`, `/healthz` and `/readyz`
+//! endpoint ([`server`]) and the per-service CPU and memory read from /proc ([`usage`]). Service
+//! metrics are rebuilt from the supervisor's snapshot at each scrape, so a scrape never waits
+//! for supervision and a removed service's series disappear; probe results come from the
+//! supervisor's event channel.
 #![forbid(unsafe_code)]
+
+pub mod exporter;
+pub mod server;
+pub mod usage;
+
+pub use exporter::Exporter;
+pub use server::serve;
+
+/// What can go wrong setting up the metrics.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A metric could not be registered (a bug: names are fixed).
+    #[error("cannot register a metric: {0}")]
+    Register(#[from] prometheus::Error),
+}

@@ -189,6 +189,11 @@ impl Supervisor {
         ))
     }
 
+    /// Whether the supervisor's loop still runs (it has not exited).
+    pub fn is_running(&self) -> bool {
+        !self.control.is_closed()
+    }
+
     /// Every state change from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()

@@ -1,0 +1,97 @@
+//! The HTTP endpoint: `GET /metrics`, `GET /healthz`, `GET /readyz`. Any other path is 404, any
+//! other method 405. HTTP/1.1 on the runtime, one task per connection.
+
+use crate::Exporter;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{ALLOW, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// The content type of the Prometheus text format.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Serves `exporter` on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                tracing::warn!(error = %err, "metrics endpoint: cannot accept");
+                continue;
+            }
+        };
+        let exporter = exporter.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let exporter = exporter.clone();
+                async move { Ok::<_, Infallible>(respond(&exporter, &request)) }
+            });
+            if let Err(err) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %err, "metrics endpoint: connection ended");
+            }
+        });
+    }
+}
+
+fn respond(exporter: &Exporter, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = request.uri().path();
+    if !matches!(path, "/metrics" | "/healthz" | "/readyz") {
+        return text(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics, /healthz or /readyz\n",
+        );
+    }
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
+        response
+            .headers_mut()
+            .insert(ALLOW, hyper::header::HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    match path {
+        "/metrics" => {
+            let mut response = Response::new(Full::new(Bytes::from(exporter.render())));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static(PROMETHEUS_TEXT),
+            );
+            response
+        }
+        "/healthz" if exporter.healthy() => text(StatusCode::OK, "ok\n"),
+        "/healthz" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the supervisor has stopped\n",
+        ),
+        _ => {
+            let waiting = exporter.not_ready();
+            if waiting.is_empty() {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                let mut body = String::from("not ready:\n");
+                for (name, state) in waiting {
+                    body.push_str(&format!("{name} {state}\n"));
+                }
+                text(StatusCode::SERVICE_UNAVAILABLE, &body)
+            }
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
