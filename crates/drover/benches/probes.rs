@@ -163,7 +163,8 @@ fn cpu_of_binary(yaml: &str) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("drover.yaml"), yaml).unwrap();
     let mut drover = Command::new(env!("CARGO_BIN_EXE_drover"))
-        .args(["run", "drover.yaml"])
+        // Metrics on, as in production, on a port of the kernel's choosing.
+        .args(["run", "--metrics-listen", "127.0.0.1:0", "drover.yaml"])
         .current_dir(dir.path())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

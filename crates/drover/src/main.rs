@@ -95,10 +95,28 @@ fn run(manifest: Option<PathBuf>, metrics_listen: Option<String>) -> ExitCode {
         }
     };
     logging::init(manifest.settings.log_format, "info");
-    if metrics_listen.is_some() || manifest.settings.metrics_listen.is_some() {
-        tracing::debug!("the metrics endpoint arrives with the observability issue; not listening");
-    }
-    exit_code(block_on(run::run(manifest)))
+    let listen = match metrics_listen {
+        Some(text) => match drover_spec::parse_listen(&text) {
+            Ok(listen) => listen,
+            Err(message) => {
+                eprintln!("drover: --metrics-listen: {message}");
+                return ExitCode::from(2);
+            }
+        },
+        None => manifest.settings.metrics_listen,
+    };
+    // Bound before any service starts: an address in use refuses the start, and nothing runs.
+    let metrics = match listen.map(std::net::TcpListener::bind).transpose() {
+        Ok(listener) => listener,
+        Err(err) => {
+            let address = listen.map(|a| a.to_string()).unwrap_or_default();
+            eprintln!(
+                "drover: cannot listen for metrics on {address}: {err}; choose another address with --metrics-listen ADDR or settings.metrics.listen, or run without metrics with --metrics-listen ''"
+            );
+            return ExitCode::from(1);
+        }
+    };
+    exit_code(block_on(run::run(manifest, metrics)))
 }
 
 /// Runs `future` on a single-threaded runtime: supervision is I/O-bound, and one thread keeps

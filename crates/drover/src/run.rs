@@ -14,8 +14,12 @@ use tokio::signal::unix::{SignalKind, signal};
 /// drover exits.
 const DESCENDANT_GRACE: Duration = Duration::from_secs(2);
 
-/// Runs `manifest` to the end; returns drover's exit code.
-pub(crate) async fn run(manifest: Manifest) -> anyhow::Result<i32> {
+/// Runs `manifest` to the end, serving metrics on `metrics` if given; returns drover's exit
+/// code.
+pub(crate) async fn run(
+    manifest: Manifest,
+    metrics: Option<std::net::TcpListener>,
+) -> anyhow::Result<i32> {
     if !drover_supervisor::is_pid1() {
         // Without it, grandchildren of services whose parent dies go to the host's init, and
         // drover could neither reap them nor stop them.
@@ -29,12 +33,19 @@ pub(crate) async fn run(manifest: Manifest) -> anyhow::Result<i32> {
     let processes = Processes::start().context("cannot start the process reaper")?;
     let (supervisor, done) =
         Supervisor::start(manifest, processes.clone()).context("cannot start the supervisor")?;
+    let endpoint = match metrics {
+        Some(listener) => Some(serve_metrics(listener, &supervisor, &processes)?),
+        None => None,
+    };
     let relay = tokio::spawn(signals.relay(supervisor.clone()));
     let announce = crate::systemd::announce_ready(&supervisor);
     let code = done.await.context("the supervisor task failed")?;
     relay.abort();
     if let Some(announce) = announce {
         announce.abort();
+    }
+    for task in endpoint.into_iter().flatten() {
+        task.abort();
     }
     let leftovers = processes.end_descendants(DESCENDANT_GRACE).await;
     if leftovers > 0 {
@@ -45,6 +56,26 @@ pub(crate) async fn run(manifest: Manifest) -> anyhow::Result<i32> {
     }
     tracing::info!(code, orphans_reaped = processes.orphans_reaped(), "exiting");
     Ok(code)
+}
+
+/// Starts the metrics endpoint on `listener`: its server task and its probe-counting task.
+fn serve_metrics(
+    listener: std::net::TcpListener,
+    supervisor: &Supervisor,
+    processes: &Processes,
+) -> anyhow::Result<[tokio::task::JoinHandle<()>; 2]> {
+    let exporter = drover_metrics::Exporter::new(supervisor.clone(), processes.clone())
+        .context("cannot set up the metrics")?;
+    listener
+        .set_nonblocking(true)
+        .context("cannot set up the metrics listener")?;
+    let address = listener.local_addr().context("metrics listener")?;
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .context("cannot set up the metrics listener")?;
+    tracing::info!(%address, "metrics on http://{address}/metrics");
+    let probes = exporter.record_probes();
+    let server = tokio::spawn(drover_metrics::serve(listener, exporter));
+    Ok([server, probes])
 }
 
 struct Signals {

@@ -460,7 +460,7 @@ fn a_blocked_stdout_never_stalls_supervision() {
     )
     .expect("write");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
-        .args(["run", "drover.yaml"])
+        .args(["run", "--metrics-listen", "", "drover.yaml"])
         .current_dir(dir.path())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())

@@ -70,6 +70,14 @@ impl Drover {
         stdin: Option<&[u8]>,
         env: &[(&str, &str)],
     ) -> Drover {
+        // Tests run in parallel: the default metrics address (127.0.0.1:9464) would be taken by
+        // the first. `drover run` gets no metrics unless a test asks for an address.
+        let mut argv: Vec<&str> = argv.to_vec();
+        if let Some(at) = argv.iter().position(|a| *a == "run")
+            && !argv.iter().any(|a| a.starts_with("--metrics-listen"))
+        {
+            argv.splice(at + 1..at + 1, ["--metrics-listen", ""]);
+        }
         let mut child = Command::new(argv[0])
             .args(&argv[1..])
             .envs(env.iter().copied())
