@@ -8,6 +8,7 @@
 
 mod cli;
 mod init;
+mod metrics;
 mod pid1;
 mod probes;
 mod run;

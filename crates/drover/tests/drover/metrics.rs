@@ -1,0 +1,174 @@
+//! The metrics endpoint of the real binary: values that track what really happened to real
+//! processes, and an address in use refusing the start.
+
+use crate::util::*;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+/// A free loopback port (bound, then released).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port()
+}
+
+/// `GET path` on drover's endpoint: status and body; `None` while it does not answer.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(SECS(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.get(9..12)?.parse().ok()?;
+    Some((status, response.split_once("\r\n\r\n")?.1.to_string()))
+}
+
+/// The value of the series `series` (name and labels, exactly as exposed).
+fn value(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn with_metrics(manifest: &str) -> (Drover, u16) {
+    let port = free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("drover.yaml"), manifest).expect("write manifest");
+    let listen = format!("127.0.0.1:{port}");
+    let drover = Drover::start(
+        dir,
+        &[
+            env!("CARGO_BIN_EXE_drover"),
+            "run",
+            "--metrics-listen",
+            &listen,
+            "drover.yaml",
+        ],
+        None,
+    );
+    (drover, port)
+}
+
+/// Polls `/metrics` until `series` has a value satisfying `wanted`; that value.
+fn wait_value(port: u16, series: &str, wanted: impl Fn(f64) -> bool) -> f64 {
+    let mut last = String::new();
+    let mut found = None;
+    wait_until(SECS(15), &format!("{series} as wanted"), || {
+        if let Some((200, body)) = get(port, "/metrics") {
+            found = value(&body, series).filter(|v| wanted(*v));
+            last = body;
+        }
+        found.is_some()
+    });
+    found.unwrap_or_else(|| panic!("{series} in:\n{last}"))
+}
+
+#[test]
+fn restarts_readiness_and_memory_track_reality() {
+    let (drover, port) = with_metrics(
+        "services:
+  victim:
+    command: [sh, -c, \"echo $$ > victim.pid; exec sleep 1000\"]
+    restart: { policy: always, backoff: { initial: 0s } }
+  gated:
+    command: [sleep, \"1000\"]
+    readiness_probe: { exec: { command: [test, -f, ready] }, period: 50ms, failure_threshold: 1 }
+  hog:
+    command: [python3, -c, \"import time; b = b'x' * (50 * 1024 * 1024); open('hog.txt', 'w').write('1\\\\n'); time.sleep(1000)\"]
+",
+    );
+    // Kill the victim three times: three restarts, by signal.
+    for round in 1..=3 {
+        let pid = drover.pid_file("victim.pid");
+        std::fs::remove_file(drover.path("victim.pid")).expect("rm");
+        send(pid, nix::sys::signal::Signal::SIGKILL as i32);
+        let series = r#"drover_service_restarts_total{reason="signal",service="victim"}"#;
+        wait_value(port, series, |v| v == f64::from(round));
+    }
+    let (_, metrics) = get(port, "/metrics").expect("metrics");
+    assert_eq!(
+        value(&metrics, r#"drover_service_starts_total{service="victim"}"#),
+        Some(4.0)
+    );
+    assert_eq!(
+        value(
+            &metrics,
+            r#"drover_service_exits_total{outcome="signal",service="victim"}"#
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(
+            &metrics,
+            r#"drover_service_last_exit_code{service="victim"}"#
+        ),
+        Some(137.0)
+    );
+    // Readiness flips both ways.
+    assert_eq!(
+        value(&metrics, r#"drover_service_ready{service="gated"}"#),
+        Some(0.0)
+    );
+    assert_eq!(get(port, "/readyz").map(|r| r.0), Some(503));
+    std::fs::write(drover.path("ready"), "").expect("write");
+    wait_value(port, r#"drover_service_ready{service="gated"}"#, |v| {
+        v == 1.0
+    });
+    wait_until(SECS(10), "/readyz 200", || {
+        get(port, "/readyz").map(|r| r.0) == Some(200)
+    });
+    std::fs::remove_file(drover.path("ready")).expect("rm");
+    wait_value(port, r#"drover_service_ready{service="gated"}"#, |v| {
+        v == 0.0
+    });
+    // The hog holds 50 MiB.
+    drover.wait_file("hog.txt", SECS(15));
+    let rss = wait_value(
+        port,
+        r#"drover_service_memory_rss_bytes{service="hog"}"#,
+        |v| v > 0.0,
+    );
+    assert!(rss >= 50.0 * 1024.0 * 1024.0, "rss {rss}");
+    assert_eq!(get(port, "/healthz").map(|r| r.0), Some(200));
+}
+
+#[test]
+fn an_address_in_use_refuses_the_start_and_starts_nothing() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("drover.yaml"),
+        "services:\n  a: { command: [sh, -c, \"echo started > started.txt; exec sleep 1000\"] }\n",
+    )
+    .expect("write manifest");
+    let listen = format!("127.0.0.1:{port}");
+    let mut drover = Drover::start(
+        dir,
+        &[
+            env!("CARGO_BIN_EXE_drover"),
+            "run",
+            "--metrics-listen",
+            &listen,
+            "drover.yaml",
+        ],
+        None,
+    );
+    assert_eq!(drover.wait(SECS(10)), 1);
+    assert!(
+        drover
+            .stderr()
+            .contains(&format!("cannot listen for metrics on {listen}")),
+        "{}",
+        drover.stderr()
+    );
+    assert!(!drover.path("started.txt").exists(), "a service started");
+}
