@@ -12,16 +12,19 @@ fi
 
 # Debian packages the tests use:
 # - util-linux: `script`, which gives drover a pseudo-terminal in the caret test;
-# - python3: the demo manifest's web server and worker.
+# - python3: the demo manifest's web server and worker;
+# - prometheus: `promtool check metrics` and a real Prometheus server that scrapes drover in the
+#   metrics tests (the package's systemd unit is not started: there is no systemd here).
 missing=()
 command -v script >/dev/null 2>&1 || missing+=(util-linux)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: need ${missing[*]} (apt-get install); run as root or install them" >&2
     exit 1
   fi
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 echo "setup: ok"

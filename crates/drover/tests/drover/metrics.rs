@@ -172,3 +172,162 @@ fn an_address_in_use_refuses_the_start_and_starts_nothing() {
     );
     assert!(!drover.path("started.txt").exists(), "a service started");
 }
+
+/// Whether `tool` is on PATH; says so when it is not (the setup script installs it).
+fn have(tool: &str, test: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
+    if !found {
+        skip(
+            test,
+            &format!("{tool} is not installed (scripts/setup.sh installs it)"),
+        );
+    }
+    found
+}
+
+#[allow(clippy::print_stderr)] // the skip must be visible in the test output
+fn skip(test: &str, why: &str) {
+    eprintln!("SKIPPED {test}: {why}");
+}
+
+#[test]
+fn the_output_passes_promtool_check_metrics() {
+    if !have("promtool", "the_output_passes_promtool_check_metrics") {
+        return;
+    }
+    let (_drover, port) = with_metrics(
+        "services:
+  probed:
+    command: [sleep, \"1000\"]
+    readiness_probe: { tcp: { port: 1 }, period: 50ms }
+  once: { command: [\"true\"], restart: { policy: never } }
+",
+    );
+    wait_value(
+        port,
+        r#"drover_probe_results_total{probe="readiness",result="failure",service="probed"}"#,
+        |v| v >= 1.0,
+    );
+    let (_, metrics) = get(port, "/metrics").expect("metrics");
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(metrics.as_bytes())
+        .expect("write");
+    let output = promtool.wait_with_output().expect("promtool output");
+    assert!(
+        output.status.success(),
+        "promtool: {}{}\n{metrics}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A real Prometheus server scraping drover every second, in `dir`; killed when dropped.
+struct Prometheus {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Prometheus {
+    fn start(dir: &std::path::Path, target: u16) -> Prometheus {
+        let port = free_port();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}
+scrape_configs:
+  - job_name: drover
+    static_configs: [{{ targets: ['127.0.0.1:{target}'] }}]
+"
+            ),
+        )
+        .expect("config");
+        let child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("prometheus");
+        Prometheus { child, port }
+    }
+
+    /// The first sample of an instant query, once there is one.
+    fn query(&self, query: &str) -> Option<f64> {
+        let encoded: String = query
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let (status, body) = get(self.port, &format!("/api/v1/query?query={encoded}"))?;
+        if status != 200 {
+            return None;
+        }
+        // {"status":"success","data":{"resultType":"vector","result":[{"metric":{...},"value":[t,"v"]}]}}
+        let value = body.split("\"value\":[").nth(1)?;
+        let number = value
+            .split(',')
+            .nth(1)?
+            .trim_matches(|c| c == '"' || c == ']' || c == '}');
+        number.parse().ok()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_real_prometheus_scrapes_drover() {
+    if !have("prometheus", "a_real_prometheus_scrapes_drover") {
+        return;
+    }
+    let (drover, port) = with_metrics(
+        "services:
+  crash:
+    command: [\"false\"]
+    restart: { policy: always, backoff: { initial: 100ms, max: 100ms }, max_retries: 5 }
+  keep: { command: [sleep, \"1000\"] }
+",
+    );
+    // The crashing service gives up after 5 restarts: a value that then stays put (and `keep`
+    // keeps drover running).
+    let ours = wait_value(
+        port,
+        r#"drover_service_restarts_total{reason="exit",service="crash"}"#,
+        |v| v == 5.0,
+    );
+    let prometheus = Prometheus::start(drover.dir.path(), port);
+    let mut up = None;
+    let mut restarts = None;
+    wait_until(SECS(60), "Prometheus to scrape drover (up == 1)", || {
+        up = prometheus.query("up{job=\"drover\"}");
+        restarts = prometheus.query("sum(drover_service_restarts_total{service=\"crash\"})");
+        up == Some(1.0) && restarts.is_some()
+    });
+    assert_eq!(
+        restarts,
+        Some(ours),
+        "Prometheus saw {restarts:?}, drover reports {ours}"
+    );
+}
