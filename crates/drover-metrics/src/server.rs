@@ -30,7 +30,7 @@ pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>) {
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let exporter = exporter.clone();
-                async move { Ok::<_, Infallible>(respond(&exporter, &request)) }
+                async move { Ok::<_, Infallible>(respond(exporter, request).await) }
             });
             if let Err(err) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -42,7 +42,7 @@ pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>) {
     }
 }
 
-fn respond(exporter: &Exporter, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn respond(exporter: Arc<Exporter>, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = request.uri().path();
     if !matches!(path, "/metrics" | "/healthz" | "/readyz") {
         return text(
@@ -59,7 +59,19 @@ fn respond(exporter: &Exporter, request: &Request<Incoming>) -> Response<Full<By
     }
     match path {
         "/metrics" => {
-            let mut response = Response::new(Full::new(Bytes::from(exporter.render())));
+            // Rendering 1000 services takes milliseconds: on a blocking thread, so that the
+            // supervisor's loop (the same runtime thread) never waits for a scrape.
+            let body = match tokio::task::spawn_blocking(move || exporter.render()).await {
+                Ok(body) => body,
+                Err(err) => {
+                    tracing::warn!(error = %err, "metrics: rendering failed");
+                    return text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "cannot render the metrics\n",
+                    );
+                }
+            };
+            let mut response = Response::new(Full::new(Bytes::from(body)));
             response.headers_mut().insert(
                 CONTENT_TYPE,
                 hyper::header::HeaderValue::from_static(PROMETHEUS_TEXT),

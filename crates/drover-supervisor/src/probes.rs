@@ -75,8 +75,9 @@ impl ExecProbe {
             Ok(pid) => pid,
             Err(err) => return failure(format!("cannot run: {err}")),
         };
-        let left = timeout.saturating_sub(started.elapsed());
-        match tokio::time::timeout(left, &mut status).await {
+        // The timeout counts from the process's start, as Kubernetes' does: time spent waiting
+        // for the spawner (1000 probes due at once queue there) is not the command's.
+        match tokio::time::timeout(timeout, &mut status).await {
             Ok(Ok(status)) if status.success() => {
                 CheckResult::new(CheckOutcome::Success, started.elapsed(), "exit code 0")
             }
