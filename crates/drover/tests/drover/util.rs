@@ -80,6 +80,9 @@ impl Drover {
         }
         let mut child = Command::new(argv[0])
             .args(&argv[1..])
+            // Notify sockets go in the test's directory, which is removed with it even when
+            // drover is killed.
+            .env("RUNTIME_DIRECTORY", dir.path())
             .envs(env.iter().copied())
             .current_dir(dir.path())
             .env("RUST_LOG", "info")
