@@ -4,7 +4,11 @@
 //! exist too), and `Exporter::render`, the whole of a scrape's work but the socket.
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
-use drover_supervisor::{Control, Event, Processes, State, Supervisor};
+#[path = "common/mod.rs"]
+mod common;
+
+use common::wait_ready;
+use drover_supervisor::{Control, Processes, Supervisor};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -30,14 +34,7 @@ fn main() {
         let exporter = drover_metrics::Exporter::new(supervisor.clone(), processes).unwrap();
         let _probes = exporter.record_probes();
         let mut events = supervisor.subscribe();
-        let mut ready = 0;
-        while ready < SERVICES {
-            if let Event::State(change) = events.recv().await.unwrap()
-                && change.to == State::Ready
-            {
-                ready += 1;
-            }
-        }
+        wait_ready(&mut events, SERVICES).await;
         let mut times = Vec::with_capacity(SCRAPES);
         let mut text = String::new();
         for _ in 0..SCRAPES {

@@ -5,21 +5,16 @@
 //! The period is measured in this process, from the supervisor's probe events; the CPU on the
 //! real `drover` binary (`RUST_LOG=warn`), from /proc. The TCP targets are two listeners on
 //! threads of this process, which accept and close.
-// The in-process supervisor's runtime is idle by the time the binary runs (a current-thread
-// runtime runs nothing outside `block_on`), so waiting on the binary directly steals nothing.
-#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::disallowed_methods)]
+#![allow(clippy::print_stdout, clippy::unwrap_used)]
 
 #[path = "common/mod.rs"]
 mod common;
 
-use common::{children, cpu_ticks};
-use drover_supervisor::{Control, Event, Processes, State, Supervisor};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use common::{Binary, cpu_ticks, wait_ready};
+use drover_supervisor::{Control, Event, Processes, Supervisor};
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -97,14 +92,7 @@ async fn periods(yaml: &str) -> Vec<Duration> {
     let processes = Processes::start().unwrap();
     let (supervisor, done) = Supervisor::start(manifest, processes).unwrap();
     let mut events = supervisor.subscribe();
-    let mut ready = 0;
-    while ready < SERVICES {
-        if let Event::State(change) = events.recv().await.unwrap()
-            && change.to == State::Ready
-        {
-            ready += 1;
-        }
-    }
+    wait_ready(&mut events, SERVICES).await;
     let mut last: HashMap<Arc<str>, Instant> = HashMap::new();
     let mut intervals = Vec::new();
     let end = Instant::now() + OVER;
@@ -160,31 +148,14 @@ fn thread_cpu() -> Duration {
 
 /// drover's CPU (% of one core) over [`OVER`] once every service is ready.
 fn cpu_of_binary(yaml: &str) -> f64 {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("drover.yaml"), yaml).unwrap();
-    let mut drover = Command::new(env!("CARGO_BIN_EXE_drover"))
-        // Metrics on, as in production, on a port of the kernel's choosing.
-        .args(["run", "--metrics-listen", "127.0.0.1:0", "drover.yaml"])
-        .current_dir(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = drover.id() as i32;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while children(pid) < SERVICES {
-        assert!(Instant::now() < deadline, "services did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let drover = Binary::start(yaml, SERVICES);
     // Past the first checks, into the steady state.
     std::thread::sleep(Duration::from_secs(2));
-    let cpu0 = cpu_ticks(pid);
+    let cpu0 = cpu_ticks(drover.pid);
     let t0 = Instant::now();
     std::thread::sleep(OVER);
-    let ticks = cpu_ticks(pid) - cpu0;
+    let ticks = cpu_ticks(drover.pid) - cpu0;
     let elapsed = t0.elapsed();
-    kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
-    drover.wait().unwrap();
+    drover.stop();
     ticks as f64 / 100.0 / elapsed.as_secs_f64() * 100.0
 }

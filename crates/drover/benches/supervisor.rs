@@ -17,12 +17,12 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[path = "common/mod.rs"]
 mod common;
-use common::{children, cpu_ticks};
+use common::{Binary, cpu_ticks};
 
 fn main() {
     // As the binary does first thing: it tells spawns which signals can be ignored.
@@ -291,39 +291,18 @@ async fn crash_loop_cpu(processes: &Processes, over: Duration) -> (u64, f64) {
 
 /// RSS (bytes) of the real binary with `n` sleeping services, and its CPU (ms) over 10 s idle.
 fn footprint(n: usize) -> (u64, u64) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("drover.yaml"),
-        services(n, "{ command: [sleep, \"1000\"] }"),
-    )
-    .unwrap();
-    let mut drover = Command::new(env!("CARGO_BIN_EXE_drover"))
-        // Metrics on, as in production, on a port of the kernel's choosing.
-        .args(["run", "--metrics-listen", "127.0.0.1:0", "drover.yaml"])
-        .current_dir(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = drover.id() as i32;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while children(pid) < n {
-        assert!(Instant::now() < deadline, "services did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let drover = Binary::start(&services(n, "{ command: [sleep, \"1000\"] }"), n);
     std::thread::sleep(Duration::from_millis(500));
-    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", drover.pid))
         .unwrap()
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
         .unwrap()
         * 1024;
-    let cpu0 = cpu_ticks(pid);
+    let cpu0 = cpu_ticks(drover.pid);
     std::thread::sleep(Duration::from_secs(10));
-    let idle_ms = (cpu_ticks(pid) - cpu0) * 1000 / 100;
-    kill(Pid::from_raw(pid), Signal::SIGTERM).unwrap();
-    drover.wait().unwrap();
+    let idle_ms = (cpu_ticks(drover.pid) - cpu0) * 1000 / 100;
+    drover.stop();
     (rss, idle_ms)
 }

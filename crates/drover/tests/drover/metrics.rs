@@ -40,10 +40,15 @@ fn value(metrics: &str, series: &str) -> Option<f64> {
 
 fn with_metrics(manifest: &str) -> (Drover, u16) {
     let port = free_port();
+    (with_metrics_on(manifest, port), port)
+}
+
+/// `drover run` of `manifest` in a new temp dir, serving metrics on loopback `port`.
+fn with_metrics_on(manifest: &str, port: u16) -> Drover {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("drover.yaml"), manifest).expect("write manifest");
     let listen = format!("127.0.0.1:{port}");
-    let drover = Drover::start(
+    Drover::start(
         dir,
         &[
             env!("CARGO_BIN_EXE_drover"),
@@ -53,8 +58,7 @@ fn with_metrics(manifest: &str) -> (Drover, u16) {
             "drover.yaml",
         ],
         None,
-    );
-    (drover, port)
+    )
 }
 
 /// Polls `/metrics` until `series` has a value satisfying `wanted`; that value.
@@ -144,24 +148,11 @@ fn restarts_readiness_and_memory_track_reality() {
 fn an_address_in_use_refuses_the_start_and_starts_nothing() {
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port();
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("drover.yaml"),
+    let mut drover = with_metrics_on(
         "services:\n  a: { command: [sh, -c, \"echo started > started.txt; exec sleep 1000\"] }\n",
-    )
-    .expect("write manifest");
-    let listen = format!("127.0.0.1:{port}");
-    let mut drover = Drover::start(
-        dir,
-        &[
-            env!("CARGO_BIN_EXE_drover"),
-            "run",
-            "--metrics-listen",
-            &listen,
-            "drover.yaml",
-        ],
-        None,
+        port,
     );
+    let listen = format!("127.0.0.1:{port}");
     assert_eq!(drover.wait(SECS(10)), 1);
     assert!(
         drover
@@ -330,4 +321,34 @@ fn a_real_prometheus_scrapes_drover() {
         Some(ours),
         "Prometheus saw {restarts:?}, drover reports {ours}"
     );
+}
+
+#[test]
+fn an_invalid_metrics_address_is_a_usage_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("drover.yaml"),
+        "services:\n  a: { command: [sh, -c, \"echo started > started.txt; exec sleep 1000\"] }\n",
+    )
+    .expect("write manifest");
+    let mut drover = Drover::start(
+        dir,
+        &[
+            env!("CARGO_BIN_EXE_drover"),
+            "run",
+            "--metrics-listen",
+            "nowhere",
+            "drover.yaml",
+        ],
+        None,
+    );
+    assert_eq!(drover.wait(SECS(10)), 2);
+    assert!(
+        drover
+            .stderr()
+            .contains("--metrics-listen: invalid listen address `nowhere`"),
+        "{}",
+        drover.stderr()
+    );
+    assert!(!drover.path("started.txt").exists(), "a service started");
 }
