@@ -27,4 +27,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# oteltap (PyPI), a real OTLP/HTTP receiver that the trace tests export to, in its own virtual
+# environment under target/ (where the tests look for it).
+tools="$(cd "$(dirname "$0")/.." && pwd)/target/tools/otel"
+if [ ! -x "$tools/bin/oteltap" ]; then
+  python3 -m venv "$tools" 2>/dev/null || {
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv
+    rm -rf "$tools"
+    python3 -m venv "$tools"
+  }
+  "$tools/bin/pip" install --quiet --disable-pip-version-check oteltap==1.0.0
+fi
 echo "setup: ok"

@@ -113,6 +113,8 @@ pub struct StateChange {
     pub pid: Option<u32>,
     /// How its last run ended, when the change is about an end.
     pub exit: Option<ExitStatus>,
+    /// Why a restart was decided, when the change is into `backoff`.
+    pub restart: Option<RestartReason>,
     /// Why, in words.
     pub reason: String,
 }
@@ -914,11 +916,11 @@ impl Core {
                 u.backoff = Some(delay);
                 u.token += 1;
                 let token = u.token;
-                let reason = format!(
+                let text = format!(
                     "{ended}; restarting in {}",
                     humantime::format_duration(round_ms(delay))
                 );
-                self.set_state(unit, State::Backoff, reason, Some(status), out);
+                self.publish_state(unit, State::Backoff, text, Some(status), Some(reason), out);
                 if delay.is_zero() {
                     self.spawn(unit, out);
                 } else {
@@ -1186,6 +1188,19 @@ impl Core {
         exit: Option<ExitStatus>,
         out: &mut Vec<Action>,
     ) {
+        self.publish_state(unit, to, reason, exit, None, out);
+    }
+
+    /// [`Core::set_state`], naming the reason of a restart decided with it.
+    fn publish_state(
+        &mut self,
+        unit: usize,
+        to: State,
+        reason: String,
+        exit: Option<ExitStatus>,
+        restart: Option<RestartReason>,
+        out: &mut Vec<Action>,
+    ) {
         let u = &mut self.units[unit];
         if u.state == to && u.reason == reason {
             return;
@@ -1201,6 +1216,7 @@ impl Core {
                 to,
                 pid: u.pid.or(u.pgid).map(pid_u32),
                 exit,
+                restart,
                 reason,
             },
         ));

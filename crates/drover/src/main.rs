@@ -14,6 +14,7 @@ mod logging;
 mod report;
 mod run;
 mod systemd;
+mod telemetry;
 
 use clap::Parser;
 use cli::{Cli, Command};
@@ -38,7 +39,7 @@ fn main() -> ExitCode {
             _,
         ) => run(manifest, metrics_listen),
         (None, false) => {
-            logging::init(drover_spec::model::LogFormat::Text, "warn");
+            logging::init(drover_spec::model::LogFormat::Text, "warn", None);
             exit_code(block_on(init::init(cli.init_command, inherited)))
         }
         (None, true) => {
@@ -94,7 +95,19 @@ fn run(manifest: Option<PathBuf>, metrics_listen: Option<String>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    logging::init(manifest.settings.log_format, "info");
+    // Before the runtime starts: the exporter's HTTP client is a blocking one.
+    let (telemetry, refused) = match telemetry::Telemetry::from_env() {
+        Ok(telemetry) => (telemetry, None),
+        Err(refused) => (None, Some(refused)),
+    };
+    logging::init(
+        manifest.settings.log_format,
+        "info",
+        telemetry.as_ref().map(telemetry::Telemetry::tracer),
+    );
+    if let Some(telemetry::Refused(why)) = refused {
+        tracing::warn!("traces are not exported: {why}");
+    }
     let listen = match metrics_listen {
         Some(text) => match drover_spec::parse_listen(&text) {
             Ok(listen) => listen,
@@ -116,7 +129,12 @@ fn run(manifest: Option<PathBuf>, metrics_listen: Option<String>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    exit_code(block_on(run::run(manifest, metrics)))
+    let tracer = telemetry.as_ref().map(telemetry::Telemetry::tracer);
+    let code = exit_code(block_on(run::run(manifest, metrics, tracer)));
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
+    code
 }
 
 /// Runs `future` on a single-threaded runtime: supervision is I/O-bound, and one thread keeps

@@ -7,6 +7,7 @@
 use anyhow::Context as _;
 use drover_spec::model::{Manifest, Signal};
 use drover_supervisor::{Control, Processes, Supervisor};
+use std::sync::PoisonError;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -14,11 +15,12 @@ use tokio::signal::unix::{SignalKind, signal};
 /// drover exits.
 const DESCENDANT_GRACE: Duration = Duration::from_secs(2);
 
-/// Runs `manifest` to the end, serving metrics on `metrics` if given; returns drover's exit
-/// code.
+/// Runs `manifest` to the end, serving metrics on `metrics` if given and tracing the services'
+/// lifecycles with `tracer` if given; returns drover's exit code.
 pub(crate) async fn run(
     manifest: Manifest,
     metrics: Option<std::net::TcpListener>,
+    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
 ) -> anyhow::Result<i32> {
     if !drover_supervisor::is_pid1() {
         // Without it, grandchildren of services whose parent dies go to the host's init, and
@@ -37,10 +39,17 @@ pub(crate) async fn run(
         Some(listener) => Some(serve_metrics(listener, &supervisor, &processes)?),
         None => None,
     };
-    let relay = tokio::spawn(signals.relay(supervisor.clone()));
+    let lifecycle = tracer.map(|tracer| crate::telemetry::trace_lifecycle(&supervisor, tracer));
+    let drain = DrainSpan::default();
+    let relay = tokio::spawn(signals.relay(supervisor.clone(), drain.clone()));
     let announce = crate::systemd::announce_ready(&supervisor);
     let code = done.await.context("the supervisor task failed")?;
+    drain.end(code);
     relay.abort();
+    if let Some((task, stop)) = lifecycle {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
     if let Some(announce) = announce {
         announce.abort();
     }
@@ -101,7 +110,7 @@ impl Signals {
         })
     }
 
-    async fn relay(mut self, supervisor: Supervisor) {
+    async fn relay(mut self, supervisor: Supervisor, drain: DrainSpan) {
         let mut stops = 0u32;
         loop {
             let stop = tokio::select! {
@@ -118,6 +127,7 @@ impl Signals {
             };
             stops += 1;
             if stops == 1 {
+                drain.begin(stop);
                 tracing::info!(signal = stop.as_str(), "draining: stopping every service");
                 crate::systemd::stopping();
                 supervisor.send(Control::Shutdown);
@@ -125,6 +135,28 @@ impl Signals {
                 tracing::warn!(signal = stop.as_str(), "told again: killing every service");
                 supervisor.send(Control::Kill);
             }
+        }
+    }
+}
+
+/// The `drain` span: from the first stop signal to the supervisor's exit.
+#[derive(Clone, Default)]
+struct DrainSpan(std::sync::Arc<std::sync::Mutex<Option<tracing::Span>>>);
+
+impl DrainSpan {
+    fn begin(&self, signal: Signal) {
+        let span = tracing::info_span!(
+            "drain",
+            signal = signal.as_str(),
+            exit_code = tracing::field::Empty
+        );
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(span);
+    }
+
+    /// Ends the span, if a drain began, with drover's exit code.
+    fn end(&self, code: i32) {
+        if let Some(span) = self.0.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            span.record("exit_code", code);
         }
     }
 }

@@ -9,6 +9,7 @@
 mod cli;
 mod init;
 mod metrics;
+mod otel;
 mod pid1;
 mod probes;
 mod run;

@@ -83,6 +83,11 @@ impl Drover {
             // Notify sockets go in the test's directory, which is removed with it even when
             // drover is killed.
             .env("RUNTIME_DIRECTORY", dir.path())
+            // No trace exporter unless a test asks for one, whatever the caller's environment.
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .env_remove("OTEL_SDK_DISABLED")
+            .env_remove("OTEL_TRACES_EXPORTER")
             .envs(env.iter().copied())
             .current_dir(dir.path())
             .env("RUST_LOG", "info")
