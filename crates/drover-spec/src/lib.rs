@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 mod de;
+pub mod diff;
 mod envfile;
 mod error;
 mod load;

@@ -13,6 +13,7 @@
 use crate::restart::{Decision, RestartTracker, RunEnd};
 use crate::sys::ExitStatus;
 use drover_probe::{Change, CheckOutcome, ProbeKind};
+use drover_spec::diff::{Plan, ServiceChange, compare, plan_services};
 use drover_spec::model::{Condition, OnExit, Service, Signal};
 use std::fmt;
 use std::sync::Arc;
@@ -83,6 +84,8 @@ pub enum Event {
     State(StateChange),
     /// A probe check ended.
     Probe(ProbeEvent),
+    /// A new manifest was applied: what changed.
+    Reload(Arc<Plan>),
 }
 
 /// The result of one probe check of one service.
@@ -405,11 +408,57 @@ struct Unit {
     probing: bool,
     restarts_by_reason: [u64; 6],
     exits: ExitCounts,
+    /// The startup probe of the current run has passed (or there is none).
+    startup_passed: bool,
+    /// A reload changed its process: the spec its next run starts with, once the current one
+    /// has stopped.
+    next_spec: Option<Arc<Service>>,
+    /// A reload removed it: it is stopped and then forgotten; never restarted.
+    retired: bool,
+    /// Removed with it by the same reload and depending on it: they stop first.
+    retired_dependents: Vec<usize>,
 }
 
 impl Unit {
+    fn new(spec: Service) -> Unit {
+        Unit {
+            name: Arc::from(spec.name.as_str()),
+            spec: Arc::new(spec),
+            state: State::Pending,
+            reason: "waiting to start".into(),
+            pid: None,
+            pgid: None,
+            spawning: false,
+            started_at: None,
+            tracker: RestartTracker::default(),
+            token: 0,
+            starts: 0,
+            restarts: 0,
+            last_exit: None,
+            backoff: None,
+            ever_started: false,
+            ever_succeeded: false,
+            outcome: None,
+            stop_sent: None,
+            probe_failure: None,
+            status: None,
+            probing: false,
+            restarts_by_reason: [0; 6],
+            exits: ExitCounts::default(),
+            startup_passed: false,
+            next_spec: None,
+            retired: false,
+            retired_dependents: Vec::new(),
+        }
+    }
+
     fn active(&self) -> bool {
         self.spawning || self.pid.is_some() || self.pgid.is_some()
+    }
+
+    /// The spec its next run will have.
+    fn effective_spec(&self) -> &Arc<Service> {
+        self.next_spec.as_ref().unwrap_or(&self.spec)
     }
 }
 
@@ -437,39 +486,32 @@ impl Core {
         shutdown_timeout: Duration,
         seed: u64,
     ) -> Core {
-        let units: Vec<Unit> = services
-            .into_iter()
-            .map(|spec| Unit {
-                name: Arc::from(spec.name.as_str()),
-                spec: Arc::new(spec),
-                state: State::Pending,
-                reason: "waiting to start".into(),
-                pid: None,
-                pgid: None,
-                spawning: false,
-                started_at: None,
-                tracker: RestartTracker::default(),
-                token: 0,
-                starts: 0,
-                restarts: 0,
-                last_exit: None,
-                backoff: None,
-                ever_started: false,
-                ever_succeeded: false,
-                outcome: None,
-                stop_sent: None,
-                probe_failure: None,
-                status: None,
-                probing: false,
-                restarts_by_reason: [0; 6],
-                exits: ExitCounts::default(),
-            })
-            .collect();
-        let index = |name: &str| units.iter().position(|u| &*u.name == name);
+        let mut core = Core {
+            units: services.into_iter().map(Unit::new).collect(),
+            dependents: Vec::new(),
+            dependencies: Vec::new(),
+            shutdown_timeout,
+            phase: Phase::Supervising,
+            forced: false,
+            exit_code: None,
+            rng: seed | 1,
+        };
+        core.rebuild_graph();
+        core
+    }
+
+    /// Computes `dependents` and `dependencies` over the services of the manifest (removed
+    /// ones have none), from the specs their next runs start with.
+    fn rebuild_graph(&mut self) {
+        let units = &self.units;
+        let index = |name: &str| units.iter().position(|u| !u.retired && &*u.name == name);
         let mut dependents = vec![Vec::new(); units.len()];
         let mut dependencies = vec![Vec::new(); units.len()];
         for (i, unit) in units.iter().enumerate() {
-            for dependency in &unit.spec.depends_on {
+            if unit.retired {
+                continue;
+            }
+            for dependency in &unit.effective_spec().depends_on {
                 // The spec crate has checked that every dependency exists.
                 if let Some(d) = index(&dependency.service) {
                     dependents[d].push(i);
@@ -477,16 +519,8 @@ impl Core {
                 }
             }
         }
-        Core {
-            units,
-            dependents,
-            dependencies,
-            shutdown_timeout,
-            phase: Phase::Supervising,
-            forced: false,
-            exit_code: None,
-            rng: seed | 1,
-        }
+        self.dependents = dependents;
+        self.dependencies = dependencies;
     }
 
     /// Number of services.
@@ -502,6 +536,180 @@ impl Core {
     /// The spec of service `unit`.
     pub fn spec(&self, unit: usize) -> &Arc<Service> {
         &self.units[unit].spec
+    }
+
+    /// The spec service `unit`'s next run starts with (after a reload that changed its
+    /// process, not the running one's).
+    pub fn next_spec(&self, unit: usize) -> &Arc<Service> {
+        self.units[unit].effective_spec()
+    }
+
+    /// Whether a reload removed service `unit` and it has stopped: it is gone.
+    pub fn is_gone(&self, unit: usize) -> bool {
+        let u = &self.units[unit];
+        u.retired && !u.active()
+    }
+
+    /// Applies the services of a new manifest (checked, as every manifest): adds the new ones,
+    /// replaces the process of those whose process keys changed, updates the others in place,
+    /// stops and forgets the removed ones, and never touches an unchanged one. `None` while
+    /// draining: a reload then changes nothing.
+    pub fn reload(
+        &mut self,
+        services: Vec<Service>,
+        shutdown_timeout: Duration,
+        now: Instant,
+    ) -> Option<(Plan, Vec<Action>)> {
+        if self.phase != Phase::Supervising {
+            return None;
+        }
+        let mut out = Vec::new();
+        self.shutdown_timeout = shutdown_timeout;
+        let live: Vec<usize> = (0..self.units.len())
+            .filter(|&u| !self.units[u].retired)
+            .collect();
+        let plan = plan_services(
+            live.iter().map(|&u| &**self.units[u].effective_spec()),
+            services.iter(),
+        );
+        let removed: Vec<usize> = live
+            .iter()
+            .copied()
+            .filter(|&u| {
+                plan.removed
+                    .iter()
+                    .any(|name| **name == *self.units[u].name)
+            })
+            .collect();
+        for service in services {
+            match live.iter().find(|&&u| *self.units[u].name == *service.name) {
+                Some(&unit) => self.update(unit, service, &mut out),
+                None => self.units.push(Unit::new(service)),
+            }
+        }
+        for &unit in &removed {
+            let name = self.units[unit].name.clone();
+            let dependents = removed
+                .iter()
+                .copied()
+                .filter(|&r| {
+                    self.units[r]
+                        .spec
+                        .depends_on
+                        .iter()
+                        .any(|d| *d.service == *name)
+                })
+                .collect();
+            self.retire(unit, dependents, &mut out);
+        }
+        self.rebuild_graph();
+        self.schedule(now, &mut out);
+        Some((plan, out))
+    }
+
+    /// A service that stays in the manifest, with its new spec.
+    fn update(&mut self, unit: usize, new: Service, out: &mut Vec<Action>) {
+        let change = compare(self.units[unit].effective_spec(), &new);
+        let new = Arc::new(new);
+        let u = &mut self.units[unit];
+        match change {
+            ServiceChange::Unchanged => {}
+            ServiceChange::InPlace { .. } if u.next_spec.is_some() => u.next_spec = Some(new),
+            ServiceChange::InPlace { probes } => {
+                u.spec = new;
+                if probes && u.pid.is_some() && u.stop_sent.is_none() {
+                    self.restart_probes(unit, out);
+                }
+            }
+            ServiceChange::Restart if u.active() => {
+                u.next_spec = Some(new);
+                if u.pid.is_some() && u.stop_sent.is_none() {
+                    self.stop_run(unit, "manifest changed", out);
+                }
+                // Being spawned: stopped as soon as it is (`on_spawned`); being stopped: it
+                // restarts once stopped (`finish_run`).
+            }
+            ServiceChange::Restart => {
+                // Not running (waiting for a dependency or a restart, or ended): the new spec
+                // starts afresh as soon as its dependencies allow.
+                u.spec = new;
+                u.token += 1;
+                u.tracker = RestartTracker::default();
+                u.outcome = None;
+                u.backoff = None;
+                self.set_state(
+                    unit,
+                    State::Pending,
+                    "manifest changed; waiting to start".into(),
+                    None,
+                    out,
+                );
+            }
+        }
+    }
+
+    /// A service the new manifest removed: stopped (after `dependents`, removed with it), then
+    /// forgotten.
+    fn retire(&mut self, unit: usize, dependents: Vec<usize>, out: &mut Vec<Action>) {
+        let u = &mut self.units[unit];
+        u.retired = true;
+        u.next_spec = None;
+        u.retired_dependents = dependents;
+        if !u.active() {
+            u.token += 1;
+            self.set_state(
+                unit,
+                State::Exited,
+                "removed from the manifest".into(),
+                None,
+                out,
+            );
+        }
+        // A running one is stopped by `stop_removed`, in reverse dependency order.
+    }
+
+    /// Stops each removed service whose removed dependents have stopped.
+    fn stop_removed(&mut self, out: &mut Vec<Action>) {
+        for unit in 0..self.units.len() {
+            let u = &self.units[unit];
+            if !u.retired || u.pid.is_none() || u.stop_sent.is_some() {
+                continue;
+            }
+            if u.retired_dependents.iter().any(|&d| self.units[d].active()) {
+                continue;
+            }
+            self.stop_run(unit, "removed from the manifest", out);
+        }
+    }
+
+    /// Stops the current run on purpose (not a failure): its probes, then its group.
+    fn stop_run(&mut self, unit: usize, why: &str, out: &mut Vec<Action>) {
+        self.stop_probes(unit, out);
+        self.send_stop(unit, out);
+        let signal = self.units[unit].spec.stop.signal;
+        self.set_state(
+            unit,
+            State::Stopping,
+            format!("{why}; stopping with {}", signal.as_str()),
+            None,
+            out,
+        );
+    }
+
+    /// Restarts the probes of the running process after its probes changed.
+    fn restart_probes(&mut self, unit: usize, out: &mut Vec<Action>) {
+        self.stop_probes(unit, out);
+        let u = &self.units[unit];
+        if u.startup_passed || u.spec.startup_probe.is_none() {
+            self.start_main_probes(unit, out);
+        } else {
+            self.units[unit].probing = true;
+            out.push(Action::StartProbes {
+                unit,
+                run: self.units[unit].starts,
+                kinds: vec![ProbeKind::Startup],
+            });
+        }
     }
 
     /// The process group of service `unit`'s current run, while it may have members.
@@ -646,6 +854,17 @@ impl Core {
         u.starts += 1;
         u.ever_started = true;
         u.backoff = None;
+        u.startup_passed = false;
+        if self.phase == Phase::Supervising && (u.next_spec.is_some() || u.retired) {
+            // A reload changed or removed it while it was being spawned.
+            self.set_state(unit, State::Running, "started".into(), None, out);
+            if self.units[unit].retired {
+                self.schedule(now, out);
+            } else {
+                self.stop_run(unit, "manifest changed", out);
+            }
+            return;
+        }
         let supervising = self.phase == Phase::Supervising;
         let spec = &self.units[unit].spec;
         let reason = if !supervising {
@@ -677,6 +896,7 @@ impl Core {
 
     /// Starts the readiness and liveness probes; without a readiness probe, ready at once.
     fn start_main_probes(&mut self, unit: usize, out: &mut Vec<Action>) {
+        self.units[unit].startup_passed = true;
         let u = &self.units[unit];
         let mut kinds = Vec::new();
         if u.spec.readiness_probe.is_some() {
@@ -881,6 +1101,36 @@ impl Core {
         if let Some(cause) = probe_failure {
             ended = format!("{}; {ended}", failure_text(cause));
         }
+        if self.phase == Phase::Supervising && u.retired {
+            self.set_state(
+                unit,
+                State::Exited,
+                format!("removed from the manifest; {ended}"),
+                Some(status),
+                out,
+            );
+            self.schedule(now, out);
+            return;
+        }
+        if self.phase == Phase::Supervising
+            && let Some(spec) = u.next_spec.take()
+        {
+            u.spec = spec;
+            u.tracker = RestartTracker::default();
+            u.outcome = None;
+            u.restarts += 1;
+            u.restarts_by_reason[RestartReason::Reload.index()] += 1;
+            self.publish_state(
+                unit,
+                State::Pending,
+                format!("{ended}; starting with the new manifest"),
+                Some(status),
+                Some(RestartReason::Reload),
+                out,
+            );
+            self.schedule(now, out);
+            return;
+        }
         if self.phase != Phase::Supervising {
             self.set_state(
                 unit,
@@ -1047,6 +1297,7 @@ impl Core {
     }
 
     fn schedule_starts(&mut self, now: Instant, out: &mut Vec<Action>) {
+        self.stop_removed(out);
         loop {
             let mut changed = false;
             for unit in 0..self.units.len() {
@@ -1075,10 +1326,18 @@ impl Core {
                 break;
             }
         }
-        if self.units.iter().all(|u| u.outcome.is_some()) {
+        let ended = |u: &Unit| {
+            if u.retired {
+                !u.active()
+            } else {
+                u.outcome.is_some()
+            }
+        };
+        if self.units.iter().all(ended) {
             let all_succeeded = self
                 .units
                 .iter()
+                .filter(|u| !u.retired)
                 .all(|u| matches!(u.outcome, Some(Outcome::Completed(s)) if s.success()));
             self.phase = Phase::Done;
             out.push(Action::Exit(if all_succeeded { 0 } else { 1 }));

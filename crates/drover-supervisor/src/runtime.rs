@@ -37,7 +37,7 @@ const EVENT_BUFFER: usize = 4096;
 const GROUP_POLL: Duration = Duration::from_millis(10);
 
 /// A request to the running supervisor.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Control {
     /// Drain and exit; a second one kills.
     Shutdown,
@@ -45,6 +45,9 @@ pub enum Control {
     Kill,
     /// Send this signal to every running service's process group.
     Forward(Signal),
+    /// Apply a new manifest (checked): only the difference (`drover_spec::diff`). Its plan is
+    /// published as [`Event::Reload`]; ignored while draining.
+    Reload(Box<Manifest>),
 }
 
 /// Why the supervisor could not start.
@@ -78,9 +81,14 @@ pub enum Error {
 pub struct Supervisor {
     control: mpsc::UnboundedSender<Control>,
     events: broadcast::Sender<Event>,
-    snapshots: Arc<Mutex<Vec<ServiceSnapshot>>>,
-    dropped_lines: Arc<Vec<(Arc<str>, Arc<DropCounter>)>>,
+    snapshots: Snapshots,
+    dropped_lines: DroppedLines,
 }
+
+/// Each service's latest snapshot, by unit; `None` once a removed service has stopped.
+type Snapshots = Arc<Mutex<Vec<Option<ServiceSnapshot>>>>;
+/// Each service's count of dropped output lines, by unit; `None` once it is gone.
+type DroppedLines = Arc<Mutex<Vec<Option<(Arc<str>, Arc<DropCounter>)>>>>;
 
 impl Supervisor {
     /// Starts supervising `manifest`; the task resolves to drover's exit code. Call it inside
@@ -98,7 +106,7 @@ impl Supervisor {
             .map(|i| core.spec(i).name.len())
             .max()
             .unwrap_or(0);
-        let mut sink = match settings.service_output {
+        let sink = match settings.service_output {
             ServiceOutput::Prefix => Some(OutputSink::start(settings.log_format, width).map_err(
                 |source| Error::Output {
                     service: String::new(),
@@ -107,83 +115,46 @@ impl Supervisor {
             )?),
             _ => None,
         };
-        let mut stdio = Vec::with_capacity(core.len());
-        let mut dropped_lines = Vec::with_capacity(core.len());
-        for unit in 0..core.len() {
-            let name: Arc<str> = Arc::from(core.spec(unit).name.as_str());
-            let dropped = Arc::new(DropCounter::default());
-            let io = match &mut sink {
-                Some(sink) => ServiceIo::piped(sink, &name, unit, &dropped).map_err(|source| {
-                    Error::Output {
-                        service: name.to_string(),
-                        source,
-                    }
-                })?,
-                None => ServiceIo::Direct(settings.service_output),
-            };
-            stdio.push(io);
-            dropped_lines.push((name, dropped));
-        }
         let (control, control_rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let snapshots = Arc::new(Mutex::new(
-            (0..core.len()).map(|i| core.snapshot(i)).collect(),
-        ));
+        let snapshots = Arc::new(Mutex::new(Vec::with_capacity(core.len())));
+        let dropped_lines = Arc::new(Mutex::new(Vec::with_capacity(core.len())));
         let (inputs, inputs_rx) = mpsc::unbounded_channel();
         let null = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open("/dev/null")
             .map_err(Error::DevNull)?;
-        let (notices_tx, notices) = mpsc::unbounded_channel();
-        let mut notify: Vec<Option<NotifyUnit>> = Vec::with_capacity(core.len());
-        let mut notify_dir = None;
-        for unit in 0..core.len() {
-            let spec = core.spec(unit);
-            let watchdog = match spec.readiness_probe.as_ref().map(|p| &p.action) {
-                Some(ProbeAction::Notify { watchdog }) => *watchdog,
-                _ => {
-                    notify.push(None);
-                    continue;
-                }
-            };
-            let failed = |source| Error::Notify {
-                service: spec.name.clone(),
-                source,
-            };
-            let dir = match &notify_dir {
-                Some(dir) => dir,
-                None => notify_dir.insert(crate::probes::notify_dir().map_err(failed)?),
-            };
-            let listener =
-                crate::probes::listen(dir, &spec.name, unit, watchdog, notices_tx.clone())
-                    .map_err(failed)?;
-            notify.push(Some(listener));
-        }
-        let probes = (0..core.len()).map(|_| Vec::new()).collect();
-        let notify_units = (0..notify.len()).filter(|&u| notify[u].is_some()).collect();
-        let driver = Driver {
+        let (notices, notices_rx) = mpsc::unbounded_channel();
+        let mut driver = Driver {
             core,
             processes,
-            stdio,
-            notify,
-            notify_units,
-            notify_dir,
-            probes,
+            service_output: settings.service_output,
+            stdio: Vec::new(),
+            notify: Vec::new(),
+            notify_units: Vec::new(),
+            notify_dir: None,
+            notify_sockets: 0,
+            notices,
+            probes: Vec::new(),
             null: OwnedFd::from(null),
             sink,
             inputs,
             events: events.clone(),
             snapshots: snapshots.clone(),
+            dropped_lines: dropped_lines.clone(),
             watched: Vec::new(),
         };
-        let task = tokio::spawn(driver.run(inputs_rx, control_rx, notices));
+        for unit in 0..driver.core.len() {
+            driver.add_unit(unit)?;
+        }
+        let task = tokio::spawn(driver.run(inputs_rx, control_rx, notices_rx));
         Ok((
             Supervisor {
                 control,
                 events,
                 snapshots,
-                dropped_lines: Arc::new(dropped_lines),
+                dropped_lines,
             },
             task,
         ))
@@ -204,13 +175,19 @@ impl Supervisor {
         self.snapshots
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .iter()
+            .flatten()
+            .cloned()
+            .collect()
     }
 
     /// Output lines dropped so far, per service, because drover's own output was too slow.
     pub fn dropped_lines(&self) -> Vec<(Arc<str>, u64)> {
         self.dropped_lines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
             .iter()
+            .flatten()
             .map(|(name, counter)| (name.clone(), counter.get()))
             .collect()
     }
@@ -280,6 +257,8 @@ impl ServiceIo {
 struct Driver {
     core: Core,
     processes: Processes,
+    /// Where services' output goes (fixed for drover's life).
+    service_output: ServiceOutput,
     stdio: Vec<ServiceIo>,
     /// `/dev/null`, opened once.
     null: OwnedFd,
@@ -289,17 +268,137 @@ struct Driver {
     notify_units: Vec<usize>,
     /// Where the notify sockets are, removed at exit.
     notify_dir: Option<std::path::PathBuf>,
+    /// Notify sockets made so far (a replaced one gets a new name).
+    notify_sockets: u64,
+    /// Where notify sockets send what they receive.
+    notices: mpsc::UnboundedSender<(usize, NotifyMessage)>,
     /// Each service's running probe tasks.
     probes: Vec<Vec<tokio::task::AbortHandle>>,
     sink: Option<OutputSink>,
     inputs: mpsc::UnboundedSender<Input>,
     events: broadcast::Sender<Event>,
-    snapshots: Arc<Mutex<Vec<ServiceSnapshot>>>,
+    snapshots: Snapshots,
+    dropped_lines: DroppedLines,
     /// Process groups to report as `GroupGone` once empty.
     watched: Vec<(usize, Pid)>,
 }
 
 impl Driver {
+    /// Sets up what service `unit` (new in the core) needs: its output pipes, its notify
+    /// socket, its snapshot.
+    fn add_unit(&mut self, unit: usize) -> Result<(), Error> {
+        let name: Arc<str> = Arc::from(self.core.spec(unit).name.as_str());
+        let dropped = Arc::new(DropCounter::default());
+        let io = match &mut self.sink {
+            Some(sink) => {
+                ServiceIo::piped(sink, &name, unit, &dropped).map_err(|source| Error::Output {
+                    service: name.to_string(),
+                    source,
+                })?
+            }
+            None => ServiceIo::Direct(self.service_output),
+        };
+        self.stdio.push(io);
+        self.probes.push(Vec::new());
+        self.notify.push(None);
+        self.set_notify(unit).map_err(|source| Error::Notify {
+            service: name.to_string(),
+            source,
+        })?;
+        lock(&self.dropped_lines).push(Some((name, dropped)));
+        lock(&self.snapshots).push(Some(self.core.snapshot(unit)));
+        Ok(())
+    }
+
+    /// Gives service `unit` the notify socket its next run needs (none without a `notify`
+    /// readiness probe), replacing the one it has if that differs.
+    fn set_notify(&mut self, unit: usize) -> io::Result<()> {
+        let spec = self.core.next_spec(unit).clone();
+        let wanted = match spec.readiness_probe.as_ref().map(|p| &p.action) {
+            Some(ProbeAction::Notify { watchdog }) => Some(*watchdog),
+            _ => None,
+        };
+        if self.notify[unit].as_ref().map(|n| n.watchdog) == wanted {
+            return Ok(());
+        }
+        if let Some(old) = self.notify[unit].take() {
+            old.listener.abort();
+        }
+        self.notify_units.retain(|&u| u != unit);
+        let Some(watchdog) = wanted else {
+            return Ok(());
+        };
+        let dir = match &self.notify_dir {
+            Some(dir) => dir,
+            None => self.notify_dir.insert(crate::probes::notify_dir()?),
+        };
+        // A replaced socket's file is removed when its task ends, which may be later: the new
+        // one gets a name of its own.
+        let stem = match self.notify_sockets {
+            0 => spec.name.clone(),
+            n => format!("{}.{n}", spec.name),
+        };
+        self.notify_sockets += 1;
+        let listener = crate::probes::listen(dir, &stem, unit, watchdog, self.notices.clone())?;
+        self.notify[unit] = Some(listener);
+        self.notify_units.push(unit);
+        Ok(())
+    }
+
+    /// Applies a new manifest: the core decides, then new services get their resources, changed
+    /// ones the notify socket of their next run, and gone ones lose theirs.
+    fn reload(&mut self, manifest: Manifest) -> Option<i32> {
+        let before = self.core.len();
+        let services = manifest.services.into_values().collect();
+        let Some((plan, actions)) =
+            self.core
+                .reload(services, manifest.settings.shutdown_timeout, Instant::now())
+        else {
+            tracing::warn!("draining: the new manifest is not applied");
+            return None;
+        };
+        for unit in before..self.core.len() {
+            if let Err(err) = self.add_unit(unit) {
+                tracing::error!(error = %err, "a new service cannot be set up; its output is discarded");
+                self.stdio.truncate(unit);
+                self.stdio.push(ServiceIo::Direct(ServiceOutput::Discard));
+                self.probes.resize_with(unit + 1, Vec::new);
+                self.notify.resize_with(unit + 1, || None);
+                let mut snapshots = lock(&self.snapshots);
+                snapshots.resize(unit + 1, None);
+                snapshots[unit] = Some(self.core.snapshot(unit));
+            }
+        }
+        for name in &plan.restarted {
+            let Some(unit) = (0..self.core.len())
+                .find(|&u| !self.core.is_gone(u) && *self.core.spec(u).name == **name)
+            else {
+                continue;
+            };
+            if let Err(err) = self.set_notify(unit) {
+                tracing::error!(service = %name, error = %err, "cannot create the notify socket");
+            }
+        }
+        let _ = self.events.send(Event::Reload(Arc::new(plan)));
+        self.perform(actions)
+    }
+
+    /// Forgets the resources of a removed service once it has stopped.
+    fn forget_if_gone(&mut self, unit: usize) {
+        if !self.core.is_gone(unit) {
+            return;
+        }
+        // Our copies of its pipes' write ends: the readers end once the service's are closed.
+        self.stdio[unit] = ServiceIo::Direct(ServiceOutput::Discard);
+        if let Some(notify) = self.notify[unit].take() {
+            notify.listener.abort();
+        }
+        self.notify_units.retain(|&u| u != unit);
+        if let Some(slot) = lock(&self.dropped_lines).get_mut(unit) {
+            *slot = None;
+        }
+    }
+
     async fn run(
         mut self,
         inputs: mpsc::UnboundedReceiver<Input>,
@@ -363,6 +462,10 @@ impl Driver {
                     Some(Control::Kill) => Input::Kill,
                     Some(Control::Forward(signal)) => {
                         self.forward(signal);
+                        continue;
+                    }
+                    Some(Control::Reload(manifest)) => {
+                        if let Some(code) = self.reload(*manifest) { return code; }
                         continue;
                     }
                     None => {
@@ -473,15 +576,11 @@ impl Driver {
     }
 
     fn publish(&mut self, unit: usize, event: StateChange) {
-        let snapshot = self.core.snapshot(unit);
-        if let Some(slot) = self
-            .snapshots
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_mut(unit)
-        {
+        let snapshot = (!self.core.is_gone(unit)).then(|| self.core.snapshot(unit));
+        if let Some(slot) = lock(&self.snapshots).get_mut(unit) {
             *slot = snapshot;
         }
+        self.forget_if_gone(unit);
         tracing::info!(
             service = %event.service,
             from = %event.from,
@@ -782,6 +881,11 @@ fn probe_of(spec: &Service, kind: ProbeKind) -> Option<&Probe> {
         ProbeKind::Readiness => spec.readiness_probe.as_ref(),
         ProbeKind::Liveness => spec.liveness_probe.as_ref(),
     }
+}
+
+/// Locks `mutex`, whether or not a holder panicked (the data are plain values).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Sleeps until `at`; never, without one.

@@ -1,8 +1,314 @@
-//! drover-watch: manifest watching, debounce and reload requests.
+//! drover-watch: manifest watching and debounce. It turns changes on disk into reload
+//! requests; what a reload does is the binary's and the supervisor's business.
 //!
-//! It will own the file watcher (on the manifest's parent directory, so rename-over saves and
-//! Kubernetes ConfigMap symlink swaps are seen), the debounce, and the reload requests it sends
-//! on the same control channel as signals.
+//! It watches **directories**, never files: the manifest's directory (and that of the file a
+//! symlinked manifest points to), a directory manifest itself, and the directory of every
+//! `env_file`. Watching a file goes silent after the first editor save that renames a new file
+//! over it, and a Kubernetes ConfigMap update is an atomic swap of a `..data` symlink in the
+//! mounted directory that names no file one would filter for. So any change in a watched
+//! directory counts; the reader of the requests re-reads the files and skips what did not
+//! change ([`digest`]).
 //!
-//! Empty until the hot-reload issue.
+//! A burst of events (an editor writing a file in several steps, 50 saves in a second) becomes
+//! one request: a request is sent once `debounce` has passed without a new event, or at the
+//! latest [`MAX_DEBOUNCE_FACTOR`] times `debounce` after the burst began.
 #![forbid(unsafe_code)]
+
+use drover_spec::Manifest;
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// A burst of events longer than this many debounce periods still gives a request at that point,
+/// so that a file rewritten without pause is still picked up.
+pub const MAX_DEBOUNCE_FACTOR: u32 = 10;
+
+/// Why watching could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The kernel's watcher (inotify) could not be set up.
+    #[error("cannot start watching files")]
+    Start(#[source] notify::Error),
+    /// A directory could not be watched.
+    #[error("cannot watch {}", .path.display())]
+    Watch {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: notify::Error,
+    },
+}
+
+/// Watches directories while it lives; dropping it stops the watching and the debounce task.
+pub struct Watcher {
+    _watcher: RecommendedWatcher,
+    debouncer: tokio::task::JoinHandle<()>,
+    dirs: Vec<PathBuf>,
+}
+
+impl Watcher {
+    /// Watches `dirs`; each debounced burst of changes sends one `()` on `requests`. Call it
+    /// inside a tokio runtime.
+    pub fn start(
+        dirs: Vec<PathBuf>,
+        debounce: Duration,
+        requests: mpsc::UnboundedSender<()>,
+    ) -> Result<Watcher, Error> {
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+                Ok(event) if counts(&event.kind) => {
+                    let _ = events_tx.send(());
+                }
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "file watcher error"),
+            })
+            .map_err(Error::Start)?;
+        for dir in &dirs {
+            watcher
+                .watch(dir, RecursiveMode::NonRecursive)
+                .map_err(|source| Error::Watch {
+                    path: dir.clone(),
+                    source,
+                })?;
+        }
+        let debouncer = tokio::spawn(debounce_events(events, debounce, requests));
+        Ok(Watcher {
+            _watcher: watcher,
+            debouncer,
+            dirs,
+        })
+    }
+
+    /// The directories watched.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.debouncer.abort();
+    }
+}
+
+/// Whether an event may mean changed content: anything but reading (drover reading the files
+/// must not cause another reload).
+fn counts(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
+/// Sends one request per burst of `events`: once `debounce` has passed since the last event, or
+/// [`MAX_DEBOUNCE_FACTOR`] × `debounce` after the first.
+async fn debounce_events(
+    mut events: mpsc::UnboundedReceiver<()>,
+    debounce: Duration,
+    requests: mpsc::UnboundedSender<()>,
+) {
+    while events.recv().await.is_some() {
+        let latest = Instant::now() + debounce * MAX_DEBOUNCE_FACTOR;
+        let mut due = Instant::now() + debounce;
+        loop {
+            tokio::select! {
+                event = events.recv() => {
+                    if event.is_none() {
+                        return;
+                    }
+                    due = (Instant::now() + debounce).min(latest);
+                }
+                () = tokio::time::sleep_until(due) => break,
+            }
+        }
+        if requests.send(()).is_err() {
+            return;
+        }
+    }
+}
+
+/// The directories to watch for the manifest at `path` (a file or a directory) and the files it
+/// refers to, without repeats.
+pub fn dirs_to_watch(path: &Path, manifest: &Manifest) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    let mut add = |dir: PathBuf| {
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    };
+    if path.is_dir() {
+        add(path.to_path_buf());
+    } else if let Some(parent) = path.parent() {
+        add(parent.to_path_buf());
+    }
+    // A symlinked manifest (or a ConfigMap's `..data/` link) also changes where it points.
+    for file in manifest
+        .sources
+        .iter()
+        .chain(std::iter::once(&path.to_path_buf()))
+    {
+        if let Ok(real) = file.canonicalize()
+            && !real.is_dir()
+            && let Some(parent) = real.parent()
+        {
+            add(parent.to_path_buf());
+        }
+    }
+    for service in manifest.services.values() {
+        for env_file in &service.env_files {
+            if let Some(parent) = env_file.path.parent() {
+                add(parent.to_path_buf());
+            }
+        }
+    }
+    dirs
+}
+
+/// A digest of what a reload of the manifest at `path` would read: the manifest file (or the
+/// names and contents of a directory's `*.yaml` files) and the `env_file`s of the `running`
+/// manifest. Two equal digests mean a reload would change nothing; unreadable files count as
+/// their error.
+pub fn digest(path: &Path, running: &Manifest) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    let mut file = |p: &Path| {
+        p.hash(&mut hasher);
+        match std::fs::read(p) {
+            Ok(bytes) => bytes.hash(&mut hasher),
+            Err(err) => err.kind().hash(&mut hasher),
+        }
+    };
+    if path.is_dir() {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(path)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| Some(e.ok()?.path()))
+                    .filter(|p| {
+                        p.extension()
+                            .is_some_and(|ext| ext == "yaml" || ext == "yml")
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        for name in &names {
+            file(name);
+        }
+    } else {
+        file(path);
+    }
+    for service in running.services.values() {
+        for env_file in &service.env_files {
+            file(&env_file.path);
+        }
+    }
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(path: &Path) -> Manifest {
+        drover_spec::load(path).expect("valid")
+    }
+
+    /// Waits up to 5 s for a request; whether one came.
+    async fn request(requests: &mut mpsc::UnboundedReceiver<()>) -> bool {
+        tokio::time::timeout(Duration::from_secs(5), requests.recv())
+            .await
+            .is_ok()
+    }
+
+    /// Whether another request comes within `within`.
+    async fn another(requests: &mut mpsc::UnboundedReceiver<()>, within: Duration) -> bool {
+        tokio::time::timeout(within, requests.recv()).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn rename_over_symlink_swap_and_env_file_edits_are_each_one_request() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path();
+        // The ConfigMap layout: drover.yaml -> ..data/drover.yaml, ..data -> ..v1.
+        std::fs::create_dir(root.join("..v1")).expect("mkdir");
+        std::fs::write(root.join("app.env"), "A=1\n").expect("write");
+        let manifest = format!(
+            "services:\n  app: {{ command: [sleep, \"1\"], env_file: {} }}\n",
+            root.join("app.env").display()
+        );
+        std::fs::write(root.join("..v1/drover.yaml"), &manifest).expect("write");
+        std::os::unix::fs::symlink("..v1", root.join("..data")).expect("symlink");
+        std::os::unix::fs::symlink("..data/drover.yaml", root.join("drover.yaml"))
+            .expect("symlink");
+        let path = root.join("drover.yaml");
+        let running = load(&path);
+        let dirs = dirs_to_watch(&path, &running);
+        assert!(dirs.contains(&root.to_path_buf()), "{dirs:?}");
+        let (tx, mut requests) = mpsc::unbounded_channel();
+        let _watcher = Watcher::start(dirs, Duration::from_millis(50), tx).expect("watch");
+        let before = digest(&path, &running);
+
+        // The ConfigMap swap: a new version directory, a new link, renamed over `..data`.
+        std::fs::create_dir(root.join("..v2")).expect("mkdir");
+        std::fs::write(root.join("..v2/drover.yaml"), manifest.replace('1', "2")).expect("write");
+        std::os::unix::fs::symlink("..v2", root.join("..data_tmp")).expect("symlink");
+        std::fs::rename(root.join("..data_tmp"), root.join("..data")).expect("rename");
+        assert!(
+            request(&mut requests).await,
+            "the symlink swap was not seen"
+        );
+        assert!(!another(&mut requests, Duration::from_millis(300)).await);
+        let swapped = digest(&path, &running);
+        assert_ne!(before, swapped);
+
+        // An editor's save: write a temporary file, rename it over the env file.
+        std::fs::write(root.join(".app.env.tmp"), "A=2\n").expect("write");
+        std::fs::rename(root.join(".app.env.tmp"), root.join("app.env")).expect("rename");
+        assert!(
+            request(&mut requests).await,
+            "the rename-over save was not seen"
+        );
+        assert_ne!(digest(&path, &running), swapped);
+
+        // Reading the files (as a reload does) is no change.
+        let _ = load(&path);
+        assert!(!another(&mut requests, Duration::from_millis(300)).await);
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_writes_is_one_request() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("drover.yaml");
+        std::fs::write(&path, "services:\n  a: { command: [sleep, \"1\"] }\n").expect("write");
+        let running = load(&path);
+        let (tx, mut requests) = mpsc::unbounded_channel();
+        let _watcher = Watcher::start(
+            dirs_to_watch(&path, &running),
+            Duration::from_millis(100),
+            tx,
+        )
+        .expect("watch");
+        // 20 writes 10 ms apart: a burst shorter than MAX_DEBOUNCE_FACTOR periods.
+        for i in 0..20 {
+            std::fs::write(
+                &path,
+                format!("services:\n  a: {{ command: [sleep, \"{i}\"] }}\n"),
+            )
+            .expect("write");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(request(&mut requests).await);
+        assert!(!another(&mut requests, Duration::from_millis(400)).await);
+    }
+}

@@ -169,6 +169,8 @@ impl Lifecycle {
         match event {
             Ok(Event::State(change)) => self.state(&change),
             Ok(Event::Probe(probe)) => self.probe(&probe),
+            // The reload span is the reloader's own (`crate::reload`).
+            Ok(Event::Reload(_)) => {}
             Err(RecvError::Lagged(missed)) => {
                 tracing::warn!(
                     missed,

@@ -30,10 +30,31 @@ impl Sim {
     }
 
     fn unit(&self, name: &str) -> usize {
-        self.names
-            .iter()
-            .position(|n| n == name)
+        (0..self.names.len())
+            .rev()
+            .find(|&u| self.names[u] == name && !self.core.units[u].retired)
+            .or_else(|| self.names.iter().position(|n| n == name))
             .expect("known service")
+    }
+
+    /// Applies manifest `yaml` as a reload: the plan's line and what it does.
+    fn reload(&mut self, yaml: &str) -> (String, Vec<String>) {
+        let manifest = drover_spec::load_str(yaml, Path::new("/t/drover.yaml")).expect("valid");
+        let (plan, actions) = self
+            .core
+            .reload(
+                manifest.services.into_values().collect(),
+                manifest.settings.shutdown_timeout,
+                self.now,
+            )
+            .expect("supervising");
+        self.names = self.core.units.iter().map(|u| u.name.to_string()).collect();
+        (plan.to_string(), self.show(actions))
+    }
+
+    fn gone(&mut self, name: &str) -> Vec<String> {
+        let unit = self.unit(name);
+        self.feed(Input::GroupGone { unit })
     }
 
     fn feed(&mut self, input: Input) -> Vec<String> {
@@ -606,4 +627,142 @@ fn restarts_are_counted_by_reason_and_exits_by_outcome() {
         }
     );
     assert_eq!(snapshot.probes, Vec::<ProbeKind>::new());
+}
+
+const RELOAD_BASE: &str = "services:
+  db: { command: [sleep, \"1\"] }
+  web: { command: [sleep, \"2\"], depends_on: [db] }
+  old: { command: [sleep, \"3\"] }
+  older: { command: [sleep, \"4\"], depends_on: [old] }";
+
+/// A simulation of `RELOAD_BASE` with every service running: db 10, web 11, old 12, older 13.
+fn running_base() -> Sim {
+    let (mut sim, _) = Sim::new(RELOAD_BASE);
+    sim.spawned("db", 10);
+    sim.spawned("old", 12);
+    sim.spawned("web", 11);
+    sim.spawned("older", 13);
+    sim
+}
+
+#[test]
+fn reload_restarts_only_what_changed_and_starts_what_is_added() {
+    let mut sim = running_base();
+    let (plan, shown) = sim.reload(
+        "services:
+  db: { command: [sleep, \"1\"] }
+  web: { command: [sleep, \"22\"], depends_on: [db] }
+  old: { command: [sleep, \"3\"] }
+  older: { command: [sleep, \"4\"], depends_on: [old] }
+  api: { command: [sleep, \"5\"], depends_on: [db] }",
+    );
+    assert_eq!(plan, "+api ~web =db,old,older");
+    // Only web is signalled; api starts at once (db is running).
+    assert_eq!(
+        acts(shown),
+        ["signal web SIGTERM", "timer web 10s", "spawn api"]
+    );
+    // web's process exits: it starts again with the new command, counted as a reload restart.
+    let after = sim.exited("web", 11, ExitStatus::Signaled(15), false);
+    assert_eq!(acts(after), ["spawn web"]);
+    assert_eq!(
+        &**sim
+            .core
+            .spec(sim.unit("web"))
+            .command
+            .argv()
+            .last()
+            .expect("arg"),
+        "22"
+    );
+    let web = sim.core.snapshot(sim.unit("web"));
+    assert_eq!(web.restarts_by_reason[RestartReason::Reload.index()], 1);
+}
+
+#[test]
+fn reload_stops_removed_services_in_reverse_order_and_forgets_them() {
+    let mut sim = running_base();
+    let (plan, shown) = sim.reload(
+        "services:
+  db: { command: [sleep, \"1\"] }
+  web: { command: [sleep, \"2\"], depends_on: [db] }",
+    );
+    assert_eq!(plan, "-old,older =db,web");
+    // older depends on old: it stops first.
+    assert_eq!(acts(shown), ["signal older SIGTERM", "timer older 10s"]);
+    let after = sim.exited("older", 13, ExitStatus::Signaled(15), false);
+    assert!(
+        after.contains(&"older: stopping -> exited".to_string()),
+        "{after:?}"
+    );
+    assert!(acts(after).starts_with(&["signal old SIGTERM".to_string()]));
+    sim.exited("old", 12, ExitStatus::Signaled(15), false);
+    assert!(sim.core.is_gone(sim.unit("old")) && sim.core.is_gone(sim.unit("older")));
+    assert!(!sim.core.is_gone(sim.unit("db")));
+    // A drain now stops the two that remain, and drover exits 0.
+    let drain = acts(sim.feed(Input::Shutdown));
+    assert_eq!(
+        drain,
+        ["deadline 30s", "signal web SIGTERM", "timer web 10s"]
+    );
+}
+
+#[test]
+fn reload_of_probes_or_policy_never_signals_the_process() {
+    let (mut sim, _) = Sim::new(
+        "services:
+  web: { command: [sleep, \"2\"], readiness_probe: { tcp: { port: 80 } } }",
+    );
+    sim.spawned("web", 11);
+    let (plan, shown) = sim.reload(
+        "services:
+  web:
+    command: [sleep, \"2\"]
+    readiness_probe: { tcp: { port: 81 } }
+    restart: { policy: always }",
+    );
+    assert_eq!(plan, "*web");
+    assert_eq!(acts(shown), ["stop probes web", "probes web readiness"]);
+    // Removing the readiness probe makes it ready at once, still without a signal.
+    let (_, shown) = sim.reload("services:\n  web: { command: [sleep, \"2\"] }");
+    assert_eq!(shown, ["stop probes web", "web: running -> ready"]);
+    // The same manifest again: nothing at all.
+    let (plan, shown) = sim.reload("services:\n  web: { command: [sleep, \"2\"] }");
+    assert_eq!(plan, "=web");
+    assert!(shown.is_empty());
+}
+
+#[test]
+fn reload_during_a_drain_changes_nothing() {
+    let mut sim = running_base();
+    sim.feed(Input::Shutdown);
+    let manifest = drover_spec::load_str("services:\n  x: { command: y }", Path::new("/t/d.yaml"))
+        .expect("valid");
+    assert!(
+        sim.core
+            .reload(
+                manifest.services.into_values().collect(),
+                Duration::from_secs(1),
+                sim.now
+            )
+            .is_none()
+    );
+}
+
+#[test]
+fn a_changed_service_waiting_to_restart_starts_at_once_with_its_new_spec() {
+    let (mut sim, _) = Sim::new(
+        "services:
+  a: { command: x, restart: { backoff: { initial: 10s, jitter: 0 } } }",
+    );
+    sim.spawned("a", 10);
+    sim.exited("a", 10, EXIT1, false);
+    assert_eq!(sim.state("a"), State::Backoff);
+    let (plan, shown) = sim.reload("services:\n  a: { command: y }");
+    assert_eq!(plan, "~a");
+    assert_eq!(acts(shown), ["spawn a"]);
+    // The backoff timer of the old spec is stale now.
+    let token = sim.token("a");
+    assert!(acts(sim.timer("a", token - 1)).is_empty());
+    let _ = sim.gone("a");
 }
