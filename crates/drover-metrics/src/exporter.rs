@@ -367,9 +367,13 @@ impl Exporter {
 
     fn write_probes(&self, out: &mut String, services: &[ServiceSnapshot]) {
         let mut probes = self.probes.lock().unwrap_or_else(PoisonError::into_inner);
-        // Series of services that are gone disappear; those of every probe exist from the start.
-        let present: std::collections::HashSet<&str> = services.iter().map(|s| &*s.name).collect();
-        probes.retain(|(service, _), _| present.contains(&**service));
+        // Series of services (and probes) that are gone disappear; those of every probe exist
+        // from the start.
+        let present: std::collections::HashSet<(&str, ProbeKind)> = services
+            .iter()
+            .flat_map(|s| s.probes.iter().map(|kind| (&*s.name, *kind)))
+            .collect();
+        probes.retain(|(service, kind), _| present.contains(&(&**service, *kind)));
         for s in services {
             for kind in &s.probes {
                 probes.entry((s.name.clone(), *kind)).or_default();

@@ -32,4 +32,11 @@ pub(crate) enum Command {
     },
     /// Print the manifest's JSON Schema (for editors and CI linters).
     Schema,
+    /// Print what reloading manifest OLD into NEW would do, without doing it.
+    Diff {
+        /// The running manifest.
+        old: PathBuf,
+        /// The new manifest.
+        new: PathBuf,
+    },
 }

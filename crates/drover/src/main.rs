@@ -11,6 +11,7 @@
 mod cli;
 mod init;
 mod logging;
+mod reload;
 mod report;
 mod run;
 mod systemd;
@@ -18,7 +19,7 @@ mod telemetry;
 
 use clap::Parser;
 use cli::{Cli, Command};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// The manifest used when none is named.
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
     match (cli.command, cli.init_command.is_empty()) {
         (Some(Command::Check { manifests }), _) => check(manifests),
         (Some(Command::Schema), _) => schema(),
+        (Some(Command::Diff { old, new }), _) => diff(&old, &new),
         (
             Some(Command::Run {
                 manifest,
@@ -39,7 +41,7 @@ fn main() -> ExitCode {
             _,
         ) => run(manifest, metrics_listen),
         (None, false) => {
-            logging::init(drover_spec::model::LogFormat::Text, "warn", None);
+            let _ = logging::init(drover_spec::model::LogFormat::Text, "warn", None);
             exit_code(block_on(init::init(cli.init_command, inherited)))
         }
         (None, true) => {
@@ -71,6 +73,25 @@ fn check(manifests: Vec<PathBuf>) -> ExitCode {
     }
 }
 
+/// `drover diff OLD NEW`: the plan a reload from OLD to NEW would apply, on stdout, as the
+/// `reload:` log line shows it: `+added ~restarted *updated -removed =unchanged`.
+fn diff(old: &Path, new: &Path) -> ExitCode {
+    let mut printer = report::Printer::for_stderr();
+    let (old, new) = (drover_spec::load(old), drover_spec::load(new));
+    match (old, new) {
+        (Ok(old), Ok(new)) => {
+            println!("{}", drover_spec::diff::plan(&old, &new));
+            ExitCode::SUCCESS
+        }
+        (old, new) => {
+            for err in [old.err(), new.err()].into_iter().flatten() {
+                printer.error(&err);
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// `drover schema`: the manifest's JSON Schema on stdout.
 fn schema() -> ExitCode {
     match serde_json::to_string_pretty(&drover_spec::json_schema()) {
@@ -87,8 +108,8 @@ fn schema() -> ExitCode {
 
 /// `drover run`: supervises the manifest until told to stop.
 fn run(manifest: Option<PathBuf>, metrics_listen: Option<String>) -> ExitCode {
-    let manifest = manifest.unwrap_or_else(|| PathBuf::from(DEFAULT_MANIFEST));
-    let manifest = match drover_spec::load(&manifest) {
+    let path = manifest.unwrap_or_else(|| PathBuf::from(DEFAULT_MANIFEST));
+    let manifest = match drover_spec::load(&path) {
         Ok(manifest) => manifest,
         Err(err) => {
             report::Printer::for_stderr().error(&err);
@@ -100,7 +121,7 @@ fn run(manifest: Option<PathBuf>, metrics_listen: Option<String>) -> ExitCode {
         Ok(telemetry) => (telemetry, None),
         Err(refused) => (None, Some(refused)),
     };
-    logging::init(
+    let log_format = logging::init(
         manifest.settings.log_format,
         "info",
         telemetry.as_ref().map(telemetry::Telemetry::tracer),
@@ -108,6 +129,7 @@ fn run(manifest: Option<PathBuf>, metrics_listen: Option<String>) -> ExitCode {
     if let Some(telemetry::Refused(why)) = refused {
         tracing::warn!("traces are not exported: {why}");
     }
+    let metrics_pinned = metrics_listen.is_some();
     let listen = match metrics_listen {
         Some(text) => match drover_spec::parse_listen(&text) {
             Ok(listen) => listen,
@@ -129,8 +151,15 @@ fn run(manifest: Option<PathBuf>, metrics_listen: Option<String>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let tracer = telemetry.as_ref().map(telemetry::Telemetry::tracer);
-    let code = exit_code(block_on(run::run(manifest, metrics, tracer)));
+    let start = run::Start {
+        path,
+        manifest,
+        metrics,
+        metrics_pinned,
+        tracer: telemetry.as_ref().map(telemetry::Telemetry::tracer),
+        log_format,
+    };
+    let code = exit_code(block_on(run::run(start)));
     if let Some(telemetry) = telemetry {
         telemetry.shutdown();
     }

@@ -4,24 +4,45 @@
 //! `settings.shutdown_timeout`, and a second one of them kills everything at once; SIGHUP asks
 //! for a reload; SIGUSR1, SIGUSR2 and SIGWINCH go to every running service's process group.
 
+use crate::logging::LogFormatHandle;
+use crate::reload::Reloader;
 use anyhow::Context as _;
 use drover_spec::model::{Manifest, Signal};
 use drover_supervisor::{Control, Processes, Supervisor};
-use std::sync::PoisonError;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
 
 /// How long descendants that outlived their services get between SIGTERM and SIGKILL when
 /// drover exits.
 const DESCENDANT_GRACE: Duration = Duration::from_secs(2);
 
-/// Runs `manifest` to the end, serving metrics on `metrics` if given and tracing the services'
-/// lifecycles with `tracer` if given; returns drover's exit code.
-pub(crate) async fn run(
-    manifest: Manifest,
-    metrics: Option<std::net::TcpListener>,
-    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
-) -> anyhow::Result<i32> {
+/// What `drover run` starts with.
+pub(crate) struct Start {
+    /// The manifest as named (a file or a directory), for reloads.
+    pub(crate) path: std::path::PathBuf,
+    pub(crate) manifest: Manifest,
+    /// The metrics listener, bound before anything starts.
+    pub(crate) metrics: Option<std::net::TcpListener>,
+    /// `--metrics-listen` was given: reloads leave the address alone.
+    pub(crate) metrics_pinned: bool,
+    /// Traces the services' lifecycles, when traces are exported.
+    pub(crate) tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+    pub(crate) log_format: LogFormatHandle,
+}
+
+/// Runs the manifest to the end, reloading it on changes and SIGHUP; returns drover's exit
+/// code.
+pub(crate) async fn run(start: Start) -> anyhow::Result<i32> {
+    let Start {
+        path,
+        manifest,
+        metrics,
+        metrics_pinned,
+        tracer,
+        log_format,
+    } = start;
     if !drover_supervisor::is_pid1() {
         // Without it, grandchildren of services whose parent dies go to the host's init, and
         // drover could neither reap them nor stop them.
@@ -33,28 +54,46 @@ pub(crate) async fn run(
     // ignored for lack of a handler).
     let signals = Signals::install().context("cannot install signal handlers")?;
     let processes = Processes::start().context("cannot start the process reaper")?;
-    let (supervisor, done) =
-        Supervisor::start(manifest, processes.clone()).context("cannot start the supervisor")?;
-    let endpoint = match metrics {
-        Some(listener) => Some(serve_metrics(listener, &supervisor, &processes)?),
-        None => None,
+    let (supervisor, done) = Supervisor::start(manifest.clone(), processes.clone())
+        .context("cannot start the supervisor")?;
+    let mut endpoint = Metrics {
+        supervisor: supervisor.clone(),
+        processes: processes.clone(),
+        exporter: None,
+        tasks: Vec::new(),
+        address: manifest.settings.metrics_listen,
+        pinned: metrics_pinned,
     };
+    if let Some(listener) = metrics {
+        endpoint.serve(listener)?;
+    }
     let lifecycle = tracer.map(|tracer| crate::telemetry::trace_lifecycle(&supervisor, tracer));
     let drain = DrainSpan::default();
-    let relay = tokio::spawn(signals.relay(supervisor.clone(), drain.clone()));
+    let (hangups_tx, hangups) = mpsc::unbounded_channel();
+    let (files_tx, files) = mpsc::unbounded_channel();
+    let reloader = Reloader::new(
+        path,
+        manifest,
+        supervisor.clone(),
+        endpoint,
+        log_format,
+        files_tx,
+    );
+    let reloads = tokio::spawn(reloader.run(files, hangups));
+    let relay = tokio::spawn(signals.relay(supervisor.clone(), drain.clone(), hangups_tx));
     let announce = crate::systemd::announce_ready(&supervisor);
     let code = done.await.context("the supervisor task failed")?;
     drain.end(code);
     relay.abort();
+    // Dropping the reloader closes the metrics endpoint and stops the watcher.
+    reloads.abort();
+    let _ = reloads.await;
     if let Some((task, stop)) = lifecycle {
         let _ = stop.send(());
         let _ = task.await;
     }
     if let Some(announce) = announce {
         announce.abort();
-    }
-    for task in endpoint.into_iter().flatten() {
-        task.abort();
     }
     let leftovers = processes.end_descendants(DESCENDANT_GRACE).await;
     if leftovers > 0 {
@@ -67,24 +106,93 @@ pub(crate) async fn run(
     Ok(code)
 }
 
-/// Starts the metrics endpoint on `listener`: its server task and its probe-counting task.
-fn serve_metrics(
-    listener: std::net::TcpListener,
-    supervisor: &Supervisor,
-    processes: &Processes,
-) -> anyhow::Result<[tokio::task::JoinHandle<()>; 2]> {
-    let exporter = drover_metrics::Exporter::new(supervisor.clone(), processes.clone())
-        .context("cannot set up the metrics")?;
-    listener
-        .set_nonblocking(true)
-        .context("cannot set up the metrics listener")?;
-    let address = listener.local_addr().context("metrics listener")?;
-    let listener = tokio::net::TcpListener::from_std(listener)
-        .context("cannot set up the metrics listener")?;
-    tracing::info!(%address, "metrics on http://{address}/metrics");
-    let probes = exporter.record_probes();
-    let server = tokio::spawn(drover_metrics::serve(listener, exporter));
-    Ok([server, probes])
+/// The metrics endpoint: its exporter (made at the first bind) and its tasks, and the address
+/// it follows across reloads.
+pub(crate) struct Metrics {
+    supervisor: Supervisor,
+    processes: Processes,
+    exporter: Option<Arc<drover_metrics::Exporter>>,
+    /// The server and the probe-counting task.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// `settings.metrics.listen` as last applied.
+    address: Option<std::net::SocketAddr>,
+    pinned: bool,
+}
+
+impl Metrics {
+    /// Serves on `listener` from now on (closing the previous listener, if any).
+    fn serve(&mut self, listener: std::net::TcpListener) -> anyhow::Result<()> {
+        let exporter = match &self.exporter {
+            Some(exporter) => exporter.clone(),
+            None => {
+                let exporter =
+                    drover_metrics::Exporter::new(self.supervisor.clone(), self.processes.clone())
+                        .context("cannot set up the metrics")?;
+                self.tasks.push(exporter.record_probes());
+                self.exporter.insert(exporter).clone()
+            }
+        };
+        listener
+            .set_nonblocking(true)
+            .context("cannot set up the metrics listener")?;
+        let address = listener.local_addr().context("metrics listener")?;
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .context("cannot set up the metrics listener")?;
+        self.close();
+        tracing::info!(%address, "metrics on http://{address}/metrics");
+        self.tasks
+            .push(tokio::spawn(drover_metrics::serve(listener, exporter)));
+        Ok(())
+    }
+
+    /// Stops serving (the probe counts go on).
+    fn close(&mut self) {
+        // The first task, when there is an exporter, counts probes; the others serve.
+        let keep = usize::from(self.exporter.is_some());
+        for task in self.tasks.drain(keep..) {
+            task.abort();
+        }
+    }
+
+    /// Moves the endpoint to `settings.metrics.listen` of a new manifest, unless
+    /// `--metrics-listen` pinned it. An address that cannot be bound is an error, and the
+    /// endpoint stays where it is.
+    pub(crate) async fn follow(
+        &mut self,
+        wanted: Option<std::net::SocketAddr>,
+    ) -> anyhow::Result<()> {
+        if self.pinned || wanted == self.address {
+            return Ok(());
+        }
+        match wanted {
+            None => {
+                self.close();
+                tracing::info!("metrics endpoint closed (settings.metrics.listen)");
+            }
+            Some(address) => {
+                let listener = std::net::TcpListener::bind(address)
+                    .with_context(|| format!("cannot listen for metrics on {address}"))?;
+                self.serve(listener)?;
+            }
+        }
+        self.address = wanted;
+        Ok(())
+    }
+
+    /// Counts a reload in `drover_manifest_reloads_total`.
+    pub(crate) fn reload_recorded(&self, success: bool) {
+        if let Some(exporter) = &self.exporter {
+            exporter.reload_recorded(success);
+        }
+    }
+}
+
+impl Drop for Metrics {
+    fn drop(&mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+    }
 }
 
 struct Signals {
@@ -110,7 +218,12 @@ impl Signals {
         })
     }
 
-    async fn relay(mut self, supervisor: Supervisor, drain: DrainSpan) {
+    async fn relay(
+        mut self,
+        supervisor: Supervisor,
+        drain: DrainSpan,
+        hangups: mpsc::UnboundedSender<()>,
+    ) {
         let mut stops = 0u32;
         loop {
             let stop = tokio::select! {
@@ -118,7 +231,8 @@ impl Signals {
                 _ = self.interrupt.recv() => Signal::SIGINT,
                 _ = self.quit.recv() => Signal::SIGQUIT,
                 _ = self.hangup.recv() => {
-                    tracing::info!("SIGHUP: reloading the manifest is not implemented yet; nothing changed");
+                    tracing::info!("SIGHUP: reloading the manifest");
+                    let _ = hangups.send(());
                     continue;
                 }
                 _ = self.user1.recv() => { supervisor.send(Control::Forward(Signal::SIGUSR1)); continue; }
