@@ -12,6 +12,7 @@ mod metrics;
 mod otel;
 mod pid1;
 mod probes;
+mod reload;
 mod run;
 mod signals;
 mod util;

@@ -97,11 +97,13 @@ fn restarts_readiness_and_memory_track_reality() {
         let series = r#"drover_service_restarts_total{reason="signal",service="victim"}"#;
         wait_value(port, series, |v| v == f64::from(round));
     }
-    let (_, metrics) = get(port, "/metrics").expect("metrics");
-    assert_eq!(
-        value(&metrics, r#"drover_service_starts_total{service="victim"}"#),
-        Some(4.0)
+    // The restart is counted when decided, the start once the spawn is done: wait for it.
+    wait_value(
+        port,
+        r#"drover_service_starts_total{service="victim"}"#,
+        |v| v == 4.0,
     );
+    let (_, metrics) = get(port, "/metrics").expect("metrics");
     assert_eq!(
         value(
             &metrics,
@@ -351,4 +353,72 @@ fn an_invalid_metrics_address_is_a_usage_error() {
         drover.stderr()
     );
     assert!(!drover.path("started.txt").exists(), "a service started");
+}
+
+#[test]
+fn reloads_are_counted_and_the_endpoint_follows_its_address() {
+    let (first, second) = (free_port(), free_port());
+    let manifest = |port: u16, b: &str| {
+        format!(
+            "settings: {{ metrics: {{ listen: \"127.0.0.1:{port}\" }} }}
+services:
+  a: {{ command: [sleep, \"1000\"] }}
+  b: {{ command: [sleep, \"{b}\"] }}
+"
+        )
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("drover.yaml"), manifest(first, "1000")).expect("write");
+    // No --metrics-listen: the manifest's address, which a reload may move.
+    let drover = Drover::start_exactly(
+        dir,
+        &[env!("CARGO_BIN_EXE_drover"), "run", "drover.yaml"],
+        None,
+        &[],
+    );
+    wait_value(first, r#"drover_service_up{service="b"}"#, |v| v == 1.0);
+    let path = drover.path("drover.yaml");
+    std::fs::write(&path, "services: [").expect("write");
+    wait_value(
+        first,
+        r#"drover_manifest_reloads_total{result="failure"}"#,
+        |v| v == 1.0,
+    );
+    // b's command changes: a restart by reload.
+    std::fs::write(&path, manifest(first, "999")).expect("write");
+    wait_value(
+        first,
+        r#"drover_service_restarts_total{reason="reload",service="b"}"#,
+        |v| v == 1.0,
+    );
+    wait_value(
+        first,
+        r#"drover_manifest_reloads_total{result="success"}"#,
+        |v| v == 1.0,
+    );
+    // b removed and the endpoint moved: b's series are gone, and the old port is closed.
+    std::fs::write(
+        &path,
+        format!(
+            "settings: {{ metrics: {{ listen: \"127.0.0.1:{second}\" }} }}
+services:
+  a: {{ command: [sleep, \"1000\"] }}
+"
+        ),
+    )
+    .expect("write");
+    wait_value(
+        second,
+        r#"drover_manifest_reloads_total{result="success"}"#,
+        |v| v == 2.0,
+    );
+    wait_until(SECS(10), "b's series gone", || {
+        get(second, "/metrics").is_some_and(|(_, body)| {
+            !body.contains(r#"service="b""#) && body.contains(r#"service="a""#)
+        })
+    });
+    assert!(
+        get(first, "/metrics").is_none(),
+        "the old address still answers"
+    );
 }

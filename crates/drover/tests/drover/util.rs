@@ -78,6 +78,17 @@ impl Drover {
         {
             argv.splice(at + 1..at + 1, ["--metrics-listen", ""]);
         }
+        Drover::start_exactly(dir, &argv, stdin, env)
+    }
+
+    /// As [`Drover::start_with_env`], with `argv` exactly as given: a `drover run` without
+    /// `--metrics-listen` serves metrics where its manifest says.
+    pub(crate) fn start_exactly(
+        dir: tempfile::TempDir,
+        argv: &[&str],
+        stdin: Option<&[u8]>,
+        env: &[(&str, &str)],
+    ) -> Drover {
         let mut child = Command::new(argv[0])
             .args(&argv[1..])
             // Notify sockets go in the test's directory, which is removed with it even when

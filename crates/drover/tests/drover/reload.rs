@@ -1,0 +1,355 @@
+//! Hot reload of the real binary with real files: edits (in place, rename-over, a ConfigMap's
+//! symlink swap) apply only the difference, invalid edits keep the running manifest, bursts
+//! coalesce, SIGHUP reloads, and `drover diff` prints the plan.
+
+use crate::util::*;
+use std::path::Path;
+use std::time::Duration;
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+const SIGHUP: i32 = 1;
+
+/// A service `name` that writes its pid to `name.pid` (and `$VALUE`, if set, to
+/// `name.value`), then sleeps; `extra` is appended to its map.
+fn service(name: &str, extra: &str) -> String {
+    format!(
+        "  {name}: {{ command: [sh, -c, \"echo $VALUE > {name}.value; echo $$ > {name}.pid; exec sleep 1000\"]{extra} }}\n"
+    )
+}
+
+fn manifest(services: &[String]) -> String {
+    format!("services:\n{}", services.concat())
+}
+
+/// The pid in `name.pid`, once it is complete.
+fn pid_of(drover: &Drover, name: &str) -> Option<i32> {
+    std::fs::read_to_string(drover.path(&format!("{name}.pid")))
+        .ok()?
+        .strip_suffix('\n')?
+        .parse()
+        .ok()
+}
+
+/// Waits until `name.pid` holds a live pid other than `old`; that pid.
+fn wait_new_pid(drover: &Drover, name: &str, old: Option<i32>) -> i32 {
+    let mut pid = None;
+    wait_until(
+        SECS(10),
+        &format!("a new pid of {name}\nstderr:\n{}", drover.stderr()),
+        || {
+            pid = pid_of(drover, name).filter(|&p| Some(p) != old && alive(p));
+            pid.is_some()
+        },
+    );
+    pid.unwrap_or_default()
+}
+
+/// Writes `text` to a temporary file beside `path` and renames it over `path`, as editors do.
+fn save_by_rename(path: &Path, text: &str) {
+    let temporary = path.with_extension("yaml.tmp~");
+    std::fs::write(&temporary, text).expect("write");
+    std::fs::rename(&temporary, path).expect("rename");
+}
+
+/// Lines of drover's log that report a reload's plan or failure.
+fn reload_lines(drover: &Drover) -> Vec<String> {
+    drover
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("reload: ") || l.contains("reload failed"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn wait_log(drover: &Drover, text: &str) {
+    wait_until(
+        SECS(10),
+        &format!("`{text}` in the log\nstderr:\n{}", drover.stderr()),
+        || drover.stderr().contains(text),
+    );
+}
+
+#[test]
+fn an_edited_command_restarts_that_service_only() {
+    let base = [service("a", ""), service("b", ""), service("c", "")];
+    let mut drover = Drover::run(&manifest(&base));
+    let (a, b, c) = (
+        wait_new_pid(&drover, "a", None),
+        wait_new_pid(&drover, "b", None),
+        wait_new_pid(&drover, "c", None),
+    );
+    let edited = [
+        service("a", ""),
+        service("b", ", environment: { VALUE: two }"),
+        service("c", ""),
+    ];
+    std::fs::write(drover.path("drover.yaml"), manifest(&edited)).expect("write");
+    let new_b = wait_new_pid(&drover, "b", Some(b));
+    assert!(!alive(b), "the old b is gone");
+    assert_eq!(
+        std::fs::read_to_string(drover.path("b.value")).expect("value"),
+        "two\n"
+    );
+    assert_eq!(pid_of(&drover, "a"), Some(a));
+    assert_eq!(pid_of(&drover, "c"), Some(c));
+    assert!(alive(a) && alive(c) && alive(new_b));
+    wait_log(&drover, "reload: ~b =a,c");
+    drover.signal(SIGTERM);
+    assert_eq!(drover.wait(SECS(10)), 0);
+}
+
+#[test]
+fn added_removed_and_env_file_changes_apply() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("a.env"), "VALUE=one\n").expect("write");
+    let base = [
+        service("a", ", env_file: a.env"),
+        service("b", ""),
+        service("c", ", depends_on: [b]"),
+        service("keep", ""),
+    ];
+    let mut drover = Drover::run_in(dir, &manifest(&base));
+    let a = wait_new_pid(&drover, "a", None);
+    let b = wait_new_pid(&drover, "b", None);
+    let c = wait_new_pid(&drover, "c", None);
+    let keep = wait_new_pid(&drover, "keep", None);
+
+    // The env file's content changes: a restarts with the new value.
+    save_by_rename(&drover.path("a.env"), "VALUE=two\n");
+    let a2 = wait_new_pid(&drover, "a", Some(a));
+    assert_eq!(
+        std::fs::read_to_string(drover.path("a.value")).expect("value"),
+        "two\n"
+    );
+    wait_log(&drover, "reload: ~a =b,c,keep");
+
+    // b and c (which depends on b) removed, d added.
+    let next = [
+        service("a", ", env_file: a.env"),
+        service("keep", ""),
+        service("d", ""),
+    ];
+    std::fs::write(drover.path("drover.yaml"), manifest(&next)).expect("write");
+    wait_new_pid(&drover, "d", None);
+    wait_until(SECS(10), "b and c stopped", || !alive(b) && !alive(c));
+    wait_log(&drover, "reload: +d -b,c =a,keep");
+    // c stopped before b, its dependency.
+    let log = drover.stderr();
+    let stopped = |name: &str| {
+        log.find(&format!(
+            "removed from the manifest; stopping with SIGTERM service={name} "
+        ))
+        .unwrap_or_else(|| panic!("{name} stopped\n{log}"))
+    };
+    assert!(stopped("c") < stopped("b"), "{log}");
+    assert_eq!(pid_of(&drover, "a"), Some(a2));
+    assert_eq!(pid_of(&drover, "keep"), Some(keep));
+    assert!(alive(a2) && alive(keep));
+    drover.signal(SIGTERM);
+    assert_eq!(drover.wait(SECS(10)), 0);
+}
+
+#[test]
+fn rename_over_saves_and_configmap_swaps_are_seen() {
+    // Rename-over save of the manifest.
+    let mut drover = Drover::run(&manifest(&[service("a", ""), service("b", "")]));
+    let a = wait_new_pid(&drover, "a", None);
+    let b = wait_new_pid(&drover, "b", None);
+    save_by_rename(
+        &drover.path("drover.yaml"),
+        &manifest(&[
+            service("a", ", environment: { VALUE: x }"),
+            service("b", ""),
+        ]),
+    );
+    wait_new_pid(&drover, "a", Some(a));
+    assert_eq!(pid_of(&drover, "b"), Some(b));
+    // And a second one: the watch survives the first rename.
+    let a = pid_of(&drover, "a");
+    save_by_rename(
+        &drover.path("drover.yaml"),
+        &manifest(&[
+            service("a", ", environment: { VALUE: y }"),
+            service("b", ""),
+        ]),
+    );
+    wait_new_pid(&drover, "a", a);
+    drover.signal(SIGTERM);
+    assert_eq!(drover.wait(SECS(10)), 0);
+
+    // A ConfigMap volume: drover.yaml -> ..data/drover.yaml, ..data -> ..v1; an update makes
+    // ..v2 and renames a new link over ..data.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_path_buf();
+    std::fs::create_dir(root.join("..v1")).expect("mkdir");
+    std::fs::write(
+        root.join("..v1/drover.yaml"),
+        manifest(&[service("a", ""), service("b", "")]),
+    )
+    .expect("write");
+    std::os::unix::fs::symlink("..v1", root.join("..data")).expect("symlink");
+    std::os::unix::fs::symlink("..data/drover.yaml", root.join("drover.yaml")).expect("symlink");
+    let mut drover = Drover::start(
+        dir,
+        &[env!("CARGO_BIN_EXE_drover"), "run", "drover.yaml"],
+        None,
+    );
+    let a = wait_new_pid(&drover, "a", None);
+    let b = wait_new_pid(&drover, "b", None);
+    std::fs::create_dir(root.join("..v2")).expect("mkdir");
+    std::fs::write(
+        root.join("..v2/drover.yaml"),
+        manifest(&[
+            service("a", ""),
+            service("b", ", environment: { VALUE: v2 }"),
+        ]),
+    )
+    .expect("write");
+    std::os::unix::fs::symlink("..v2", root.join("..data_tmp")).expect("symlink");
+    std::fs::rename(root.join("..data_tmp"), root.join("..data")).expect("rename");
+    wait_new_pid(&drover, "b", Some(b));
+    assert_eq!(pid_of(&drover, "a"), Some(a));
+    drover.signal(SIGTERM);
+    assert_eq!(drover.wait(SECS(10)), 0);
+}
+
+#[test]
+fn an_invalid_edit_keeps_the_running_manifest_until_fixed() {
+    let base = manifest(&[service("a", ""), service("b", "")]);
+    let mut drover = Drover::run(&base);
+    let a = wait_new_pid(&drover, "a", None);
+    let b = wait_new_pid(&drover, "b", None);
+    // A typo in a key, on line 4, column 5.
+    let broken = format!(
+        "services:\n{}  b:\n    comand: [sleep, \"1\"]\n",
+        service("a", "")
+    );
+    std::fs::write(drover.path("drover.yaml"), &broken).expect("write");
+    wait_log(&drover, "reload failed (the manifest is invalid)");
+    assert!(
+        drover
+            .stderr()
+            .contains("reload: drover.yaml:4:5: error: services.b: unknown key `comand`"),
+        "{}",
+        drover.stderr()
+    );
+    assert_eq!(pid_of(&drover, "a"), Some(a));
+    assert_eq!(pid_of(&drover, "b"), Some(b));
+    assert!(alive(a) && alive(b));
+    // A half-written file is just another error.
+    std::fs::write(drover.path("drover.yaml"), &base[..base.len() / 2]).expect("write");
+    wait_until(SECS(10), "a second failure", || {
+        reload_lines(&drover)
+            .iter()
+            .filter(|l| l.contains("reload failed"))
+            .count()
+            == 2
+    });
+    assert!(alive(a) && alive(b));
+    // Fixed: the change applies.
+    std::fs::write(
+        drover.path("drover.yaml"),
+        manifest(&[
+            service("a", ""),
+            service("b", ", environment: { VALUE: fixed }"),
+        ]),
+    )
+    .expect("write");
+    wait_new_pid(&drover, "b", Some(b));
+    assert_eq!(pid_of(&drover, "a"), Some(a));
+    drover.signal(SIGTERM);
+    assert_eq!(drover.wait(SECS(10)), 0);
+}
+
+#[test]
+fn fifty_edits_in_a_second_end_in_the_last_one() {
+    let mut drover = Drover::run(&manifest(&[service("a", ""), service("b", "")]));
+    let a = wait_new_pid(&drover, "a", None);
+    let b = wait_new_pid(&drover, "b", None);
+    for i in 0..50 {
+        std::fs::write(
+            drover.path("drover.yaml"),
+            manifest(&[
+                service("a", ""),
+                service("b", &format!(", environment: {{ VALUE: v{i} }}")),
+            ]),
+        )
+        .expect("write");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_until(SECS(10), "b running with the last value", || {
+        std::fs::read_to_string(drover.path("b.value")).is_ok_and(|v| v == "v49\n")
+            && pid_of(&drover, "b").is_some_and(|p| p != b && alive(p))
+    });
+    let reloads = reload_lines(&drover);
+    assert!(
+        (1..=2).contains(&reloads.iter().filter(|l| l.contains("reload: ~b")).count()),
+        "{reloads:#?}"
+    );
+    assert_eq!(pid_of(&drover, "a"), Some(a));
+    assert!(
+        drover.child.try_wait().expect("try_wait").is_none(),
+        "drover still runs"
+    );
+    drover.signal(SIGTERM);
+    assert_eq!(drover.wait(SECS(10)), 0);
+}
+
+#[test]
+fn sighup_reloads_when_watching_is_off() {
+    let off = "settings: { reload: { watch: false } }\n";
+    let mut drover = Drover::run(&format!("{off}{}", manifest(&[service("a", "")])));
+    let a = wait_new_pid(&drover, "a", None);
+    std::fs::write(
+        drover.path("drover.yaml"),
+        format!("{off}{}", manifest(&[service("a", ""), service("b", "")])),
+    )
+    .expect("write");
+    drover.signal(SIGHUP);
+    wait_new_pid(&drover, "b", None);
+    assert_eq!(pid_of(&drover, "a"), Some(a));
+    // One reload: the one SIGHUP asked for (the watcher is off).
+    assert_eq!(
+        reload_lines(&drover).len(),
+        1,
+        "{:#?}",
+        reload_lines(&drover)
+    );
+    assert!(reload_lines(&drover)[0].contains("reload: +b =a"));
+    drover.signal(SIGTERM);
+    assert_eq!(drover.wait(SECS(10)), 0);
+}
+
+#[test]
+fn drover_diff_prints_the_plan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("old.yaml"),
+        manifest(&[service("a", ""), service("b", ""), service("c", "")]),
+    )
+    .expect("write");
+    std::fs::write(
+        dir.path().join("new.yaml"),
+        manifest(&[
+            service("a", ""),
+            service("b", ", environment: { X: y }"),
+            service("c", ", restart: { policy: always }"),
+            service("d", ""),
+        ]),
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("bad.yaml"), "services: [").expect("write");
+    let drover = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("run drover diff")
+    };
+    let out = drover(&["diff", "old.yaml", "new.yaml"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "+d ~b *c =a\n");
+    let out = drover(&["diff", "old.yaml", "bad.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.yaml:1:"));
+}
