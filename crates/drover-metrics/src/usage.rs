@@ -2,6 +2,7 @@
 //! its process group, from `/proc/<pid>/stat`.
 
 use std::collections::HashMap;
+use std::io::Read as _;
 
 /// CPU seconds (user + system) and resident bytes of one process group.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -23,6 +24,9 @@ pub fn by_group(groups: &[i32]) -> HashMap<i32, Usage> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return usage;
     };
+    // One path and one text buffer for the whole pass: a scrape reads every process's stat.
+    let mut path = String::with_capacity(32);
+    let mut stat = String::with_capacity(512);
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(pid) = name
@@ -31,9 +35,17 @@ pub fn by_group(groups: &[i32]) -> HashMap<i32, Usage> {
         else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        path.clear();
+        path.push_str("/proc/");
+        path.push_str(pid);
+        path.push_str("/stat");
+        stat.clear();
+        let Ok(mut file) = std::fs::File::open(&path) else {
             continue;
         };
+        if file.read_to_string(&mut stat).is_err() {
+            continue;
+        }
         if let Some((group, cpu_ticks, rss_pages)) = parse_stat(&stat)
             && let Some(total) = usage.get_mut(&group)
         {
@@ -48,12 +60,12 @@ pub fn by_group(groups: &[i32]) -> HashMap<i32, Usage> {
 fn parse_stat(stat: &str) -> Option<(i32, u64, u64)> {
     // The command name may hold spaces and parentheses: fields start after the last ')'.
     let rest = stat.get(stat.rfind(')')? + 2..)?;
-    let fields: Vec<&str> = rest.split(' ').collect();
-    // Field 3 of stat(5) is fields[0] here: state, ppid, pgrp, ... utime is field 14.
-    let group = fields.get(2)?.parse().ok()?;
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    let rss: i64 = fields.get(21)?.parse().ok()?;
+    // Field 3 of stat(5) is the first here: state, ppid, pgrp, ... utime is field 14.
+    let mut fields = rest.split(' ');
+    let group = fields.nth(2)?.parse().ok()?;
+    let utime: u64 = fields.nth(8)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    let rss: i64 = fields.nth(8)?.parse().ok()?;
     Some((group, utime + stime, u64::try_from(rss).unwrap_or(0)))
 }
 

@@ -544,6 +544,17 @@ impl Core {
         self.units[unit].effective_spec()
     }
 
+    /// Whether the supervisor still keeps services alive (not draining, not done): a reload
+    /// applies only then.
+    pub fn is_supervising(&self) -> bool {
+        self.phase == Phase::Supervising
+    }
+
+    /// Whether a reload removed service `unit` (it may still be stopping).
+    pub fn is_removed(&self, unit: usize) -> bool {
+        self.units[unit].retired
+    }
+
     /// Whether a reload removed service `unit` and it has stopped: it is gone.
     pub fn is_gone(&self, unit: usize) -> bool {
         let u = &self.units[unit];
@@ -582,9 +593,26 @@ impl Core {
             })
             .collect();
         for service in services {
-            match live.iter().find(|&&u| *self.units[u].name == *service.name) {
-                Some(&unit) => self.update(unit, service, &mut out),
-                None => self.units.push(Unit::new(service)),
+            if let Some(&unit) = live.iter().find(|&&u| *self.units[u].name == *service.name) {
+                self.update(unit, service, &mut out);
+            } else if let Some(unit) = (0..self.units.len()).find(|&u| {
+                self.units[u].retired
+                    && self.units[u].active()
+                    && *self.units[u].name == *service.name
+            }) {
+                // Removed by an earlier reload and still stopping: it is the same service again.
+                self.readd(unit, service, &mut out);
+            } else {
+                self.units.push(Unit::new(service));
+            }
+        }
+        // A service blocked by a dependency that failed for good gets another chance: the
+        // dependency may have been fixed (or removed) by this reload.
+        let mut unblocked = Vec::new();
+        for (unit, u) in self.units.iter_mut().enumerate() {
+            if !u.retired && u.outcome == Some(Outcome::Blocked) {
+                u.outcome = None;
+                unblocked.push(unit);
             }
         }
         for &unit in &removed {
@@ -604,6 +632,18 @@ impl Core {
         }
         self.rebuild_graph();
         self.schedule(now, &mut out);
+        for unit in unblocked {
+            let u = &self.units[unit];
+            if u.state == State::Pending && u.outcome.is_none() && !u.spawning {
+                self.set_state(
+                    unit,
+                    State::Pending,
+                    "waiting to start".into(),
+                    None,
+                    &mut out,
+                );
+            }
+        }
         Some((plan, out))
     }
 
@@ -637,6 +677,9 @@ impl Core {
                 u.tracker = RestartTracker::default();
                 u.outcome = None;
                 u.backoff = None;
+                // Its dependents wait for the new spec's run, not the old one's.
+                u.ever_started = false;
+                u.ever_succeeded = false;
                 self.set_state(
                     unit,
                     State::Pending,
@@ -645,6 +688,19 @@ impl Core {
                     out,
                 );
             }
+        }
+    }
+
+    /// A service removed by an earlier reload, still stopping, that the new manifest has again.
+    fn readd(&mut self, unit: usize, new: Service, out: &mut Vec<Action>) {
+        let u = &mut self.units[unit];
+        u.retired = false;
+        u.retired_dependents.clear();
+        if u.stop_sent.is_some() || u.spawning {
+            // Its run is ending: the next one starts with the new spec.
+            u.next_spec = Some(Arc::new(new));
+        } else {
+            self.update(unit, new, out);
         }
     }
 
@@ -1101,23 +1157,15 @@ impl Core {
         if let Some(cause) = probe_failure {
             ended = format!("{}; {ended}", failure_text(cause));
         }
-        if self.phase == Phase::Supervising && u.retired {
-            self.set_state(
-                unit,
-                State::Exited,
-                format!("removed from the manifest; {ended}"),
-                Some(status),
-                out,
-            );
-            self.schedule(now, out);
-            return;
-        }
+        // (A removed service has no next spec: `retire` drops it.)
         if self.phase == Phase::Supervising
             && let Some(spec) = u.next_spec.take()
         {
             u.spec = spec;
             u.tracker = RestartTracker::default();
             u.outcome = None;
+            u.ever_started = false;
+            u.ever_succeeded = false;
             u.restarts += 1;
             u.restarts_by_reason[RestartReason::Reload.index()] += 1;
             self.publish_state(
@@ -1131,11 +1179,16 @@ impl Core {
             self.schedule(now, out);
             return;
         }
-        if self.phase != Phase::Supervising {
+        if self.phase != Phase::Supervising || u.retired {
+            let why = if u.retired {
+                "removed from the manifest"
+            } else {
+                "stopped"
+            };
             self.set_state(
                 unit,
                 State::Exited,
-                format!("stopped; {ended}"),
+                format!("{why}; {ended}"),
                 Some(status),
                 out,
             );

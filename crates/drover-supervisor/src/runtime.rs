@@ -22,6 +22,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
@@ -80,6 +81,8 @@ pub enum Error {
 #[derive(Clone)]
 pub struct Supervisor {
     control: mpsc::UnboundedSender<Control>,
+    /// Whether it still keeps services alive (not draining): reloads apply only then.
+    supervising: Arc<AtomicBool>,
     events: broadcast::Sender<Event>,
     snapshots: Snapshots,
     dropped_lines: DroppedLines,
@@ -126,8 +129,10 @@ impl Supervisor {
             .open("/dev/null")
             .map_err(Error::DevNull)?;
         let (notices, notices_rx) = mpsc::unbounded_channel();
+        let supervising = Arc::new(AtomicBool::new(true));
         let mut driver = Driver {
             core,
+            supervising: supervising.clone(),
             processes,
             service_output: settings.service_output,
             stdio: Vec::new(),
@@ -152,6 +157,7 @@ impl Supervisor {
         Ok((
             Supervisor {
                 control,
+                supervising,
                 events,
                 snapshots,
                 dropped_lines,
@@ -163,6 +169,12 @@ impl Supervisor {
     /// Whether the supervisor's loop still runs (it has not exited).
     pub fn is_running(&self) -> bool {
         !self.control.is_closed()
+    }
+
+    /// Whether it still keeps services alive, so that a [`Control::Reload`] would apply: not
+    /// draining (after a stop signal or an `on_exit: shutdown`), not ended.
+    pub fn is_supervising(&self) -> bool {
+        self.supervising.load(Ordering::Relaxed) && self.is_running()
     }
 
     /// Every state change from now on.
@@ -256,6 +268,7 @@ impl ServiceIo {
 
 struct Driver {
     core: Core,
+    supervising: Arc<AtomicBool>,
     processes: Processes,
     /// Where services' output goes (fixed for drover's life).
     service_output: ServiceOutput,
@@ -285,29 +298,31 @@ struct Driver {
 
 impl Driver {
     /// Sets up what service `unit` (new in the core) needs: its output pipes, its notify
-    /// socket, its snapshot.
+    /// socket, its snapshot. Every per-service vector gets its entry even on error (the
+    /// service's output is then discarded), so indexes stay aligned with the core's.
     fn add_unit(&mut self, unit: usize) -> Result<(), Error> {
         let name: Arc<str> = Arc::from(self.core.spec(unit).name.as_str());
         let dropped = Arc::new(DropCounter::default());
-        let io = match &mut self.sink {
-            Some(sink) => {
+        self.stdio
+            .push(ServiceIo::Direct(match self.service_output {
+                ServiceOutput::Prefix => ServiceOutput::Discard,
+                other => other,
+            }));
+        self.probes.push(Vec::new());
+        self.notify.push(None);
+        lock(&self.dropped_lines).push(Some((name.clone(), dropped.clone())));
+        lock(&self.snapshots).push(Some(self.core.snapshot(unit)));
+        if let Some(sink) = &mut self.sink {
+            self.stdio[unit] =
                 ServiceIo::piped(sink, &name, unit, &dropped).map_err(|source| Error::Output {
                     service: name.to_string(),
                     source,
-                })?
-            }
-            None => ServiceIo::Direct(self.service_output),
-        };
-        self.stdio.push(io);
-        self.probes.push(Vec::new());
-        self.notify.push(None);
+                })?;
+        }
         self.set_notify(unit).map_err(|source| Error::Notify {
             service: name.to_string(),
             source,
-        })?;
-        lock(&self.dropped_lines).push(Some((name, dropped)));
-        lock(&self.snapshots).push(Some(self.core.snapshot(unit)));
-        Ok(())
+        })
     }
 
     /// Gives service `unit` the notify socket its next run needs (none without a `notify`
@@ -359,28 +374,27 @@ impl Driver {
         };
         for unit in before..self.core.len() {
             if let Err(err) = self.add_unit(unit) {
-                tracing::error!(error = %err, "a new service cannot be set up; its output is discarded");
-                self.stdio.truncate(unit);
-                self.stdio.push(ServiceIo::Direct(ServiceOutput::Discard));
-                self.probes.resize_with(unit + 1, Vec::new);
-                self.notify.resize_with(unit + 1, || None);
-                let mut snapshots = lock(&self.snapshots);
-                snapshots.resize(unit + 1, None);
-                snapshots[unit] = Some(self.core.snapshot(unit));
+                tracing::error!(error = %err, "a new service cannot be set up fully");
             }
         }
-        for name in &plan.restarted {
-            let Some(unit) = (0..self.core.len())
-                .find(|&u| !self.core.is_gone(u) && *self.core.spec(u).name == **name)
-            else {
+        for unit in 0..before {
+            if self.core.is_removed(unit) {
                 continue;
-            };
+            }
             if let Err(err) = self.set_notify(unit) {
-                tracing::error!(service = %name, error = %err, "cannot create the notify socket");
+                tracing::error!(service = %self.core.spec(unit).name, error = %err, "cannot create the notify socket");
             }
         }
         let _ = self.events.send(Event::Reload(Arc::new(plan)));
-        self.perform(actions)
+        let code = self.perform(actions);
+        // Probes may have changed without any state change: every snapshot anew.
+        let mut snapshots = lock(&self.snapshots);
+        for (unit, slot) in snapshots.iter_mut().enumerate() {
+            if slot.is_some() {
+                *slot = Some(self.core.snapshot(unit));
+            }
+        }
+        code
     }
 
     /// Forgets the resources of a removed service once it has stopped.
@@ -557,6 +571,8 @@ impl Driver {
                 Action::Exit(code) => exit = Some(code),
             }
         }
+        self.supervising
+            .store(self.core.is_supervising(), Ordering::Relaxed);
         if exit.is_some() {
             return exit;
         }

@@ -46,8 +46,8 @@ pub(crate) struct Reloader {
     pub(crate) supervisor: Supervisor,
     pub(crate) metrics: Metrics,
     pub(crate) log_format: LogFormatHandle,
-    /// Digest of the files at the last reload (or the start).
-    digest: u64,
+    /// Digest of the files at the last reload applied (or the start); `None` after a failure.
+    digest: Option<u64>,
     watcher: Option<Watcher>,
     files: mpsc::UnboundedSender<()>,
 }
@@ -63,7 +63,7 @@ impl Reloader {
         log_format: LogFormatHandle,
         files: mpsc::UnboundedSender<()>,
     ) -> Reloader {
-        let digest = drover_watch::digest(&path, &running);
+        let digest = Some(drover_watch::digest(&path, &running));
         let mut reloader = Reloader {
             path,
             running,
@@ -101,11 +101,17 @@ impl Reloader {
                 .await
                 .unwrap_or_default()
         };
-        if trigger == Trigger::Files && digest == self.digest {
+        if trigger == Trigger::Files && Some(digest) == self.digest {
             tracing::debug!("manifest files changed on disk but read the same; nothing to do");
             return;
         }
-        self.digest = digest;
+        if !self.supervisor.is_supervising() {
+            tracing::info!("draining: the manifest is not reloaded");
+            return;
+        }
+        // Remembered only once applied: after a failure, the next change is tried again even
+        // if these files read the same (it may be a file the new manifest names that appeared).
+        self.digest = None;
         let span = tracing::info_span!(
             "reload",
             trigger = trigger.as_str(),
@@ -131,6 +137,12 @@ impl Reloader {
         };
         let plan = drover_spec::diff::plan(&self.running, &new);
         span.record("plan", plan.to_string());
+        if trigger == Trigger::Files && plan.is_empty() {
+            // Touched, or changed in what does not matter (a comment): nothing to apply.
+            tracing::debug!(parent: &span, "manifest changed on disk; nothing to apply");
+            self.digest = Some(digest);
+            return;
+        }
         // The one setting that can fail to apply goes first: on failure nothing changes.
         if let Err(err) = self.metrics.follow(new.settings.metrics_listen).await {
             tracing::error!(parent: &span, "reload: {err:#}");
@@ -153,6 +165,7 @@ impl Reloader {
             || drover_watch::dirs_to_watch(&self.path, &new)
                 != drover_watch::dirs_to_watch(&self.path, &self.running);
         self.running = new;
+        self.digest = Some(digest);
         if rewatch {
             self.rewatch();
         }

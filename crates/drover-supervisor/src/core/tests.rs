@@ -766,3 +766,85 @@ fn a_changed_service_waiting_to_restart_starts_at_once_with_its_new_spec() {
     assert!(acts(sim.timer("a", token - 1)).is_empty());
     let _ = sim.gone("a");
 }
+
+#[test]
+fn a_dependent_waits_for_the_new_run_of_a_restarted_dependency() {
+    let (mut sim, _) = Sim::new(
+        "services:
+  migrate: { command: m1, restart: { policy: never } }
+  app: { command: a1, depends_on: { migrate: { condition: completed_successfully } } }",
+    );
+    sim.spawned("migrate", 10);
+    sim.exited("migrate", 10, EXIT0, false);
+    sim.spawned("app", 11);
+    // Both change: app stops and must wait for the new migration to succeed.
+    let (plan, shown) = sim.reload(
+        "services:
+  migrate: { command: m2, restart: { policy: never } }
+  app: { command: a2, depends_on: { migrate: { condition: completed_successfully } } }",
+    );
+    assert_eq!(plan, "~migrate,app");
+    assert_eq!(
+        acts(shown),
+        ["signal app SIGTERM", "timer app 10s", "spawn migrate"]
+    );
+    let after = sim.exited("app", 11, ExitStatus::Signaled(15), false);
+    assert!(acts(after).is_empty(), "app waits for the new migration");
+    sim.spawned("migrate", 12);
+    assert_eq!(acts(sim.exited("migrate", 12, EXIT0, false)), ["spawn app"]);
+}
+
+#[test]
+fn a_blocked_service_starts_once_a_reload_fixes_its_dependency() {
+    let (mut sim, _) = Sim::new(
+        "services:
+  db: { command: bad, restart: { policy: never } }
+  web: { command: w, depends_on: { db: { condition: completed_successfully } } }
+  other: { command: o }",
+    );
+    sim.spawned("db", 10);
+    sim.spawned("other", 11);
+    sim.exited("db", 10, EXIT1, false);
+    assert!(
+        sim.core.units[sim.unit("web")]
+            .reason
+            .starts_with("blocked")
+    );
+    let (plan, shown) = sim.reload(
+        "services:
+  db: { command: good, restart: { policy: never } }
+  web: { command: w, depends_on: { db: { condition: completed_successfully } } }
+  other: { command: o }",
+    );
+    assert_eq!(plan, "~db =web,other");
+    assert_eq!(acts(shown), ["spawn db"]);
+    assert_eq!(sim.core.units[sim.unit("web")].reason, "waiting to start");
+    sim.spawned("db", 12);
+    assert_eq!(acts(sim.exited("db", 12, EXIT0, false)), ["spawn web"]);
+}
+
+#[test]
+fn a_service_added_back_while_it_stops_is_the_same_unit() {
+    let (mut sim, _) = Sim::new(
+        "services:
+  a: { command: x }
+  web: { command: w }",
+    );
+    sim.spawned("a", 10);
+    sim.spawned("web", 11);
+    let (_, shown) = sim.reload("services:\n  a: { command: x }");
+    assert_eq!(acts(shown), ["signal web SIGTERM", "timer web 10s"]);
+    // Undo before it has stopped: no second process beside the first.
+    let (plan, shown) = sim.reload("services:\n  a: { command: x }\n  web: { command: w }");
+    assert_eq!(plan, "+web =a");
+    assert!(
+        acts(shown).is_empty(),
+        "nothing spawned while the old one stops"
+    );
+    assert_eq!(sim.core.len(), 2);
+    assert_eq!(
+        acts(sim.exited("web", 11, ExitStatus::Signaled(15), false)),
+        ["spawn web"]
+    );
+    assert!(!sim.core.is_removed(sim.unit("web")));
+}

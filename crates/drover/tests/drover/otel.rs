@@ -122,6 +122,17 @@ fn attribute(span: &Value, key: &str) -> Option<String> {
         .map(|v| v.as_str().map(str::to_string).unwrap_or(v.to_string()))
 }
 
+/// Start and end of `span`, in Unix nanoseconds.
+fn times(span: &Value) -> (u64, u64) {
+    let at = |key: &str| {
+        span[key]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("{key} in {span:#}"))
+    };
+    (at("startTimeUnixNano"), at("endTimeUnixNano"))
+}
+
 fn named<'a>(spans: &'a [Value], name: &str) -> Vec<&'a Value> {
     spans.iter().filter(|s| s["name"] == name).collect()
 }
@@ -155,6 +166,10 @@ fn spans_reach_a_real_otlp_receiver() {
     wait_until(SECS(15), "three restarts of crash", || {
         restarts(&drover, "crash") >= 3
     });
+    drover.signal(1); // SIGHUP: a reload that changes nothing
+    wait_until(SECS(10), "the reload", || {
+        drover.stderr().contains("reload: =crash,web")
+    });
     drover.signal(SIGTERM);
     assert_eq!(drover.wait(SECS(10)), 0, "stderr:\n{}", drover.stderr());
 
@@ -164,6 +179,11 @@ fn spans_reach_a_real_otlp_receiver() {
         spans = receiver.spans();
         !named(&spans, "drain").is_empty()
     });
+    let reload = named(&spans, "reload");
+    assert_eq!(reload.len(), 1, "{reload:#?}");
+    assert_eq!(attribute(reload[0], "trigger").as_deref(), Some("SIGHUP"));
+    assert_eq!(attribute(reload[0], "plan").as_deref(), Some("=crash,web"));
+    assert_eq!(attribute(reload[0], "result").as_deref(), Some("success"));
     let drain = named(&spans, "drain")[0];
     assert_eq!(attribute(drain, "signal").as_deref(), Some("SIGTERM"));
     assert_eq!(attribute(drain, "exit_code").as_deref(), Some("0"));
@@ -189,14 +209,7 @@ fn spans_reach_a_real_otlp_receiver() {
             .expect("a pid");
         assert!(pid > 0);
         pids.insert(pid);
-        let start: u64 = run["startTimeUnixNano"]
-            .as_str()
-            .and_then(|t| t.parse().ok())
-            .expect("start");
-        let end: u64 = run["endTimeUnixNano"]
-            .as_str()
-            .and_then(|t| t.parse().ok())
-            .expect("end");
+        let (start, end) = times(run);
         // Each run sleeps 0.1 s before it exits.
         assert!(end - start >= 90_000_000, "a run of {} ns", end - start);
     }
@@ -231,14 +244,7 @@ fn spans_reach_a_real_otlp_receiver() {
             attribute(probe, "drover.probe.result").as_deref(),
             Some("success")
         );
-        let start: u64 = probe["startTimeUnixNano"]
-            .as_str()
-            .and_then(|t| t.parse().ok())
-            .expect("start");
-        let end: u64 = probe["endTimeUnixNano"]
-            .as_str()
-            .and_then(|t| t.parse().ok())
-            .expect("end");
+        let (start, end) = times(probe);
         // An exec of `true` takes more than nothing.
         assert!(end > start, "{probe:#}");
     }
