@@ -353,3 +353,54 @@ fn drover_diff_prints_the_plan() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.yaml:1:"));
 }
+
+#[test]
+fn a_directory_manifest_reloads_when_a_file_is_added() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("conf.d");
+    std::fs::create_dir(&conf).expect("mkdir");
+    std::fs::write(conf.join("10-a.yaml"), manifest(&[service("a", "")])).expect("write");
+    let mut drover = Drover::start(dir, &[env!("CARGO_BIN_EXE_drover"), "run", "conf.d"], None);
+    let a = wait_new_pid(&drover, "a", None);
+    std::fs::write(
+        drover.path("conf.d/20-b.yaml"),
+        manifest(&[service("b", "")]),
+    )
+    .expect("write");
+    wait_new_pid(&drover, "b", None);
+    wait_log(&drover, "reload: +b =a");
+    // A file that is not YAML changes nothing.
+    std::fs::write(drover.path("conf.d/notes.txt"), "hello").expect("write");
+    std::fs::remove_file(drover.path("conf.d/20-b.yaml")).expect("rm");
+    wait_log(&drover, "reload: -b =a");
+    assert_eq!(pid_of(&drover, "a"), Some(a));
+    drover.signal(SIGTERM);
+    assert_eq!(drover.wait(SECS(10)), 0);
+}
+
+#[test]
+fn the_log_format_switches_without_a_restart() {
+    let mut drover = Drover::run(&manifest(&[service("a", "")]));
+    let a = wait_new_pid(&drover, "a", None);
+    std::fs::write(
+        drover.path("drover.yaml"),
+        format!(
+            "settings: {{ log: {{ format: json }} }}\n{}",
+            manifest(&[service("a", ""), service("b", "")])
+        ),
+    )
+    .expect("write");
+    wait_new_pid(&drover, "b", None);
+    drover.signal(SIGTERM);
+    assert_eq!(drover.wait(SECS(10)), 0);
+    assert_eq!(pid_of(&drover, "a"), Some(a), "a was not restarted");
+    // The drain's lines come after the switch: JSON objects.
+    let log = drover.stderr();
+    let draining = log
+        .lines()
+        .find(|l| l.contains("draining: stopping every service"))
+        .unwrap_or_else(|| panic!("no drain line in\n{log}"));
+    let line: serde_json::Value =
+        serde_json::from_str(draining).unwrap_or_else(|err| panic!("not JSON ({err}): {draining}"));
+    assert_eq!(line["level"], "INFO");
+}
