@@ -13,6 +13,9 @@ pub struct Usage {
     pub rss_bytes: u64,
 }
 
+/// Longer than any `/proc/<pid>/stat` line (52 numbers and a 64-byte name at most).
+const STAT_LIMIT: usize = 4096;
+
 /// Usage of every process group in `groups`, in one pass over `/proc`.
 pub fn by_group(groups: &[i32]) -> HashMap<i32, Usage> {
     let mut usage: HashMap<i32, Usage> = groups.iter().map(|&g| (g, Usage::default())).collect();
@@ -24,9 +27,11 @@ pub fn by_group(groups: &[i32]) -> HashMap<i32, Usage> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return usage;
     };
-    // One path and one text buffer for the whole pass: a scrape reads every process's stat.
+    // One path and one buffer for the whole pass: a scrape reads every process's stat, and
+    // each read is three system calls (open, one read, close; no size query: /proc files
+    // have none).
     let mut path = String::with_capacity(32);
-    let mut stat = String::with_capacity(512);
+    let mut buffer = [0u8; STAT_LIMIT];
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(pid) = name
@@ -39,14 +44,15 @@ pub fn by_group(groups: &[i32]) -> HashMap<i32, Usage> {
         path.push_str("/proc/");
         path.push_str(pid);
         path.push_str("/stat");
-        stat.clear();
         let Ok(mut file) = std::fs::File::open(&path) else {
             continue;
         };
-        if file.read_to_string(&mut stat).is_err() {
-            continue;
-        }
-        if let Some((group, cpu_ticks, rss_pages)) = parse_stat(&stat)
+        // The kernel writes the whole line in one read; a full buffer would be a cut line.
+        let stat = match file.read(&mut buffer) {
+            Ok(n) if n < STAT_LIMIT => std::str::from_utf8(&buffer[..n]).unwrap_or_default(),
+            _ => continue,
+        };
+        if let Some((group, cpu_ticks, rss_pages)) = parse_stat(stat)
             && let Some(total) = usage.get_mut(&group)
         {
             total.cpu_seconds += cpu_ticks as f64 / ticks;

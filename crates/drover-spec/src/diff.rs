@@ -11,6 +11,7 @@
 //! line in the file) is not a change.
 
 use crate::model::{Manifest, ProbeAction, Service, Settings};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 /// How one service of the running manifest compares with its namesake in a new one.
@@ -97,10 +98,12 @@ pub fn plan_services<'a>(
 ) -> Plan {
     let old: Vec<&Service> = old.into_iter().collect();
     let new: Vec<&Service> = new.into_iter().collect();
+    let old_by_name: HashMap<&str, &Service> = old.iter().map(|s| (s.name.as_str(), *s)).collect();
+    let new_names: HashSet<&str> = new.iter().map(|s| s.name.as_str()).collect();
     let mut plan = Plan::default();
     for service in &new {
         let name = service.name.clone();
-        match old.iter().find(|o| o.name == service.name) {
+        match old_by_name.get(service.name.as_str()) {
             None => plan.added.push(name),
             Some(running) => match compare(running, service) {
                 ServiceChange::Unchanged => plan.unchanged.push(name),
@@ -110,7 +113,7 @@ pub fn plan_services<'a>(
         }
     }
     for service in &old {
-        if !new.iter().any(|n| n.name == service.name) {
+        if !new_names.contains(service.name.as_str()) {
             plan.removed.push(service.name.clone());
         }
     }

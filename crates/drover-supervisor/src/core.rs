@@ -15,6 +15,7 @@ use crate::sys::ExitStatus;
 use drover_probe::{Change, CheckOutcome, ProbeKind};
 use drover_spec::diff::{Plan, ServiceChange, compare, plan_services};
 use drover_spec::model::{Condition, OnExit, Service, Signal};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -504,7 +505,13 @@ impl Core {
     /// ones have none), from the specs their next runs start with.
     fn rebuild_graph(&mut self) {
         let units = &self.units;
-        let index = |name: &str| units.iter().position(|u| !u.retired && &*u.name == name);
+        let by_name: HashMap<&str, usize> = units
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| !u.retired)
+            .map(|(i, u)| (&*u.name, i))
+            .collect();
+        let index = |name: &str| by_name.get(name).copied();
         let mut dependents = vec![Vec::new(); units.len()];
         let mut dependencies = vec![Vec::new(); units.len()];
         for (i, unit) in units.iter().enumerate() {
@@ -592,8 +599,12 @@ impl Core {
                     .any(|name| **name == *self.units[u].name)
             })
             .collect();
+        let live_by_name: HashMap<Arc<str>, usize> = live
+            .iter()
+            .map(|&u| (self.units[u].name.clone(), u))
+            .collect();
         for service in services {
-            if let Some(&unit) = live.iter().find(|&&u| *self.units[u].name == *service.name) {
+            if let Some(&unit) = live_by_name.get(service.name.as_str()) {
                 self.update(unit, service, &mut out);
             } else if let Some(unit) = (0..self.units.len()).find(|&u| {
                 self.units[u].retired
