@@ -16,18 +16,24 @@ use tokio::net::TcpListener;
 /// The content type of the Prometheus text format.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Serves `exporter` on `listener` until the task is dropped.
+/// Serves `exporter` on `listener` until the task is dropped, which also ends every connection
+/// it accepted (a scraper's keep-alive connection must not outlive a moved endpoint).
 pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>) {
+    let mut connections = tokio::task::JoinSet::new();
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(err) => {
-                tracing::warn!(error = %err, "metrics endpoint: cannot accept");
-                continue;
-            }
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    tracing::warn!(error = %err, "metrics endpoint: cannot accept");
+                    continue;
+                }
+            },
+            // Reap finished connections as they end, so the set stays small.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
         let exporter = exporter.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let service = service_fn(move |request| {
                 let exporter = exporter.clone();
                 async move { Ok::<_, Infallible>(respond(exporter, request).await) }

@@ -117,8 +117,12 @@ pub struct StateChange {
     pub pid: Option<u32>,
     /// How its last run ended, when the change is about an end.
     pub exit: Option<ExitStatus>,
-    /// Why a restart was decided, when the change is into `backoff`.
+    /// Why a restart was decided, when the change is into `backoff` (or `pending`, for a
+    /// reload).
     pub restart: Option<RestartReason>,
+    /// The change ends a run that drover stopped on purpose (a drain, or a reload that replaced
+    /// or removed the service), whatever its exit status: not a failure of the service.
+    pub requested: bool,
     /// Why, in words.
     pub reason: String,
 }
@@ -477,6 +481,9 @@ pub struct Core {
     /// Exit code chosen by an `on_exit: shutdown` service.
     exit_code: Option<i32>,
     rng: u64,
+    /// The next published change ends a run drover stopped on purpose
+    /// ([`StateChange::requested`]).
+    ending_on_request: bool,
 }
 
 impl Core {
@@ -496,6 +503,7 @@ impl Core {
             forced: false,
             exit_code: None,
             rng: seed | 1,
+            ending_on_request: false,
         };
         core.rebuild_graph();
         core
@@ -1179,6 +1187,7 @@ impl Core {
             u.ever_succeeded = false;
             u.restarts += 1;
             u.restarts_by_reason[RestartReason::Reload.index()] += 1;
+            self.ending_on_request = true;
             self.publish_state(
                 unit,
                 State::Pending,
@@ -1196,6 +1205,7 @@ impl Core {
             } else {
                 "stopped"
             };
+            self.ending_on_request = true;
             self.set_state(
                 unit,
                 State::Exited,
@@ -1524,6 +1534,7 @@ impl Core {
         restart: Option<RestartReason>,
         out: &mut Vec<Action>,
     ) {
+        let requested = std::mem::take(&mut self.ending_on_request);
         let u = &mut self.units[unit];
         if u.state == to && u.reason == reason {
             return;
@@ -1540,6 +1551,7 @@ impl Core {
                 pid: u.pid.or(u.pgid).map(pid_u32),
                 exit,
                 restart,
+                requested,
                 reason,
             },
         ));

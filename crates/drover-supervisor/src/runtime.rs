@@ -38,7 +38,7 @@ const EVENT_BUFFER: usize = 4096;
 const GROUP_POLL: Duration = Duration::from_millis(10);
 
 /// A request to the running supervisor.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug)]
 pub enum Control {
     /// Drain and exit; a second one kills.
     Shutdown,
@@ -47,8 +47,14 @@ pub enum Control {
     /// Send this signal to every running service's process group.
     Forward(Signal),
     /// Apply a new manifest (checked): only the difference (`drover_spec::diff`). Its plan is
-    /// published as [`Event::Reload`]; ignored while draining.
-    Reload(Box<Manifest>),
+    /// published as [`Event::Reload`]; ignored while draining. `applied`, if given, is told
+    /// which.
+    Reload {
+        /// The new manifest.
+        manifest: Box<Manifest>,
+        /// Answered `true` once applied, `false` when ignored.
+        applied: Option<tokio::sync::oneshot::Sender<bool>>,
+    },
 }
 
 /// Why the supervisor could not start.
@@ -362,7 +368,8 @@ impl Driver {
 
     /// Applies a new manifest: the core decides, then new services get their resources, changed
     /// ones the notify socket of their next run, and gone ones lose theirs.
-    fn reload(&mut self, manifest: Manifest) -> Option<i32> {
+    /// Whether it was applied (not while draining), and the exit code if everything is over.
+    fn reload(&mut self, manifest: Manifest) -> (bool, Option<i32>) {
         let before = self.core.len();
         let services = manifest.services.into_values().collect();
         let Some((plan, actions)) =
@@ -370,7 +377,7 @@ impl Driver {
                 .reload(services, manifest.settings.shutdown_timeout, Instant::now())
         else {
             tracing::warn!("draining: the new manifest is not applied");
-            return None;
+            return (false, None);
         };
         for unit in before..self.core.len() {
             if let Err(err) = self.add_unit(unit) {
@@ -394,7 +401,7 @@ impl Driver {
                 *slot = Some(self.core.snapshot(unit));
             }
         }
-        code
+        (true, code)
     }
 
     /// Forgets the resources of a removed service once it has stopped.
@@ -478,8 +485,12 @@ impl Driver {
                         self.forward(signal);
                         continue;
                     }
-                    Some(Control::Reload(manifest)) => {
-                        if let Some(code) = self.reload(*manifest) { return code; }
+                    Some(Control::Reload { manifest, applied }) => {
+                        let (accepted, code) = self.reload(*manifest);
+                        if let Some(applied) = applied {
+                            let _ = applied.send(accepted);
+                        }
+                        if let Some(code) = code { return code; }
                         continue;
                     }
                     None => {

@@ -176,13 +176,13 @@ pub fn dirs_to_watch(path: &Path, manifest: &Manifest) -> Vec<PathBuf> {
     dirs
 }
 
-/// A digest of what a reload of the manifest at `path` would read: the manifest file (or the
-/// names and contents of a directory's `*.yaml` files) and the `env_file`s of the `running`
-/// manifest. Two equal digests mean a reload would change nothing; unreadable files count as
-/// their error.
-pub fn digest(path: &Path, running: &Manifest) -> u64 {
+/// A digest of the manifest at `path` (its file, or each `*.yaml`/`*.yml` file of a directory
+/// manifest, by name and content) and of the entries of `dirs` (name, size, modification time):
+/// equal digests mean nothing a reload reads has changed, new files (an `env_file` that appears)
+/// included. Unreadable files count as their error.
+pub fn digest(path: &Path, dirs: &[PathBuf]) -> u64 {
     let mut hasher = DefaultHasher::new();
-    let mut file = |p: &Path| {
+    let mut content = |p: &Path| {
         p.hash(&mut hasher);
         match std::fs::read(p) {
             Ok(bytes) => bytes.hash(&mut hasher),
@@ -190,30 +190,34 @@ pub fn digest(path: &Path, running: &Manifest) -> u64 {
         }
     };
     if path.is_dir() {
-        let mut names: Vec<PathBuf> = std::fs::read_dir(path)
-            .map(|entries| {
-                entries
-                    .filter_map(|e| Some(e.ok()?.path()))
-                    .filter(|p| {
-                        p.extension()
-                            .is_some_and(|ext| ext == "yaml" || ext == "yml")
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        for name in &names {
-            file(name);
+        for file in entries(path).into_iter().filter(|p| {
+            p.extension()
+                .is_some_and(|ext| ext == "yaml" || ext == "yml")
+        }) {
+            content(&file);
         }
     } else {
-        file(path);
+        content(path);
     }
-    for service in running.services.values() {
-        for env_file in &service.env_files {
-            file(&env_file.path);
+    for dir in dirs {
+        for entry in entries(dir) {
+            entry.hash(&mut hasher);
+            if let Ok(metadata) = std::fs::metadata(&entry) {
+                metadata.len().hash(&mut hasher);
+                metadata.modified().ok().hash(&mut hasher);
+            }
         }
     }
     hasher.finish()
+}
+
+/// The paths in `dir`, sorted; none if it cannot be read.
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| entries.filter_map(|e| Some(e.ok()?.path())).collect())
+        .unwrap_or_default();
+    paths.sort();
+    paths
 }
 
 #[cfg(test)]
@@ -256,8 +260,8 @@ mod tests {
         let dirs = dirs_to_watch(&path, &running);
         assert!(dirs.contains(&root.to_path_buf()), "{dirs:?}");
         let (tx, mut requests) = mpsc::unbounded_channel();
-        let _watcher = Watcher::start(dirs, Duration::from_millis(50), tx).expect("watch");
-        let before = digest(&path, &running);
+        let _watcher = Watcher::start(dirs, Duration::from_millis(300), tx).expect("watch");
+        let before = digest(&path, &dirs_to_watch(&path, &running));
 
         // The ConfigMap swap: a new version directory, a new link, renamed over `..data`.
         std::fs::create_dir(root.join("..v2")).expect("mkdir");
@@ -269,7 +273,7 @@ mod tests {
             "the symlink swap was not seen"
         );
         assert!(!another(&mut requests, Duration::from_millis(300)).await);
-        let swapped = digest(&path, &running);
+        let swapped = digest(&path, &dirs_to_watch(&path, &running));
         assert_ne!(before, swapped);
 
         // An editor's save: write a temporary file, rename it over the env file.
@@ -279,11 +283,11 @@ mod tests {
             request(&mut requests).await,
             "the rename-over save was not seen"
         );
-        assert_ne!(digest(&path, &running), swapped);
+        assert_ne!(digest(&path, &dirs_to_watch(&path, &running)), swapped);
 
         // Reading the files (as a reload does) is no change.
         let _ = load(&path);
-        assert!(!another(&mut requests, Duration::from_millis(300)).await);
+        assert!(!another(&mut requests, Duration::from_millis(600)).await);
     }
 
     #[tokio::test]
@@ -295,7 +299,7 @@ mod tests {
         let (tx, mut requests) = mpsc::unbounded_channel();
         let _watcher = Watcher::start(
             dirs_to_watch(&path, &running),
-            Duration::from_millis(100),
+            Duration::from_millis(500),
             tx,
         )
         .expect("watch");
@@ -309,6 +313,6 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(request(&mut requests).await);
-        assert!(!another(&mut requests, Duration::from_millis(400)).await);
+        assert!(!another(&mut requests, Duration::from_millis(1000)).await);
     }
 }

@@ -8,8 +8,9 @@
 //! settings apply here: the metrics address, drover's log format, the watcher. Each reload is a
 //! `reload` span.
 //!
-//! A change on disk whose files read the same as at the last reload ([`drover_watch::digest`])
-//! is no reload at all: editors and Kubernetes touch files without changing them.
+//! A change on disk is read and planned; one that changes nothing that matters (a touched file,
+//! a comment) is applied silently as nothing. After a failure, changes whose files read the same
+//! as the failed ones ([`drover_watch::digest`]) are not tried again.
 
 use crate::logging::LogFormatHandle;
 use crate::run::Metrics;
@@ -17,7 +18,7 @@ use drover_spec::Manifest;
 use drover_supervisor::{Control, Supervisor};
 use drover_watch::Watcher;
 use std::path::PathBuf;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// What asked for a reload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,8 +47,9 @@ pub(crate) struct Reloader {
     pub(crate) supervisor: Supervisor,
     pub(crate) metrics: Metrics,
     pub(crate) log_format: LogFormatHandle,
-    /// Digest of the files at the last reload applied (or the start); `None` after a failure.
-    digest: Option<u64>,
+    /// Digest of the watched files when the last reload failed; a change on disk that reads
+    /// the same is not tried again.
+    failed_digest: Option<u64>,
     watcher: Option<Watcher>,
     files: mpsc::UnboundedSender<()>,
 }
@@ -63,18 +65,20 @@ impl Reloader {
         log_format: LogFormatHandle,
         files: mpsc::UnboundedSender<()>,
     ) -> Reloader {
-        let digest = Some(drover_watch::digest(&path, &running));
         let mut reloader = Reloader {
             path,
             running,
             supervisor,
             metrics,
             log_format,
-            digest,
+            failed_digest: None,
             watcher: None,
             files,
         };
         reloader.rewatch();
+        // A change between the start's read of the manifest and the watcher's start is looked
+        // at now (the plan is empty if there was none).
+        let _ = reloader.files.send(());
         reloader
     }
 
@@ -96,87 +100,119 @@ impl Reloader {
 
     async fn reload(&mut self, trigger: Trigger) {
         let digest = {
-            let (path, running) = (self.path.clone(), self.running.clone());
-            tokio::task::spawn_blocking(move || drover_watch::digest(&path, &running))
+            let (path, dirs) = (self.path.clone(), self.watched_dirs());
+            tokio::task::spawn_blocking(move || drover_watch::digest(&path, &dirs))
                 .await
                 .unwrap_or_default()
         };
-        if trigger == Trigger::Files && Some(digest) == self.digest {
-            tracing::debug!("manifest files changed on disk but read the same; nothing to do");
+        if trigger == Trigger::Files && Some(digest) == self.failed_digest {
+            tracing::debug!("the manifest still reads as when it last failed; nothing to do");
             return;
         }
         if !self.supervisor.is_supervising() {
             tracing::info!("draining: the manifest is not reloaded");
             return;
         }
-        // Remembered only once applied: after a failure, the next change is tried again even
-        // if these files read the same (it may be a file the new manifest names that appeared).
-        self.digest = None;
+        let path = self.path.clone();
+        let started = std::time::Instant::now();
+        let loaded = tokio::task::spawn_blocking(move || drover_spec::load(&path)).await;
+        let read = started.elapsed();
+        let plan = match &loaded {
+            Ok(Ok(new)) => Some(drover_spec::diff::plan(&self.running, new)),
+            _ => None,
+        };
+        if trigger == Trigger::Files && plan.as_ref().is_some_and(|plan| plan.is_empty()) {
+            // Touched, or changed in what does not matter (a comment): nothing to apply, and
+            // no reload to report.
+            tracing::debug!("manifest changed on disk; nothing to apply");
+            self.failed_digest = None;
+            return;
+        }
+        // Created once there is something to report; it carries how long the read took.
         let span = tracing::info_span!(
             "reload",
             trigger = trigger.as_str(),
-            plan = tracing::field::Empty,
+            read_ms = read.as_secs_f64() * 1000.0,
+            plan = plan.as_ref().map(ToString::to_string),
             result = tracing::field::Empty,
         );
-        let path = self.path.clone();
-        let loaded = tokio::task::spawn_blocking(move || drover_spec::load(&path)).await;
         let new = match loaded {
             Ok(Ok(new)) => new,
             Ok(Err(err)) => {
                 for line in error_lines(&err) {
                     tracing::error!(parent: &span, "reload: {line}");
                 }
-                self.failed(&span, "the manifest is invalid");
+                self.failed(&span, digest, "the manifest is invalid");
                 return;
             }
             Err(err) => {
                 tracing::error!(parent: &span, error = %err, "reload: reading the manifest failed");
-                self.failed(&span, "reading the manifest failed");
+                self.failed(&span, digest, "reading the manifest failed");
                 return;
             }
         };
-        let plan = drover_spec::diff::plan(&self.running, &new);
-        span.record("plan", plan.to_string());
-        if trigger == Trigger::Files && plan.is_empty() {
-            // Touched, or changed in what does not matter (a comment): nothing to apply.
-            tracing::debug!(parent: &span, "manifest changed on disk; nothing to apply");
-            self.digest = Some(digest);
-            return;
-        }
-        // The one setting that can fail to apply goes first: on failure nothing changes.
-        if let Err(err) = self.metrics.follow(new.settings.metrics_listen).await {
-            tracing::error!(parent: &span, "reload: {err:#}");
-            self.failed(&span, "the new metrics address cannot be used");
-            return;
-        }
+        self.failed_digest = None;
+        let plan = plan.unwrap_or_default();
+        // The one setting that can fail goes first: on failure nothing changes.
+        let endpoint = match self.metrics.prepare(new.settings.metrics_listen) {
+            Ok(endpoint) => endpoint,
+            Err(err) => {
+                tracing::error!(parent: &span, "reload: {err:#}");
+                self.failed(&span, digest, "the new metrics address cannot be used");
+                return;
+            }
+        };
         tracing::info!(parent: &span, "reload: {plan}");
-        if new.settings.log_format != self.running.settings.log_format {
-            self.log_format.set(new.settings.log_format);
+        let (applied, answer) = oneshot::channel();
+        self.supervisor.send(Control::Reload {
+            manifest: Box::new(new.clone()),
+            applied: Some(applied),
+        });
+        if !answer.await.unwrap_or(false) {
+            tracing::info!(parent: &span, "draining: the new manifest is not applied");
+            span.record("result", "ignored");
+            return;
         }
+        self.metrics.commit(endpoint, new.settings.metrics_listen);
         if new.settings.service_output != self.running.settings.service_output {
             tracing::warn!(
                 parent: &span,
                 "reload: settings.log.service_output changes apply when drover next starts"
             );
         }
-        self.supervisor.send(Control::Reload(Box::new(new.clone())));
+        let format = (new.settings.log_format != self.running.settings.log_format)
+            .then_some(new.settings.log_format);
         let rewatch = new.settings.reload_watch != self.running.settings.reload_watch
             || new.settings.reload_debounce != self.running.settings.reload_debounce
             || drover_watch::dirs_to_watch(&self.path, &new)
                 != drover_watch::dirs_to_watch(&self.path, &self.running);
         self.running = new;
-        self.digest = Some(digest);
-        if rewatch {
-            self.rewatch();
-        }
         self.metrics.reload_recorded(true);
         span.record("result", "success");
+        // The format changes last, once the span has ended: a span formatted as text cannot
+        // be the parent of a line formatted as JSON.
+        drop(span);
+        if let Some(format) = format {
+            self.log_format.set(format);
+        }
+        if rewatch {
+            self.rewatch();
+            // What changed while no watcher ran is looked at now.
+            let _ = self.files.send(());
+        }
     }
 
-    fn failed(&self, span: &tracing::Span, why: &str) {
+    /// The directories watched for the running manifest.
+    fn watched_dirs(&self) -> Vec<PathBuf> {
+        drover_watch::dirs_to_watch(&self.path, &self.running)
+    }
+
+    /// Reports a failed reload of files that read as `digest`.
+    fn failed(&mut self, span: &tracing::Span, digest: u64, why: &str) {
         tracing::error!(parent: span, "reload failed ({why}); the running manifest is kept");
         self.metrics.reload_recorded(false);
         span.record("result", "failure");
+        self.failed_digest = Some(digest);
     }
 
     /// (Re)starts the watcher for the running manifest, or stops it with

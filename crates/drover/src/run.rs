@@ -83,7 +83,6 @@ pub(crate) async fn run(start: Start) -> anyhow::Result<i32> {
     let relay = tokio::spawn(signals.relay(supervisor.clone(), drain.clone(), hangups_tx));
     let announce = crate::systemd::announce_ready(&supervisor);
     let code = done.await.context("the supervisor task failed")?;
-    drain.end(code);
     relay.abort();
     // Dropping the reloader closes the metrics endpoint and stops the watcher.
     reloads.abort();
@@ -102,8 +101,20 @@ pub(crate) async fn run(start: Start) -> anyhow::Result<i32> {
             "ended processes that outlived their services"
         );
     }
+    // The last span: it covers everything up to the exit (but the flush of the spans).
+    drain.end(code);
     tracing::info!(code, orphans_reaped = processes.orphans_reaped(), "exiting");
     Ok(code)
+}
+
+/// A move of the metrics endpoint, prepared by [`Metrics::prepare`].
+pub(crate) enum EndpointMove {
+    /// Where it is.
+    Stay,
+    /// Closed.
+    Close,
+    /// To this listener, already bound.
+    To(std::net::TcpListener),
 }
 
 /// The metrics endpoint: its exporter (made at the first bind) and its tasks, and the address
@@ -154,29 +165,39 @@ impl Metrics {
         }
     }
 
-    /// Moves the endpoint to `settings.metrics.listen` of a new manifest, unless
-    /// `--metrics-listen` pinned it. An address that cannot be bound is an error, and the
-    /// endpoint stays where it is.
-    pub(crate) async fn follow(
-        &mut self,
+    /// What moving the endpoint to `settings.metrics.listen` of a new manifest takes, unless
+    /// `--metrics-listen` pinned it: the new address is bound now, so that one that cannot be
+    /// is an error before anything changes; [`Metrics::commit`] then moves.
+    pub(crate) fn prepare(
+        &self,
         wanted: Option<std::net::SocketAddr>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<EndpointMove> {
         if self.pinned || wanted == self.address {
-            return Ok(());
+            return Ok(EndpointMove::Stay);
         }
         match wanted {
-            None => {
+            None => Ok(EndpointMove::Close),
+            Some(address) => std::net::TcpListener::bind(address)
+                .map(EndpointMove::To)
+                .with_context(|| format!("cannot listen for metrics on {address}")),
+        }
+    }
+
+    /// Moves the endpoint as prepared; `wanted` is the address it now follows.
+    pub(crate) fn commit(&mut self, change: EndpointMove, wanted: Option<std::net::SocketAddr>) {
+        match change {
+            EndpointMove::Stay => return,
+            EndpointMove::Close => {
                 self.close();
                 tracing::info!("metrics endpoint closed (settings.metrics.listen)");
             }
-            Some(address) => {
-                let listener = std::net::TcpListener::bind(address)
-                    .with_context(|| format!("cannot listen for metrics on {address}"))?;
-                self.serve(listener)?;
+            EndpointMove::To(listener) => {
+                if let Err(err) = self.serve(listener) {
+                    tracing::error!("{err:#}");
+                }
             }
         }
         self.address = wanted;
-        Ok(())
     }
 
     /// Counts a reload in `drover_manifest_reloads_total`.

@@ -4,8 +4,9 @@
 //! Two sources feed one tracer provider:
 //! - the lifecycle ([`trace_lifecycle`]): one `run SERVICE` span per run of a service, from its
 //!   start to its end (pid, exit status, restart reason), with a `probe KIND` child span per
-//!   probe check. They are rebuilt from [`Event`]s with the times the events carry, so a probe
-//!   span covers the check itself; the supervisor does not know they exist.
+//!   probe check. They are rebuilt from [`Event`]s as they arrive (on the same thread, right
+//!   after the change), and a probe span starts its measured duration before its event, so it
+//!   covers the check itself; the supervisor does not know they exist.
 //! - drover's own operations (`drain`, and the reload when it exists) are `tracing` spans,
 //!   exported through `tracing-opentelemetry` (the layer is installed by `crate::logging`).
 //!
@@ -230,9 +231,8 @@ impl Lifecycle {
             span.set_attribute(KeyValue::new("drover.restart.reason", restart.as_str()));
         }
         let succeeded = change.exit.is_some_and(ExitStatus::success) && change.to != State::Failed;
-        // A run ended by a drain is not a failure, whatever its signal.
-        let drained = change.reason.starts_with("stopped");
-        if !succeeded && !drained {
+        // A run that drover stopped (a drain, a reload) did not fail, whatever its signal.
+        if !succeeded && !change.requested {
             span.set_status(Status::error(change.reason.clone()));
         }
         span.end();

@@ -357,7 +357,15 @@ fn an_invalid_metrics_address_is_a_usage_error() {
 
 #[test]
 fn reloads_are_counted_and_the_endpoint_follows_its_address() {
-    let (first, second) = (free_port(), free_port());
+    // Both held until both are known, so that they differ.
+    let (first, second) = {
+        let one = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let two = TcpListener::bind("127.0.0.1:0").expect("bind");
+        (
+            one.local_addr().expect("addr").port(),
+            two.local_addr().expect("addr").port(),
+        )
+    };
     let manifest = |port: u16, b: &str| {
         format!(
             "settings: {{ metrics: {{ listen: \"127.0.0.1:{port}\" }} }}

@@ -45,25 +45,36 @@ impl Receiver {
             eprintln!("SKIPPED: oteltap is not installed; run scripts/setup.sh");
             return None;
         };
-        let dir = tempfile::tempdir().expect("tempdir");
-        let spans = dir.path().join("spans.ndjson");
-        let port = free_port();
-        let child = Command::new(program)
-            .args(["--port", &port.to_string()])
-            .stdout(std::fs::File::create(&spans).expect("spans file"))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn oteltap");
-        let receiver = Receiver {
-            child,
-            port,
-            spans,
-            _dir: dir,
-        };
-        wait_until(SECS(20), "oteltap listening", || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        Some(receiver)
+        // A free port may be taken again before oteltap binds it: then it exits, and another
+        // port is tried.
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let spans = dir.path().join("spans.ndjson");
+            let port = free_port();
+            let child = Command::new(&program)
+                .args(["--port", &port.to_string()])
+                .stdout(std::fs::File::create(&spans).expect("spans file"))
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn oteltap");
+            let mut receiver = Receiver {
+                child,
+                port,
+                spans,
+                _dir: dir,
+            };
+            let mut exited = false;
+            wait_until(SECS(20), "oteltap listening", || {
+                exited = !matches!(receiver.child.try_wait(), Ok(None));
+                exited
+                    || std::fs::read_to_string(&receiver.spans)
+                        .is_ok_and(|out| out.contains("Listening"))
+            });
+            if !exited {
+                return Some(receiver);
+            }
+        }
+        panic!("oteltap could not listen on any of 5 free ports");
     }
 
     fn endpoint(&self) -> String {
@@ -184,6 +195,7 @@ fn spans_reach_a_real_otlp_receiver() {
     assert_eq!(attribute(reload[0], "trigger").as_deref(), Some("SIGHUP"));
     assert_eq!(attribute(reload[0], "plan").as_deref(), Some("=crash,web"));
     assert_eq!(attribute(reload[0], "result").as_deref(), Some("success"));
+    assert!(attribute(reload[0], "read_ms").is_some());
     let drain = named(&spans, "drain")[0];
     assert_eq!(attribute(drain, "signal").as_deref(), Some("SIGTERM"));
     assert_eq!(attribute(drain, "exit_code").as_deref(), Some("0"));

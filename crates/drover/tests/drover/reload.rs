@@ -243,7 +243,7 @@ fn an_invalid_edit_keeps_the_running_manifest_until_fixed() {
             .iter()
             .filter(|l| l.contains("reload failed"))
             .count()
-            == 2
+            >= 2
     });
     assert!(alive(a) && alive(b));
     // Fixed: the change applies.
@@ -281,11 +281,11 @@ fn fifty_edits_in_a_second_end_in_the_last_one() {
         std::fs::read_to_string(drover.path("b.value")).is_ok_and(|v| v == "v49\n")
             && pid_of(&drover, "b").is_some_and(|p| p != b && alive(p))
     });
+    // One reload when the burst is seen as one (the usual case); a loaded machine that stalls
+    // the writer past the debounce splits it, never into one reload per edit.
     let reloads = reload_lines(&drover);
-    assert!(
-        (1..=2).contains(&reloads.iter().filter(|l| l.contains("reload: ~b")).count()),
-        "{reloads:#?}"
-    );
+    let applied = reloads.iter().filter(|l| l.contains("reload: ~b")).count();
+    assert!((1..=5).contains(&applied), "{reloads:#?}");
     assert_eq!(pid_of(&drover, "a"), Some(a));
     assert!(
         drover.child.try_wait().expect("try_wait").is_none(),
@@ -369,10 +369,16 @@ fn a_directory_manifest_reloads_when_a_file_is_added() {
     .expect("write");
     wait_new_pid(&drover, "b", None);
     wait_log(&drover, "reload: +b =a");
-    // A file that is not YAML changes nothing.
+    // A file that is not YAML changes nothing: no reload is reported for it.
     std::fs::write(drover.path("conf.d/notes.txt"), "hello").expect("write");
     std::fs::remove_file(drover.path("conf.d/20-b.yaml")).expect("rm");
     wait_log(&drover, "reload: -b =a");
+    assert_eq!(
+        reload_lines(&drover).len(),
+        2,
+        "{:#?}",
+        reload_lines(&drover)
+    );
     assert_eq!(pid_of(&drover, "a"), Some(a));
     drover.signal(SIGTERM);
     assert_eq!(drover.wait(SECS(10)), 0);
@@ -403,4 +409,34 @@ fn the_log_format_switches_without_a_restart() {
     let line: serde_json::Value =
         serde_json::from_str(draining).unwrap_or_else(|err| panic!("not JSON ({err}): {draining}"));
     assert_eq!(line["level"], "INFO");
+}
+
+#[test]
+fn format_and_output_settings_change_together_without_harm() {
+    // The reload's own lines are text, the lines after it JSON; a warning about
+    // service_output comes in the same reload.
+    let mut drover = Drover::run(&manifest(&[service("a", "")]));
+    let a = wait_new_pid(&drover, "a", None);
+    std::fs::write(
+        drover.path("drover.yaml"),
+        format!(
+            "settings: {{ log: {{ format: json, service_output: discard }} }}\n{}",
+            manifest(&[service("a", "")])
+        ),
+    )
+    .expect("write");
+    wait_log(
+        &drover,
+        "service_output changes apply when drover next starts",
+    );
+    drover.signal(SIGHUP);
+    wait_until(SECS(10), "a JSON reload line", || {
+        drover
+            .stderr()
+            .lines()
+            .any(|l| l.starts_with('{') && l.contains("reload: "))
+    });
+    assert_eq!(pid_of(&drover, "a"), Some(a));
+    drover.signal(SIGTERM);
+    assert_eq!(drover.wait(SECS(10)), 0, "{}", drover.stderr());
 }

@@ -89,16 +89,19 @@ impl Drover {
         stdin: Option<&[u8]>,
         env: &[(&str, &str)],
     ) -> Drover {
-        let mut child = Command::new(argv[0])
+        let mut command = Command::new(argv[0]);
+        // No trace exporter nor OpenTelemetry setting unless a test asks for one, whatever the
+        // caller's environment.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("OTEL_") {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command
             .args(&argv[1..])
             // Notify sockets go in the test's directory, which is removed with it even when
             // drover is killed.
             .env("RUNTIME_DIRECTORY", dir.path())
-            // No trace exporter unless a test asks for one, whatever the caller's environment.
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-            .env_remove("OTEL_SDK_DISABLED")
-            .env_remove("OTEL_TRACES_EXPORTER")
             .envs(env.iter().copied())
             .current_dir(dir.path())
             .env("RUST_LOG", "info")
