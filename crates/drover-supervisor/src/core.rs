@@ -757,7 +757,7 @@ impl Core {
         }
     }
 
-    /// Stops the current run on purpose (not a failure): its probes, then its group.
+    /// Stops the current run: its probes, then its group; `why` starts the reason.
     fn stop_run(&mut self, unit: usize, why: &str, out: &mut Vec<Action>) {
         self.stop_probes(unit, out);
         self.send_stop(unit, out);
@@ -1080,20 +1080,7 @@ impl Core {
             return;
         }
         self.units[unit].probe_failure = Some(cause);
-        self.stop_probes(unit, out);
-        self.send_stop(unit, out);
-        let signal = self.units[unit].spec.stop.signal;
-        self.set_state(
-            unit,
-            State::Stopping,
-            format!(
-                "{} ({message}); stopping with {}",
-                failure_text(cause),
-                signal.as_str()
-            ),
-            None,
-            out,
-        );
+        self.stop_run(unit, &format!("{} ({message})", failure_text(cause)), out);
     }
 
     fn on_exited(

@@ -148,6 +148,18 @@ fn named<'a>(spans: &'a [Value], name: &str) -> Vec<&'a Value> {
     spans.iter().filter(|s| s["name"] == name).collect()
 }
 
+/// `drover run` of `manifest` in a new temp dir, with `env` added.
+fn drover_with(manifest: &str, env: &[(&str, &str)]) -> Drover {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("drover.yaml"), manifest).expect("write manifest");
+    Drover::start_with_env(
+        dir,
+        &[env!("CARGO_BIN_EXE_drover"), "run", "drover.yaml"],
+        None,
+        env,
+    )
+}
+
 /// Restarts of `service` logged so far.
 fn restarts(drover: &Drover, service: &str) -> usize {
     drover
@@ -163,12 +175,8 @@ fn spans_reach_a_real_otlp_receiver() {
         return;
     };
     let endpoint = receiver.endpoint();
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("drover.yaml"), LIFECYCLE).expect("write manifest");
-    let mut drover = Drover::start_with_env(
-        dir,
-        &[env!("CARGO_BIN_EXE_drover"), "run", "drover.yaml"],
-        None,
+    let mut drover = drover_with(
+        LIFECYCLE,
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
@@ -319,14 +327,7 @@ fn serve(stream: TcpStream, requests: &mpsc::Sender<Request>) {
 
 /// Runs the lifecycle manifest with `env` until crash has restarted twice, then drains it.
 fn run_lifecycle(env: &[(&str, &str)]) -> Drover {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("drover.yaml"), LIFECYCLE).expect("write manifest");
-    let mut drover = Drover::start_with_env(
-        dir,
-        &[env!("CARGO_BIN_EXE_drover"), "run", "drover.yaml"],
-        None,
-        env,
-    );
+    let mut drover = drover_with(LIFECYCLE, env);
     wait_until(SECS(15), "two restarts of crash", || {
         restarts(&drover, "crash") >= 2
     });
@@ -439,9 +440,7 @@ fn a_collector_that_is_down_slows_neither_supervision_nor_the_exit() {
     // timeout (60 s here), while probes every 10 ms fill the span queue.
     let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
     let endpoint = format!("http://{}", silent.local_addr().expect("addr"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("drover.yaml"),
+    let mut drover = drover_with(
         "services:
   crash:
     command: [sh, -c, \"exit 3\"]
@@ -450,12 +449,6 @@ fn a_collector_that_is_down_slows_neither_supervision_nor_the_exit() {
     command: [sleep, \"1000\"]
     readiness_probe: { exec: { command: [\"true\"] }, period: 10ms }
 ",
-    )
-    .expect("write manifest");
-    let mut drover = Drover::start_with_env(
-        dir,
-        &[env!("CARGO_BIN_EXE_drover"), "run", "drover.yaml"],
-        None,
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
             ("OTEL_EXPORTER_OTLP_TIMEOUT", "60000"),
