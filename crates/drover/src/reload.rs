@@ -173,7 +173,9 @@ impl Reloader {
             span.record("result", "ignored");
             return;
         }
-        self.metrics.commit(endpoint, new.settings.metrics_listen);
+        self.metrics
+            .commit(endpoint, new.settings.metrics_listen)
+            .await;
         if new.settings.service_output != self.running.settings.service_output {
             tracing::warn!(
                 parent: &span,

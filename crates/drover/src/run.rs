@@ -62,6 +62,7 @@ pub(crate) async fn run(start: Start) -> anyhow::Result<i32> {
         exporter: None,
         tasks: Vec::new(),
         address: manifest.settings.metrics_listen,
+        bound: None,
         pinned: metrics_pinned,
     };
     if let Some(listener) = metrics {
@@ -115,6 +116,9 @@ pub(crate) enum EndpointMove {
     Close,
     /// To this listener, already bound.
     To(std::net::TcpListener),
+    /// To this address on the port the endpoint holds now (`127.0.0.1:9464` to
+    /// `0.0.0.0:9464`): it can only be bound once the current listener is closed.
+    Rebind(std::net::SocketAddr),
 }
 
 /// The metrics endpoint: its exporter (made at the first bind) and its tasks, and the address
@@ -127,6 +131,8 @@ pub(crate) struct Metrics {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// `settings.metrics.listen` as last applied.
     address: Option<std::net::SocketAddr>,
+    /// Where the endpoint listens now.
+    bound: Option<std::net::SocketAddr>,
     pinned: bool,
 }
 
@@ -150,19 +156,23 @@ impl Metrics {
         let listener = tokio::net::TcpListener::from_std(listener)
             .context("cannot set up the metrics listener")?;
         self.close();
+        self.bound = Some(address);
         tracing::info!(%address, "metrics on http://{address}/metrics");
         self.tasks
             .push(tokio::spawn(drover_metrics::serve(listener, exporter)));
         Ok(())
     }
 
-    /// Stops serving (the probe counts go on).
-    fn close(&mut self) {
+    /// Stops serving (the probe counts go on); the listener closes when its task next runs.
+    fn close(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.bound = None;
         // The first task, when there is an exporter, counts probes; the others serve.
         let keep = usize::from(self.exporter.is_some());
-        for task in self.tasks.drain(keep..) {
+        let servers: Vec<_> = self.tasks.drain(keep..).collect();
+        for task in &servers {
             task.abort();
         }
+        servers
     }
 
     /// What moving the endpoint to `settings.metrics.listen` of a new manifest takes, unless
@@ -177,14 +187,27 @@ impl Metrics {
         }
         match wanted {
             None => Ok(EndpointMove::Close),
-            Some(address) => std::net::TcpListener::bind(address)
-                .map(EndpointMove::To)
-                .with_context(|| format!("cannot listen for metrics on {address}")),
+            Some(address) => match std::net::TcpListener::bind(address) {
+                Ok(listener) => Ok(EndpointMove::To(listener)),
+                Err(err)
+                    if err.kind() == std::io::ErrorKind::AddrInUse
+                        && self.bound.is_some_and(|b| b.port() == address.port()) =>
+                {
+                    Ok(EndpointMove::Rebind(address))
+                }
+                Err(err) => {
+                    Err(err).with_context(|| format!("cannot listen for metrics on {address}"))
+                }
+            },
         }
     }
 
     /// Moves the endpoint as prepared; `wanted` is the address it now follows.
-    pub(crate) fn commit(&mut self, change: EndpointMove, wanted: Option<std::net::SocketAddr>) {
+    pub(crate) async fn commit(
+        &mut self,
+        change: EndpointMove,
+        wanted: Option<std::net::SocketAddr>,
+    ) {
         match change {
             EndpointMove::Stay => return,
             EndpointMove::Close => {
@@ -196,8 +219,33 @@ impl Metrics {
                     tracing::error!("{err:#}");
                 }
             }
+            EndpointMove::Rebind(address) => self.rebind(address).await,
         }
         self.address = wanted;
+    }
+
+    /// Closes the listener, then binds `address` on the same port; back to the old address if
+    /// that fails.
+    async fn rebind(&mut self, address: std::net::SocketAddr) {
+        let old = self.bound;
+        for server in self.close() {
+            // Cancelled: its future, and the listener with it, is dropped once this returns.
+            let _ = server.await;
+        }
+        let bound = std::net::TcpListener::bind(address)
+            .with_context(|| format!("cannot listen for metrics on {address}"))
+            .and_then(|listener| self.serve(listener));
+        if let Err(err) = bound {
+            tracing::error!("{err:#}");
+            if let Some(old) = old {
+                let back = std::net::TcpListener::bind(old)
+                    .context("cannot listen for metrics again")
+                    .and_then(|listener| self.serve(listener));
+                if let Err(err) = back {
+                    tracing::error!("{err:#}; the metrics endpoint is closed");
+                }
+            }
+        }
     }
 
     /// Counts a reload in `drover_manifest_reloads_total`.

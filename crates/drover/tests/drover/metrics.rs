@@ -429,4 +429,27 @@ services:
         get(first, "/metrics").is_none(),
         "the old address still answers"
     );
+    // The same port on every interface: the old listener holds the port, and is closed first.
+    std::fs::write(
+        &path,
+        format!(
+            "settings: {{ metrics: {{ listen: \"0.0.0.0:{second}\" }} }}
+services:
+  a: {{ command: [sleep, \"1000\"] }}
+"
+        ),
+    )
+    .expect("write");
+    wait_value(
+        second,
+        r#"drover_manifest_reloads_total{result="success"}"#,
+        |v| v == 3.0,
+    );
+    assert!(
+        drover
+            .stderr()
+            .contains(&format!("metrics on http://0.0.0.0:{second}/metrics")),
+        "{}",
+        drover.stderr()
+    );
 }
