@@ -75,10 +75,11 @@ impl Reloader {
             watcher: None,
             files,
         };
-        reloader.rewatch();
         // A change between the start's read of the manifest and the watcher's start is looked
         // at now (the plan is empty if there was none).
-        let _ = reloader.files.send(());
+        if reloader.rewatch() {
+            let _ = reloader.files.send(());
+        }
         reloader
     }
 
@@ -197,9 +198,8 @@ impl Reloader {
         if let Some(format) = format {
             self.log_format.set(format);
         }
-        if rewatch {
-            self.rewatch();
-            // What changed while no watcher ran is looked at now.
+        // What changed while no watcher ran is looked at now.
+        if rewatch && self.rewatch() {
             let _ = self.files.send(());
         }
     }
@@ -218,23 +218,27 @@ impl Reloader {
     }
 
     /// (Re)starts the watcher for the running manifest, or stops it with
-    /// `settings.reload.watch: false`.
-    fn rewatch(&mut self) {
+    /// `settings.reload.watch: false`; whether one runs.
+    fn rewatch(&mut self) -> bool {
         self.watcher = None;
         let settings = &self.running.settings;
         if !settings.reload_watch {
-            return;
+            return false;
         }
         let dirs = drover_watch::dirs_to_watch(&self.path, &self.running);
         match Watcher::start(dirs, settings.reload_debounce, self.files.clone()) {
             Ok(watcher) => {
                 tracing::debug!(dirs = ?watcher.dirs(), "watching the manifest");
                 self.watcher = Some(watcher);
+                true
             }
-            Err(err) => tracing::warn!(
-                error = %err,
-                "cannot watch the manifest for changes; SIGHUP still reloads it"
-            ),
+            Err(err) => {
+                tracing::warn!(
+                    error = %err,
+                    "cannot watch the manifest for changes; SIGHUP still reloads it"
+                );
+                false
+            }
         }
     }
 }
