@@ -185,9 +185,20 @@ fn spans_reach_a_real_otlp_receiver() {
     wait_until(SECS(15), "three restarts of crash", || {
         restarts(&drover, "crash") >= 3
     });
-    drover.signal(1); // SIGHUP: a reload that changes nothing
-    wait_until(SECS(10), "the reload", || {
-        drover.stderr().contains("reload: =crash,web")
+    // A reload that changes web's command, saved as editors do (a new file renamed over).
+    let temporary = drover.path("drover.yaml.tmp");
+    std::fs::write(
+        &temporary,
+        LIFECYCLE.replace("[sleep, \"1000\"]", "[sleep, \"1001\"]"),
+    )
+    .expect("write");
+    std::fs::rename(&temporary, drover.path("drover.yaml")).expect("rename");
+    wait_until(SECS(10), "web's second run ready", || {
+        drover
+            .stderr()
+            .matches("readiness probe passed (exit code 0) service=web")
+            .count()
+            >= 2
     });
     drover.signal(SIGTERM);
     assert_eq!(drover.wait(SECS(10)), 0, "stderr:\n{}", drover.stderr());
@@ -200,8 +211,11 @@ fn spans_reach_a_real_otlp_receiver() {
     });
     let reload = named(&spans, "reload");
     assert_eq!(reload.len(), 1, "{reload:#?}");
-    assert_eq!(attribute(reload[0], "trigger").as_deref(), Some("SIGHUP"));
-    assert_eq!(attribute(reload[0], "plan").as_deref(), Some("=crash,web"));
+    assert_eq!(
+        attribute(reload[0], "trigger").as_deref(),
+        Some("file change")
+    );
+    assert_eq!(attribute(reload[0], "plan").as_deref(), Some("~web =crash"));
     assert_eq!(attribute(reload[0], "result").as_deref(), Some("success"));
     assert!(attribute(reload[0], "read_ms").is_some());
     let drain = named(&spans, "drain")[0];
@@ -235,30 +249,52 @@ fn spans_reach_a_real_otlp_receiver() {
     }
     assert_eq!(pids.len(), restarted.len(), "one pid per run");
 
-    // web ran once, until the drain stopped it: not an error.
+    // web ran twice: until the reload replaced it, then until the drain; neither is an error.
     let webs = named(&spans, "run web");
-    assert_eq!(webs.len(), 1, "{webs:#?}");
-    let web = webs[0];
+    assert_eq!(webs.len(), 2, "{webs:#?}");
+    let events = |span: &Value| -> Vec<String> {
+        span["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter_map(|e| Some(e["name"].as_str()?.to_string()))
+            .collect()
+    };
+    let (replaced, drained) =
+        if attribute(webs[0], "drover.end_state").as_deref() == Some("pending") {
+            (webs[0], webs[1])
+        } else {
+            (webs[1], webs[0])
+        };
     assert_eq!(
-        attribute(web, "drover.end_state").as_deref(),
+        attribute(replaced, "drover.restart.reason").as_deref(),
+        Some("reload")
+    );
+    assert_eq!(
+        events(replaced),
+        ["running", "ready", "stopping", "pending"]
+    );
+    assert_eq!(
+        attribute(drained, "drover.end_state").as_deref(),
         Some("exited")
     );
-    assert_eq!(attribute(web, "process.exit.signal").as_deref(), Some("15"));
-    assert_ne!(web["status"]["code"], 2, "{web:#}");
-    let events: Vec<_> = web["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .filter_map(|e| e["name"].as_str())
-        .collect();
-    assert_eq!(events, ["running", "ready", "stopping", "exited"]);
+    assert_eq!(events(drained), ["running", "ready", "stopping", "exited"]);
+    for web in [replaced, drained] {
+        assert_eq!(attribute(web, "process.exit.signal").as_deref(), Some("15"));
+        assert_ne!(web["status"]["code"], 2, "{web:#}");
+    }
+    assert_ne!(replaced["traceId"], drained["traceId"], "a trace per run");
 
-    // Its probe checks are its children, in its trace, each with the time the check took.
+    // Probe checks are children of the run they checked, in its trace, each with the time the
+    // check took.
     let probes = named(&spans, "probe readiness");
     assert!(probes.len() >= 3, "{} probe spans", probes.len());
     for probe in &probes {
-        assert_eq!(probe["parentSpanId"], web["spanId"], "{probe:#}");
-        assert_eq!(probe["traceId"], web["traceId"]);
+        let run = [replaced, drained]
+            .into_iter()
+            .find(|web| probe["parentSpanId"] == web["spanId"])
+            .unwrap_or_else(|| panic!("no parent run: {probe:#}"));
+        assert_eq!(probe["traceId"], run["traceId"]);
         assert_eq!(attribute(probe, "drover.service").as_deref(), Some("web"));
         assert_eq!(
             attribute(probe, "drover.probe.result").as_deref(),
