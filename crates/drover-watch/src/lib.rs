@@ -6,8 +6,9 @@
 //! `env_file`. Watching a file goes silent after the first editor save that renames a new file
 //! over it, and a Kubernetes ConfigMap update is an atomic swap of a `..data` symlink in the
 //! mounted directory that names no file one would filter for. So any change in a watched
-//! directory counts; the reader of the requests re-reads the files and skips what did not
-//! change ([`digest`]).
+//! directory counts; the reader of the requests re-reads the manifest and applies what
+//! changed, which may be nothing. [`digest`] tells it whether anything in the watched
+//! directories changed since a manifest failed to load.
 //!
 //! A burst of events (an editor writing a file in several steps, 50 saves in a second) becomes
 //! one request: a request is sent once `debounce` has passed without a new event, or at the
