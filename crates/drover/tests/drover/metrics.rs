@@ -366,17 +366,24 @@ fn reloads_are_counted_and_the_endpoint_follows_its_address() {
             two.local_addr().expect("addr").port(),
         )
     };
-    let manifest = |port: u16, b: &str| {
+    // Metrics on `listen`; service a, and b (sleeping `b` seconds) if given.
+    let manifest = |listen: String, b: Option<&str>| {
+        let b = b
+            .map(|b| format!("  b: {{ command: [sleep, \"{b}\"] }}\n"))
+            .unwrap_or_default();
         format!(
-            "settings: {{ metrics: {{ listen: \"127.0.0.1:{port}\" }} }}
+            "settings: {{ metrics: {{ listen: \"{listen}\" }} }}
 services:
   a: {{ command: [sleep, \"1000\"] }}
-  b: {{ command: [sleep, \"{b}\"] }}
-"
+{b}"
         )
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("drover.yaml"), manifest(first, "1000")).expect("write");
+    std::fs::write(
+        dir.path().join("drover.yaml"),
+        manifest(format!("127.0.0.1:{first}"), Some("1000")),
+    )
+    .expect("write");
     // No --metrics-listen: the manifest's address, which a reload may move.
     let drover = Drover::start_exactly(
         dir,
@@ -394,7 +401,7 @@ services:
         |v| v >= 1.0,
     );
     // b's command changes: a restart by reload.
-    std::fs::write(&path, manifest(first, "999")).expect("write");
+    std::fs::write(&path, manifest(format!("127.0.0.1:{first}"), Some("999"))).expect("write");
     wait_value(
         first,
         r#"drover_service_restarts_total{reason="reload",service="b"}"#,
@@ -406,16 +413,7 @@ services:
         |v| v == 1.0,
     );
     // b removed and the endpoint moved: b's series are gone, and the old port is closed.
-    std::fs::write(
-        &path,
-        format!(
-            "settings: {{ metrics: {{ listen: \"127.0.0.1:{second}\" }} }}
-services:
-  a: {{ command: [sleep, \"1000\"] }}
-"
-        ),
-    )
-    .expect("write");
+    std::fs::write(&path, manifest(format!("127.0.0.1:{second}"), None)).expect("write");
     wait_value(
         second,
         r#"drover_manifest_reloads_total{result="success"}"#,
@@ -431,16 +429,7 @@ services:
         "the old address still answers"
     );
     // The same port on every interface: the old listener holds the port, and is closed first.
-    std::fs::write(
-        &path,
-        format!(
-            "settings: {{ metrics: {{ listen: \"0.0.0.0:{second}\" }} }}
-services:
-  a: {{ command: [sleep, \"1000\"] }}
-"
-        ),
-    )
-    .expect("write");
+    std::fs::write(&path, manifest(format!("0.0.0.0:{second}"), None)).expect("write");
     wait_value(
         second,
         r#"drover_manifest_reloads_total{result="success"}"#,
