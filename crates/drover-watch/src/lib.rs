@@ -248,11 +248,16 @@ mod tests {
         // The ConfigMap layout: drover.yaml -> ..data/drover.yaml, ..data -> ..v1.
         std::fs::create_dir(root.join("..v1")).expect("mkdir");
         std::fs::write(root.join("app.env"), "A=1\n").expect("write");
-        let manifest = format!(
-            "services:\n  app: {{ command: [sleep, \"1\"], env_file: {} }}\n",
-            root.join("app.env").display()
-        );
-        std::fs::write(root.join("..v1/drover.yaml"), &manifest).expect("write");
+        // The temporary directory's random name may hold any digit, so the
+        // versions differ by the formatted argument, never by a text replace.
+        let env_file = root.join("app.env");
+        let manifest = |seconds: u32| {
+            format!(
+                "services:\n  app: {{ command: [sleep, \"{seconds}\"], env_file: {} }}\n",
+                env_file.display()
+            )
+        };
+        std::fs::write(root.join("..v1/drover.yaml"), manifest(1)).expect("write");
         std::os::unix::fs::symlink("..v1", root.join("..data")).expect("symlink");
         std::os::unix::fs::symlink("..data/drover.yaml", root.join("drover.yaml"))
             .expect("symlink");
@@ -266,7 +271,7 @@ mod tests {
 
         // The ConfigMap swap: a new version directory, a new link, renamed over `..data`.
         std::fs::create_dir(root.join("..v2")).expect("mkdir");
-        std::fs::write(root.join("..v2/drover.yaml"), manifest.replace('1', "2")).expect("write");
+        std::fs::write(root.join("..v2/drover.yaml"), manifest(2)).expect("write");
         std::os::unix::fs::symlink("..v2", root.join("..data_tmp")).expect("symlink");
         std::fs::rename(root.join("..data_tmp"), root.join("..data")).expect("rename");
         assert!(
