@@ -21,6 +21,12 @@ const PROBE_BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// [`PROBE_BUCKETS`] as their `le` labels, written once rather than formatted at each scrape.
+const PROBE_BUCKET_LABELS: [&str; PROBE_BUCKETS.len()] = [
+    "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5",
+    "10",
+];
+
 /// Results and durations of one probe of one service.
 #[derive(Clone, Debug, Default)]
 struct ProbeStats {
@@ -63,6 +69,8 @@ pub struct Exporter {
     process: Registry,
     probes: Mutex<HashMap<(Arc<str>, ProbeKind), ProbeStats>>,
     reloads: Mutex<Reloads>,
+    /// Reads the services' CPU and memory, keeping their `/proc` files open between scrapes.
+    usage: usage::UsageReader,
 }
 
 impl Exporter {
@@ -82,6 +90,7 @@ impl Exporter {
                 last_success: unix_seconds(SystemTime::now()),
                 ..Reloads::default()
             }),
+            usage: usage::UsageReader::start(),
         }))
     }
 
@@ -153,7 +162,7 @@ impl Exporter {
 
     fn write_services(&self, out: &mut String, services: &[ServiceSnapshot]) {
         let groups: Vec<i32> = services.iter().filter_map(group_of).collect();
-        let usage = usage::by_group(&groups);
+        let usage = self.usage.by_group(&groups);
         let now = SystemTime::now();
         let mut family = |name: &str, kind: &str, help: &str, series: &dyn Fn(&mut String)| {
             header(out, name, kind, help);
@@ -412,10 +421,9 @@ impl Exporter {
             let stats = &probes[*key];
             let labels = [("probe", key.1.as_str()), ("service", &*key.0)];
             let mut cumulative = 0;
-            for (le, count) in PROBE_BUCKETS.iter().zip(stats.buckets) {
+            for (le, count) in PROBE_BUCKET_LABELS.iter().zip(stats.buckets) {
                 cumulative += count;
-                let le = le.to_string();
-                bucket(out, &labels, &le, cumulative);
+                bucket(out, &labels, le, cumulative);
             }
             bucket(out, &labels, "+Inf", stats.count);
             sample(out, "drover_probe_duration_seconds_sum", &labels, stats.sum);
@@ -497,7 +505,12 @@ fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
     write_labels(out, labels, None);
     // Whole numbers (most values: counts, codes, flags) print as integers, which is cheaper.
     if value.fract() == 0.0 && value.abs() < 1e15 {
-        let _ = writeln!(out, " {}", value as i64);
+        out.push(' ');
+        if value < 0.0 {
+            out.push('-');
+        }
+        push_integer(out, value.abs() as u64);
+        out.push('\n');
     } else {
         let _ = writeln!(out, " {value}");
     }
@@ -506,7 +519,26 @@ fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
 fn bucket(out: &mut String, labels: &[(&str, &str)], le: &str, count: u64) {
     out.push_str("drover_probe_duration_seconds_bucket");
     write_labels(out, labels, Some(le));
-    let _ = writeln!(out, " {count}");
+    out.push(' ');
+    push_integer(out, count);
+    out.push('\n');
+}
+
+/// `n` in decimal, without the formatting machinery: a scrape writes 40,000 of them.
+fn push_integer(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[start..] {
+        out.push(char::from(digit));
+    }
 }
 
 fn write_labels(out: &mut String, labels: &[(&str, &str)], le: Option<&str>) {
@@ -521,6 +553,12 @@ fn write_labels(out: &mut String, labels: &[(&str, &str)], le: Option<&str>) {
         }
         out.push_str(name);
         out.push_str("=\"");
+        // Service names rarely hold a character to escape: copy them whole when they do not.
+        if !value.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+            out.push_str(value);
+            out.push('"');
+            continue;
+        }
         for c in value.chars() {
             match c {
                 '\\' => out.push_str("\\\\"),
@@ -551,4 +589,44 @@ fn unix_seconds(at: SystemTime) -> f64 {
     at.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_print_integers_plainly_and_other_numbers_in_full() {
+        let mut out = String::new();
+        for value in [0.0, -0.0, 7.0, -3.0, 1e14, 0.25, -1.5, 1e15, f64::NAN] {
+            sample(&mut out, "m", &[], value);
+        }
+        assert_eq!(
+            out,
+            "m 0\nm 0\nm 7\nm -3\nm 100000000000000\nm 0.25\nm -1.5\nm 1000000000000000\nm NaN\n"
+        );
+        let mut out = String::new();
+        push_integer(&mut out, u64::MAX);
+        assert_eq!(out, u64::MAX.to_string());
+    }
+
+    #[test]
+    fn label_values_are_escaped_only_where_needed() {
+        let mut out = String::new();
+        sample(&mut out, "m", &[("a", "plain"), ("b", "q\"b\\n\nx")], 1.0);
+        bucket(&mut out, &[("service", "web")], "0.5", 12);
+        assert_eq!(
+            out,
+            "m{a=\"plain\",b=\"q\\\"b\\\\n\\nx\"} 1\n\
+             drover_probe_duration_seconds_bucket{service=\"web\",le=\"0.5\"} 12\n"
+        );
+    }
+
+    #[test]
+    fn bucket_labels_are_the_bucket_bounds() {
+        for (label, bound) in PROBE_BUCKET_LABELS.iter().zip(PROBE_BUCKETS) {
+            assert_eq!(label.parse::<f64>().ok(), Some(bound), "{label}");
+            assert_eq!(*label, bound.to_string());
+        }
+    }
 }
