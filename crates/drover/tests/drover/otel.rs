@@ -185,6 +185,12 @@ fn spans_reach_a_real_otlp_receiver() {
     wait_until(SECS(15), "three restarts of crash", || {
         restarts(&drover, "crash") >= 3
     });
+    // web's first run must have been ready before the reload replaces it.
+    wait_until(SECS(10), "web's first run ready", || {
+        drover
+            .stderr()
+            .contains("readiness probe passed (exit code 0) service=web")
+    });
     // A reload that changes web's command, saved as editors do (a new file renamed over).
     let temporary = drover.path("drover.yaml.tmp");
     std::fs::write(
@@ -244,8 +250,9 @@ fn spans_reach_a_real_otlp_receiver() {
         assert!(pid > 0);
         pids.insert(pid);
         let (start, end) = times(run);
-        // Each run sleeps 0.1 s before it exits.
-        assert!(end - start >= 90_000_000, "a run of {} ns", end - start);
+        // Each run sleeps 0.1 s before it exits; both ends are stamped when drover handles
+        // the events, so a late start shortens the span a little.
+        assert!(end - start >= 50_000_000, "a run of {} ns", end - start);
     }
     assert_eq!(pids.len(), restarted.len(), "one pid per run");
 

@@ -13,7 +13,7 @@ const SECS: fn(u64) -> Duration = Duration::from_secs;
 #[allow(clippy::print_stderr)]
 fn unshare_works(test: &str) -> bool {
     let works = Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .args(["--pid", "--fork", "--kill-child", "--mount-proc", "true"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -36,6 +36,9 @@ fn run_as_pid1(dir: tempfile::TempDir, manifest: &str) -> (Drover, i32) {
             "unshare",
             "--pid",
             "--fork",
+            // Killing unshare (as a failed test's drop does) kills drover, and with it the
+            // namespace: nothing is left running.
+            "--kill-child",
             "--mount-proc",
             env!("CARGO_BIN_EXE_drover"),
             "run",

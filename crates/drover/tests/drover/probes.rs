@@ -93,12 +93,19 @@ fn silent_server() -> u16 {
     port
 }
 
+/// A service with a readiness `probe` that decides on its first check. The check timeout is
+/// long enough that a slow check on a loaded machine still gets its own verdict.
 fn probed(probe: &str) -> String {
+    probed_within(probe, "5s")
+}
+
+/// As [`probed`], with the check timeout `timeout`: for the tests of timeouts.
+fn probed_within(probe: &str, timeout: &str) -> String {
     format!(
         "services:
   app:
     command: [sleep, \"1000\"]
-    readiness_probe: {{ {probe}, period: 50ms, timeout: 300ms, failure_threshold: 1 }}
+    readiness_probe: {{ {probe}, period: 50ms, timeout: {timeout}, failure_threshold: 1 }}
 "
     )
 }
@@ -138,7 +145,10 @@ fn http_probes_send_their_headers_and_stop_reading_an_endless_body() {
 #[test]
 fn http_probes_time_out_on_a_silent_server_and_fail_when_refused() {
     let port = silent_server();
-    let drover = Drover::run(&probed(&format!("http: {{ port: {port} }}")));
+    let drover = Drover::run(&probed_within(
+        &format!("http: {{ port: {port} }}"),
+        "300ms",
+    ));
     drover.wait_log("readiness probe failing (no answer within 300ms)");
     // A port with no listener: bind one, note the port, close it.
     let closed = listener().1;
@@ -167,8 +177,9 @@ fn exec_probes_pass_on_0_fail_otherwise_and_a_slow_one_is_killed_with_its_childr
     let drover = Drover::run(&probed("exec: { command: [sh, -c, \"exit 3\"] }"));
     drover.wait_log("readiness probe failing (exit code 3)");
     // The probe starts a child and waits: both must be gone once it times out.
-    let drover = Drover::run(&probed(
+    let drover = Drover::run(&probed_within(
         "exec: { command: [sh, -c, \"sleep 60 & echo $! > child.pid; echo $$ > probe.pid; wait\"] }",
+        "300ms",
     ));
     drover.wait_log("readiness probe failing (still running after 300ms; killed)");
     let probe = drover.pid_file("probe.pid");
@@ -197,17 +208,19 @@ fn exec_probes_run_in_the_service_environment_and_working_dir() {
 ",
     );
     drover.wait_log("readiness probe passed");
-    assert_eq!(
-        std::fs::read_to_string(drover.path("work/seen.txt")).expect("seen.txt"),
-        "here\n"
-    );
+    // Each check rewrites the file (truncate, then write): poll for its whole text.
+    let seen = drover.path("work/seen.txt");
+    wait_until(SECS(10), "work/seen.txt holding \"here\"", || {
+        std::fs::read_to_string(&seen).is_ok_and(|text| text == "here\n")
+    });
 }
 
 /// A probe command that plays `script` (`+` pass, `-` fail), one character per check, and
-/// then repeats its last character; `checks` counts the checks so far.
+/// then repeats its last character; `checks` counts the checks so far (replaced by a rename,
+/// so a service reading it never sees it empty).
 fn scripted(script: &str) -> String {
     format!(
-        "[sh, -c, \"n=$(cat checks 2>/dev/null || echo 0); n=$((n+1)); echo $n > checks; s={script}; i=$n; [ $i -gt ${{#s}} ] && i=${{#s}}; c=$(printf %s \\\"$s\\\" | cut -c$i); [ \\\"$c\\\" = + ]\"]"
+        "[sh, -c, \"n=$(cat checks 2>/dev/null || echo 0); n=$((n+1)); echo $n > checks.tmp; mv checks.tmp checks; s={script}; i=$n; [ $i -gt ${{#s}} ] && i=${{#s}}; c=$(printf %s \\\"$s\\\" | cut -c$i); [ \\\"$c\\\" = + ]\"]"
     )
 }
 

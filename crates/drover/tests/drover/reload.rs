@@ -234,26 +234,26 @@ fn an_invalid_edit_keeps_the_running_manifest_until_fixed() {
         service("a", "")
     );
     std::fs::write(drover.path("drover.yaml"), &broken).expect("write");
-    wait_log(&drover, "reload failed (the manifest is invalid)");
-    assert!(
-        drover
-            .stderr()
-            .contains("reload: drover.yaml:4:5: error: services.b: unknown key `comand`"),
-        "{}",
-        drover.stderr()
+    // A writer stalled between truncating and writing may first show an empty manifest: that
+    // is a failure too, and the end of the write a second one, with the line wanted.
+    wait_log(
+        &drover,
+        "reload: drover.yaml:4:5: error: services.b: unknown key `comand`",
     );
+    wait_log(&drover, "reload failed (the manifest is invalid)");
     assert_eq!(pid_of(&drover, "a"), Some(a));
     assert_eq!(pid_of(&drover, "b"), Some(b));
     assert!(alive(a) && alive(b));
     // A half-written file is just another error.
-    std::fs::write(drover.path("drover.yaml"), &base[..base.len() / 2]).expect("write");
-    wait_until(SECS(10), "a second failure", || {
+    let failures = || {
         reload_lines(&drover)
             .iter()
             .filter(|l| l.contains("reload failed"))
             .count()
-            >= 2
-    });
+    };
+    let failed_before = failures();
+    std::fs::write(drover.path("drover.yaml"), &base[..base.len() / 2]).expect("write");
+    wait_until(SECS(10), "one more failure", || failures() > failed_before);
     assert!(alive(a) && alive(b));
     // Fixed: the change applies.
     std::fs::write(
@@ -290,11 +290,12 @@ fn fifty_edits_in_a_second_end_in_the_last_one() {
         std::fs::read_to_string(drover.path("b.value")).is_ok_and(|v| v == "v49\n")
             && pid_of(&drover, "b").is_some_and(|p| p != b && alive(p))
     });
-    // One reload when the burst is seen as one (the usual case); a loaded machine that stalls
-    // the writer past the debounce splits it, never into one reload per edit.
+    // One or two reloads when the burst is seen as one (the usual case: it lasts about the
+    // debounce's cap of 10 periods); a loaded machine that stalls the writer past the debounce
+    // splits it, never into one reload per edit.
     let reloads = reload_lines(&drover);
     let applied = reloads.iter().filter(|l| l.contains("reload: ~b")).count();
-    assert!((1..=5).contains(&applied), "{reloads:#?}");
+    assert!((1..=10).contains(&applied), "{reloads:#?}");
     assert_eq!(pid_of(&drover, "a"), Some(a));
     assert!(
         drover.child.try_wait().expect("try_wait").is_none(),

@@ -31,8 +31,9 @@ fn restart_on_crash_backs_off_within_bounds_then_gives_up() {
     assert_eq!(starts.len(), 4, "max_retries: 3 means 4 starts");
     for (i, expected_ms) in [200u128, 400, 800].into_iter().enumerate() {
         let gap_ms = (starts[i + 1] - starts[i]) / 1_000_000;
+        // The gap also holds two spawns and a reap; a loaded machine may stall for a while.
         assert!(
-            gap_ms >= expected_ms && gap_ms < expected_ms + 600,
+            gap_ms >= expected_ms && gap_ms < expected_ms + 1000,
             "restart {i}: {gap_ms} ms after the previous start, backoff {expected_ms} ms"
         );
     }

@@ -25,12 +25,16 @@ pub(crate) struct Drover {
     pub(crate) dir: tempfile::TempDir,
     stdout: Arc<Mutex<Vec<u8>>>,
     stderr: Arc<Mutex<Vec<u8>>>,
+    /// The threads copying stdout and stderr; each ends at its pipe's end.
+    captures: [std::thread::JoinHandle<()>; 2],
 }
 
-fn capture(mut from: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
+fn capture(
+    mut from: impl Read + Send + 'static,
+) -> (Arc<Mutex<Vec<u8>>>, std::thread::JoinHandle<()>) {
     let buffer = Arc::new(Mutex::new(Vec::new()));
     let into = buffer.clone();
-    std::thread::spawn(move || {
+    let thread = std::thread::spawn(move || {
         let mut chunk = [0u8; 8192];
         while let Ok(n) = from.read(&mut chunk) {
             if n == 0 {
@@ -39,7 +43,7 @@ fn capture(mut from: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
             into.lock().expect("lock").extend_from_slice(&chunk[..n]);
         }
     });
-    buffer
+    (buffer, thread)
 }
 
 impl Drover {
@@ -92,8 +96,10 @@ impl Drover {
         let mut command = Command::new(argv[0]);
         // No trace exporter nor OpenTelemetry setting unless a test asks for one, whatever the
         // caller's environment.
+        // Nor a proxy, which the OTLP client would use even for 127.0.0.1.
         for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("OTEL_") {
+            let name = key.to_string_lossy().to_ascii_lowercase();
+            if name.starts_with("otel_") || name.ends_with("_proxy") {
                 command.env_remove(key);
             }
         }
@@ -119,13 +125,14 @@ impl Drover {
             let mut pipe = child.stdin.take().expect("stdin");
             pipe.write_all(input).expect("write stdin");
         }
-        let stdout = capture(child.stdout.take().expect("stdout"));
-        let stderr = capture(child.stderr.take().expect("stderr"));
+        let (stdout, stdout_thread) = capture(child.stdout.take().expect("stdout"));
+        let (stderr, stderr_thread) = capture(child.stderr.take().expect("stderr"));
         Drover {
             child,
             dir,
             stdout,
             stderr,
+            captures: [stdout_thread, stderr_thread],
         }
     }
 
@@ -155,8 +162,13 @@ impl Drover {
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 use std::os::unix::process::ExitStatusExt;
-                // Let the capture threads catch up with the last output.
-                std::thread::sleep(Duration::from_millis(50));
+                // Let the capture threads copy the last output: they end at the pipes' end,
+                // which comes once drover and what it started are gone. A process that
+                // outlives drover and keeps a pipe open would hold them, hence the limit.
+                let captured = Instant::now() + Duration::from_secs(5);
+                while !self.captures.iter().all(|c| c.is_finished()) && Instant::now() < captured {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 return status
                     .code()
                     .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
@@ -205,11 +217,9 @@ impl Drop for Drover {
 }
 
 pub(crate) fn send(pid: i32, signal: i32) {
-    let status = Command::new("kill")
-        .args([format!("-{signal}"), pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{signal} {pid} failed");
+    let signal = nix::sys::signal::Signal::try_from(signal).expect("a signal number");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+        .unwrap_or_else(|err| panic!("kill -{signal} {pid}: {err}"));
 }
 
 /// `(state, ppid)` of a process from /proc, or `None` when it is gone.
