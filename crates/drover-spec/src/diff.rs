@@ -274,10 +274,7 @@ mod tests {
     fn env_file_content_is_compared() {
         let dir = tempfile::tempdir().expect("tempdir");
         let env = dir.path().join("app.env");
-        let yaml = format!(
-            "services:\n  app: {{ command: [sleep, \"1\"], env_file: {} }}\n",
-            env.display()
-        );
+        let yaml = format!("services:\n  app: {{ command: [sleep, \"1\"], env_file: {env:?} }}\n");
         let load = || crate::load_str(&yaml, &dir.path().join("drover.yaml")).expect("valid");
         std::fs::write(&env, "A=1\n").expect("write");
         let before = load();

@@ -253,8 +253,7 @@ mod tests {
         let env_file = root.join("app.env");
         let manifest = |seconds: u32| {
             format!(
-                "services:\n  app: {{ command: [sleep, \"{seconds}\"], env_file: {} }}\n",
-                env_file.display()
+                "services:\n  app: {{ command: [sleep, \"{seconds}\"], env_file: {env_file:?} }}\n"
             )
         };
         std::fs::write(root.join("..v1/drover.yaml"), manifest(1)).expect("write");
