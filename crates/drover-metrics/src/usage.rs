@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
 use std::sync::mpsc;
+use std::time::Duration;
 
 /// CPU seconds (user + system) and resident bytes of one process group.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -22,16 +23,20 @@ const STAT_LIMIT: usize = 4096;
 /// Most stat files kept open, whatever the file limit.
 const MAX_KEPT_OPEN: usize = 16_384;
 
+/// How long a scrape waits for the reader's thread before it reads `/proc` itself.
+const READER_PATIENCE: Duration = Duration::from_secs(5);
+
 /// Reads the usage of process groups for the scrapes, on a thread of its own that keeps the
 /// services' stat files open in a file descriptor table of its own.
 ///
-/// Kept files halve the cost of a pass (see [`StatFiles`]), but in drover's shared table every
-/// `fork` would copy them and every `exec` close them again: 1000 kept files add 0.1 to 0.2 ms
-/// to each spawn. So the thread first unshares its table (`unshare(CLONE_FILES)`) and closes
-/// its copies of drover's descriptors, but for 0, 1 and 2; forks, which happen on other
-/// threads, never see its files. Where `unshare` is refused (the default seccomp profiles of
-/// Docker and Kubernetes allow it only with `CAP_SYS_ADMIN`), no thread runs and every pass
-/// opens and closes each file, as the caller.
+/// Kept files cut the cost of a pass by about a third (see [`StatFiles`]), but in drover's
+/// shared table every `fork` would copy them and every `exec` close them again: 1000 kept
+/// files add 0.1 to 0.2 ms to each spawn. So the thread first takes a private table with only
+/// 0, 1 and 2 in it ([`drover_supervisor::private_fd_table`], `close_range` with
+/// `CLOSE_RANGE_UNSHARE`); forks, which happen on other threads, never see its files. Nothing
+/// on this thread may write to a descriptor above 2 that it did not open. Where that call is
+/// refused (Linux before 5.9, a seccomp profile without `close_range`), no thread runs and
+/// every pass opens and closes each file, on the caller's thread.
 #[derive(Debug)]
 pub struct UsageReader {
     /// To the thread; none when it could not get a table of its own.
@@ -52,28 +57,37 @@ impl UsageReader {
         let thread = std::thread::Builder::new()
             .name("drover-proc".into())
             .spawn(move || {
-                let private = private_fd_table();
-                let _ = started.send(private);
-                if !private {
-                    // Ending the thread releases its table, copies and all.
+                let private = drover_supervisor::private_fd_table();
+                let failed = private.as_ref().err().map(ToString::to_string);
+                let _ = started.send(failed);
+                if private.is_err() {
                     return;
                 }
                 let soft =
                     nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
                         .map_or(1024, |(soft, _hard)| soft);
-                // The table holds only these files and 0 to 2; leave room for the listing.
+                // The table holds only these files, 0 to 2 and the listing of /proc.
                 let limit = usize::try_from(soft.saturating_sub(16)).unwrap_or(MAX_KEPT_OPEN);
                 let mut files = StatFiles::with_limit(limit);
                 for request in incoming {
                     let _ = request.usage.send(files.by_group(&request.groups));
                 }
             });
-        let private = thread.is_ok() && private.recv().unwrap_or(false);
-        if !private {
-            tracing::debug!("metrics: no private file table; /proc stat files are not kept open");
+        let failed = match &thread {
+            Ok(_) => private
+                .recv()
+                .unwrap_or_else(|_| Some("the thread ended".into())),
+            Err(err) => Some(err.to_string()),
+        };
+        if let Some(reason) = failed {
+            tracing::debug!(%reason, "metrics: /proc stat files are not kept open");
+            if let Ok(thread) = thread {
+                let _ = thread.join();
+            }
+            return UsageReader { requests: None };
         }
         UsageReader {
-            requests: private.then_some(requests),
+            requests: Some(requests),
         }
     }
 
@@ -82,7 +96,8 @@ impl UsageReader {
         self.requests.is_some()
     }
 
-    /// Usage of every process group in `groups`, in one pass over `/proc`.
+    /// Usage of every process group in `groups`, in one pass over `/proc`. Should the thread
+    /// not answer within [`READER_PATIENCE`], the pass runs here, opening every file.
     pub fn by_group(&self, groups: &[i32]) -> HashMap<i32, Usage> {
         if let Some(requests) = &self.requests {
             let (usage, answer) = mpsc::sync_channel(1);
@@ -91,41 +106,13 @@ impl UsageReader {
                 usage,
             };
             if requests.send(request).is_ok()
-                && let Ok(usage) = answer.recv()
+                && let Ok(usage) = answer.recv_timeout(READER_PATIENCE)
             {
                 return usage;
             }
         }
         StatFiles::with_limit(0).by_group(groups)
     }
-}
-
-/// Gives the calling thread a file descriptor table of its own and closes in it every copy of
-/// drover's descriptors but 0, 1 and 2 (so a pipe or socket drover closes is not held open
-/// here); whether it succeeded. On failure the thread must end, which releases the table.
-fn private_fd_table() -> bool {
-    if nix::sched::unshare(nix::sched::CloneFlags::CLONE_FILES).is_err() {
-        return false;
-    }
-    // The listing's own descriptor is among them; it is closed when the listing is collected.
-    let Ok(copies) = std::fs::read_dir("/proc/thread-self/fd").and_then(|entries| {
-        entries
-            .map(|entry| {
-                Ok(entry?
-                    .file_name()
-                    .to_str()
-                    .and_then(|n| n.parse::<i32>().ok()))
-            })
-            .collect::<std::io::Result<Vec<Option<i32>>>>()
-    }) else {
-        return false;
-    };
-    for fd in copies.into_iter().flatten().filter(|&fd| fd > 2) {
-        // A number, not an owned descriptor: these are this table's copies, which nothing in
-        // this thread uses. The listing's descriptor is already closed (EBADF, ignored).
-        let _ = nix::unistd::close(fd);
-    }
-    true
 }
 
 /// Reads the usage of process groups from `/proc`, keeping open between passes the
@@ -135,8 +122,9 @@ fn private_fd_table() -> bool {
 /// allocation), so a file that is kept is read again with `pread` at offset 0, which makes the
 /// kernel write the line afresh. A kept file belongs to its process, not to its pid number:
 /// once the process is gone, reading it fails with `ESRCH`, even if the pid is reused, and the
-/// file is dropped. Files are `O_CLOEXEC`. Used by [`UsageReader`]'s thread, whose table is
-/// its own.
+/// file is dropped. Files are `O_CLOEXEC`. At most `limit` files are open between passes,
+/// and during a pass at most `limit` plus the one being read. Used by [`UsageReader`]'s
+/// thread, whose table is its own.
 #[derive(Debug)]
 pub struct StatFiles {
     kept: HashMap<i32, File>,
@@ -211,7 +199,9 @@ impl StatFiles {
             {
                 total.cpu_seconds += cpu_ticks as f64 / ticks;
                 total.rss_bytes += rss_pages * page;
-                if self.kept.len() < self.limit {
+                // The files of processes gone since the last pass are still open until the
+                // pass ends: they count against the limit.
+                if self.kept.len() + previous.len() < self.limit {
                     self.kept.insert(pid, file);
                 }
             }
@@ -356,7 +346,9 @@ mod tests {
         let (mut read_end, write_end) = std::io::pipe().expect("pipe");
         let reader = UsageReader::start();
         if !reader.keeps_files() {
-            eprintln!("SKIPPED: unshare(CLONE_FILES) is refused here; stat files are not kept");
+            eprintln!(
+                "SKIPPED: close_range(CLOSE_RANGE_UNSHARE) is refused here; stat files are not kept"
+            );
             return;
         }
         // Closed here, the write end must be closed everywhere: the reader holds no copy.
@@ -378,29 +370,66 @@ mod tests {
             .spawn()
             .expect("spawn sleep");
         let group = i32::try_from(child.id()).expect("pid");
-        let usage = reader.by_group(&[group]);
+        // Just after exec, the new program may not have a resident page yet.
+        let resident = within_10s(|| reader.by_group(&[group])[&group].rss_bytes > 0);
         let stat = PathBuf::from(format!("/proc/{group}/stat"));
-        let holders: Vec<String> = descriptors_by_task()
-            .into_iter()
-            .filter(|(_, target)| *target == stat)
-            .map(|(task, _)| task)
-            .collect();
-        let main_table: Vec<PathBuf> = std::fs::read_dir("/proc/self/fd")
-            .expect("fds")
-            .flatten()
-            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-            .collect();
+        // Other tests' passes open every stat file for a moment: a kept file shows in every
+        // look, theirs in few. (holders, whether drover's own table has it) per look.
+        let mut looks = Vec::new();
+        for _ in 0..20 {
+            let holders = descriptors_by_task()
+                .into_iter()
+                .filter(|(_, target)| *target == stat)
+                .count();
+            let in_main_table = std::fs::read_dir("/proc/self/fd")
+                .expect("fds")
+                .flatten()
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .any(|target| target == stat);
+            looks.push((holders, in_main_table));
+            if (holders, in_main_table) == (1, false) {
+                break;
+            }
+        }
         child.kill().expect("kill");
         child.wait().expect("wait");
-        assert!(usage[&group].rss_bytes > 0, "{usage:?}");
-        assert_eq!(
-            holders.len(),
-            1,
-            "the stat file is kept by one thread: {holders:?}"
-        );
+        assert!(resident, "the reader never saw the child's memory");
         assert!(
-            !main_table.contains(&stat),
-            "the stat file is in drover's own table"
+            looks.contains(&(1, false)),
+            "the stat file must be kept by one thread, outside drover's own table: {looks:?}"
         );
+    }
+
+    #[test]
+    fn files_of_processes_gone_count_against_the_limit_until_the_pass_ends() {
+        use std::os::unix::process::CommandExt as _;
+        let sleeper = || {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .process_group(0)
+                .spawn()
+                .expect("spawn sleep")
+        };
+        let group = |child: &std::process::Child| i32::try_from(child.id()).expect("pid");
+        let (mut a, mut b) = (sleeper(), sleeper());
+        let mut files = StatFiles::with_limit(2);
+        files.by_group(&[group(&a), group(&b)]);
+        assert_eq!(files.kept_open(), 2);
+        // a is gone, c is new: a's file stays open until the pass ends, so only one of b and c
+        // may be kept, or three files would be open at once between passes.
+        a.kill().expect("kill");
+        a.wait().expect("wait");
+        let mut c = sleeper();
+        files.by_group(&[group(&b), group(&c)]);
+        let kept_after_a_went = files.kept_open();
+        files.by_group(&[group(&b), group(&c)]);
+        let kept_later = files.kept_open();
+        for child in [&mut b, &mut c] {
+            child.kill().expect("kill");
+            child.wait().expect("wait");
+        }
+        // Kept files are those of processes found in the groups: both were.
+        assert_eq!(kept_after_a_went, 1);
+        assert_eq!(kept_later, 2);
     }
 }

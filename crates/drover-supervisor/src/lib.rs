@@ -28,6 +28,6 @@ pub use crate::process::{Processes, SpawnError, SpawnRequest};
 pub use crate::runtime::{Control, Error, Supervisor};
 pub use crate::sys::{
     ExitStatus, InheritedSignals, become_subreaper, ignore_terminal_stops, is_pid1,
-    realtime_signals, send_signal,
+    private_fd_table, realtime_signals, send_signal,
 };
 pub use drover_probe::{CheckOutcome, ProbeKind};
