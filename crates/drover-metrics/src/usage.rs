@@ -338,6 +338,26 @@ mod tests {
         found
     }
 
+    /// The `SigBlk` masks of the `drover-proc` threads of this process (signals the kernel lets
+    /// no thread block, SIGKILL and SIGSTOP, and glibc's two internal ones count as blocked).
+    fn reader_threads_blocked_signals() -> Vec<u64> {
+        let tasks = std::fs::read_dir("/proc/thread-self/..").expect("tasks");
+        tasks
+            .flatten()
+            .filter_map(|task| {
+                let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+                if comm.trim() != "drover-proc" {
+                    return None;
+                }
+                let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+                let mask = status.lines().find_map(|l| l.strip_prefix("SigBlk:"))?;
+                let mask = u64::from_str_radix(mask.trim(), 16).ok()?;
+                // SIGKILL (9), SIGSTOP (19), and 32 and 33, which glibc reserves for itself.
+                Some(mask | 1 << (9 - 1) | 1 << (19 - 1) | 1 << (32 - 1) | 1 << (33 - 1))
+            })
+            .collect()
+    }
+
     #[test]
     fn the_reader_keeps_its_files_out_of_drovers_table_and_holds_no_copies() {
         use std::io::Read as _;
@@ -351,6 +371,13 @@ mod tests {
             );
             return;
         }
+        // Signals are never handled on its thread, whose descriptors are not the runtime's.
+        // (Other tests' readers may be starting: one full mask is this reader's.)
+        let blocked = reader_threads_blocked_signals();
+        assert!(
+            blocked.contains(&u64::MAX),
+            "the readers' threads block only {blocked:x?}"
+        );
         // Closed here, the write end must be closed everywhere: the reader holds no copy.
         drop(write_end);
         let (eof, at_eof) = mpsc::channel();

@@ -432,7 +432,13 @@ fn child_setup(
 ///
 /// Call it first thing on a thread of its own, before it holds any descriptor (nor may its
 /// closure capture one): what this thread holds above 2 is closed as well.
+///
+/// It first blocks every signal on this thread, for good: a signal handler runs on whichever
+/// thread the kernel picks, and tokio's handler writes its wake-up to a descriptor of the
+/// shared table, which here is closed or another file. A SIGCHLD handled here would be lost,
+/// and with it the reaping of the services.
 pub fn private_fd_table() -> io::Result<()> {
+    block_signals_on_this_thread()?;
     // SAFETY: close_range takes integers and touches no memory of ours. With
     // CLOSE_RANGE_UNSHARE the kernel first copies the table and closes the range in the copy,
     // which only this thread uses: no descriptor owned by another thread (an `OwnedFd`, a
