@@ -113,6 +113,30 @@ fn main() {
             idle
         );
     }
+    // The default output mode: a pipe and a reader per stream of each service.
+    for n in [100, 1000] {
+        let yaml = services(n, "{ command: [sleep, \"1000\"] }")
+            .replace("settings: { log: { service_output: discard } }\n", "");
+        let drover = Binary::start(&yaml, n);
+        std::thread::sleep(Duration::from_millis(500));
+        let rss = rss_of(drover.pid);
+        drover.stop();
+        println!(
+            "drover binary with {n} services, output prefixed (the default): RSS {:.1} MiB",
+            rss as f64 / 1024.0 / 1024.0
+        );
+    }
+}
+
+/// Resident memory of `pid`, in bytes.
+fn rss_of(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        .unwrap()
+        * 1024
 }
 
 fn ms(d: Duration) -> f64 {
@@ -293,13 +317,7 @@ async fn crash_loop_cpu(processes: &Processes, over: Duration) -> (u64, f64) {
 fn footprint(n: usize) -> (u64, u64) {
     let drover = Binary::start(&services(n, "{ command: [sleep, \"1000\"] }"), n);
     std::thread::sleep(Duration::from_millis(500));
-    let rss = std::fs::read_to_string(format!("/proc/{}/status", drover.pid))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
-        .unwrap()
-        * 1024;
+    let rss = rss_of(drover.pid);
     let cpu0 = cpu_ticks(drover.pid);
     std::thread::sleep(Duration::from_secs(10));
     let idle_ms = (cpu_ticks(drover.pid) - cpu0) * 1000 / 100;
