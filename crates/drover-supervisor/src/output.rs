@@ -143,12 +143,19 @@ impl OutputSink {
                 } else {
                     receiver.readable().await
                 };
-                if ready.is_err() || read_ready(&receiver, &mut splitter, &sender).is_break() {
-                    break;
+                let read = match ready {
+                    Ok(()) => read_ready(&receiver, &mut splitter, &sender),
+                    Err(_) => Read::Ended,
+                };
+                match read {
+                    Read::Ended => break,
+                    // Most likely drained: let the others run, as tokio's own `read` does by
+                    // waiting for the next readiness event.
+                    Read::Short => tokio::task::yield_now().await,
+                    // `readable` takes nothing from the task's budget: a service that floods
+                    // would keep the runtime, and supervision, to itself.
+                    Read::Full => tokio::task::consume_budget().await,
                 }
-                // `readable` takes nothing from the task's budget: a service that floods would
-                // keep the runtime, and supervision, to itself.
-                tokio::task::consume_budget().await;
             }
             splitter.finish(|text| sender.send(text));
         });
@@ -167,20 +174,30 @@ std::thread_local! {
     static READ_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_CHUNK]);
 }
 
-/// Reads what `receiver` has and queues its complete lines; `Break` once the pipe has ended.
-fn read_ready(
-    receiver: &pipe::Receiver,
-    splitter: &mut LineSplitter,
-    sender: &LineSender,
-) -> std::ops::ControlFlow<()> {
+/// What one read of a service's pipe found.
+enum Read {
+    /// The buffer's worth: there may be more.
+    Full,
+    /// Less, or nothing yet.
+    Short,
+    /// The pipe has ended (or failed).
+    Ended,
+}
+
+/// Reads what `receiver` has and queues its complete lines.
+fn read_ready(receiver: &pipe::Receiver, splitter: &mut LineSplitter, sender: &LineSender) -> Read {
     READ_BUFFER.with_borrow_mut(|buffer| match receiver.try_read(buffer) {
-        Ok(0) => std::ops::ControlFlow::Break(()),
+        Ok(0) => Read::Ended,
         Ok(n) => {
             splitter.push(&buffer[..n], |text| sender.send(text));
-            std::ops::ControlFlow::Continue(())
+            if n == buffer.len() {
+                Read::Full
+            } else {
+                Read::Short
+            }
         }
-        Err(err) if err.kind() == io::ErrorKind::WouldBlock => std::ops::ControlFlow::Continue(()),
-        Err(_) => std::ops::ControlFlow::Break(()),
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Read::Short,
+        Err(_) => Read::Ended,
     })
 }
 
