@@ -138,7 +138,9 @@ fn a_dependency_that_fails_blocks_its_dependents() {
 fn drain_stops_in_reverse_dependency_order() {
     let service = |name: &str| {
         format!(
-            "\"trap '{}; exit 0' TERM; touch {name}.up; sleep 30 & wait\"",
+            // The marker comes after the fork: a sleep forked after the drain's SIGTERM would
+            // outlive its shell, and the stop would wait out stop.timeout.
+            "\"trap '{}; exit 0' TERM; sleep 30 & touch {name}.up; wait\"",
             stamp(&format!("{name}.stop"))
         )
     };
