@@ -291,7 +291,7 @@ mod tests {
         let group = i32::try_from(child.id()).expect("pid");
         let mut files = StatFiles::with_limit(10);
         let first = files.by_group(&[group])[&group];
-        assert_eq!(files.kept_open(), 1);
+        let kept_first = files.kept_open();
         // Every later pass reads the kept file again, and its CPU time must still grow.
         let mut passes = 0;
         let grew = within_10s(|| {
@@ -302,6 +302,7 @@ mod tests {
         let reread = files.reread;
         child.kill().expect("kill");
         child.wait().expect("wait");
+        assert_eq!(kept_first, 1);
         assert!(grew, "the CPU time read from a kept file never grew");
         assert_eq!(kept, 1);
         assert_eq!(reread, passes, "a kept file was opened again");
@@ -441,7 +442,7 @@ mod tests {
         let (mut a, mut b) = (sleeper(), sleeper());
         let mut files = StatFiles::with_limit(2);
         files.by_group(&[group(&a), group(&b)]);
-        assert_eq!(files.kept_open(), 2);
+        let kept_both = files.kept_open();
         // a is gone, c is new: a's file stays open until the pass ends, so only one of b and c
         // may be kept, or three files would be open at once between passes.
         a.kill().expect("kill");
@@ -456,6 +457,7 @@ mod tests {
             child.wait().expect("wait");
         }
         // Kept files are those of processes found in the groups: both were.
+        assert_eq!(kept_both, 2);
         assert_eq!(kept_after_a_went, 1);
         assert_eq!(kept_later, 2);
     }
