@@ -17,7 +17,8 @@ fi
 #   metrics tests (the package's systemd unit is not started: there is no systemd here).
 missing=()
 command -v script >/dev/null 2>&1 || missing+=(util-linux)
-command -v python3 >/dev/null 2>&1 || missing+=(python3)
+# Debian's own python3 at /usr/bin, which services run as other users can execute.
+[ -x /usr/bin/python3 ] || missing+=(python3)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -7,7 +7,6 @@ use nix::sys::socket::{self, ControlMessageOwned, MsgFlags, UnixCredentials, soc
 use nix::unistd::Pid;
 use std::io::{self, IoSliceMut};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use tokio::io::Interest;
 use tokio::net::UnixDatagram;
@@ -58,17 +57,12 @@ pub struct NotifySocket {
 }
 
 impl NotifySocket {
-    /// Binds a datagram socket at `path` (replacing a stale file), asks for the senders'
-    /// credentials, and lets any user send to it (a service may run as another user).
+    /// Binds a datagram socket at `path`, which must not exist, and asks for the senders'
+    /// credentials. Who may send to it is the caller's to decide, with the directory it is
+    /// in: the file gets the mode the umask gives (writable by its owner only).
     pub fn bind(path: &Path) -> io::Result<NotifySocket> {
-        match std::fs::remove_file(path) {
-            Ok(()) => {}
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-            Err(err) => return Err(err),
-        }
         let socket = UnixDatagram::bind(path)?;
         socket::setsockopt(&socket, sockopt::PassCred, &true).map_err(io::Error::from)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
         Ok(NotifySocket {
             socket,
             path: path.to_path_buf(),

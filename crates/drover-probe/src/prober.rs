@@ -20,6 +20,9 @@ pub const MAX_PHASE_OFFSET: Duration = Duration::from_millis(100);
 /// a multiple of it keeps every later check on the grid.
 pub const GRID: Duration = Duration::from_millis(10);
 
+/// Later than any probe will ever run (tokio's own "far future": 30 years).
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
 /// The first grid point at or after `at`.
 fn on_grid(at: Instant) -> Instant {
     static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
@@ -27,7 +30,11 @@ fn on_grid(at: Instant) -> Instant {
     let since = at.saturating_duration_since(origin).as_nanos();
     let step = GRID.as_nanos();
     let rounded = since.div_ceil(step) * step;
-    origin + Duration::from_nanos(u64::try_from(rounded).unwrap_or(u64::MAX))
+    origin
+        .checked_add(Duration::from_nanos(
+            u64::try_from(rounded).unwrap_or(u64::MAX),
+        ))
+        .unwrap_or(at)
 }
 
 /// A stable offset for the probe `kind` of service `service`, in `[0, min(period / 10, 100ms))`.
@@ -49,7 +56,12 @@ pub async fn run(
     mut report: impl FnMut(CheckResult, Option<Change>),
 ) {
     let mut thresholds = Thresholds::new(kind, probe.success_threshold, probe.failure_threshold);
-    let first = on_grid(Instant::now() + probe.initial_delay + offset);
+    let now = Instant::now();
+    // Validation bounds the delay; an unbounded one would still not panic, only never start.
+    let first = now
+        .checked_add(probe.initial_delay.saturating_add(offset))
+        .map(on_grid)
+        .unwrap_or_else(|| now + FAR_FUTURE);
     let mut ticks = tokio::time::interval_at(first, probe.period.max(Duration::from_millis(1)));
     // A check slower than the period delays the next one rather than bunching them up.
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);

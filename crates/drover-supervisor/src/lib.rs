@@ -8,7 +8,8 @@
 //! - `restart`: backoff maths and the retry count, pure functions;
 //! - `core`: the state machine of every service, a pure function of inputs and time;
 //! - `runtime`: the task that performs what `core` decides and publishes events and snapshots;
-//! - `output`: service stdout/stderr in `prefix` mode, never blocking supervision.
+//! - `output`: service stdout/stderr in `prefix` mode, never blocking supervision;
+//! - `ratelimit`: a bound on log lines that outside input can provoke.
 //!
 //! **Boundary**: the supervisor publishes [`Event`]s and [`ServiceSnapshot`]s and never knows
 //! who consumes them (metrics, tracing, a control API).
@@ -17,6 +18,7 @@ pub mod core;
 pub mod output;
 mod probes;
 pub mod process;
+pub mod ratelimit;
 pub mod restart;
 pub mod runtime;
 mod sys;

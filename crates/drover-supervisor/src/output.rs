@@ -103,7 +103,8 @@ impl OutputSink {
             readers,
         } = self;
         drop(queue);
-        let deadline = tokio::time::Instant::now() + limit;
+        let now = tokio::time::Instant::now();
+        let deadline = now.checked_add(limit).unwrap_or(now);
         for reader in readers {
             let _ = tokio::time::timeout_at(deadline, reader).await;
         }

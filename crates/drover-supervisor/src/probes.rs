@@ -2,13 +2,14 @@
 //! the one reaper sees the probe's exit) and each service's sd_notify socket and watchdog.
 
 use crate::process::{Processes, SpawnRequest};
+use crate::ratelimit::LogRateLimit;
 use crate::sys::{self, ExitStatus};
 use drover_probe::{
     CheckFuture, CheckOutcome, CheckResult, ExecCheck, NotifyMessage, NotifySocket,
 };
 use drover_spec::model::User;
 use nix::sys::signal::Signal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,7 @@ pub(crate) struct ExecProbe {
     /// Builds the command afresh for each check (a `Command` is spent by one spawn).
     command: Arc<dyn Fn() -> std::io::Result<Command> + Send + Sync>,
     user: Option<User>,
+    working_dir: Option<PathBuf>,
 }
 
 impl ExecProbe {
@@ -35,11 +37,13 @@ impl ExecProbe {
         processes: Processes,
         command: Box<dyn Fn() -> std::io::Result<Command> + Send + Sync>,
         user: Option<User>,
+        working_dir: Option<PathBuf>,
     ) -> ExecProbe {
         ExecProbe {
             processes,
             command: Arc::from(command),
             user,
+            working_dir,
         }
     }
 }
@@ -67,6 +71,7 @@ impl ExecProbe {
             foreground: false,
             inherit_signals: None,
             user: self.user.clone(),
+            working_dir: self.working_dir.clone(),
             waiter: Box::new(move |_, status| {
                 let _ = done.send(status);
             }),
@@ -111,17 +116,46 @@ pub(crate) struct NotifyUnit {
     pub(crate) listener: AbortHandle,
 }
 
-/// Binds `dir/<service>.sock` and starts reading it: each message goes to `notices` with `unit`.
+/// Binds a notify socket in a subdirectory `name` of `dir` of its own, and starts reading it:
+/// each message goes to `notices` with `unit`. The socket and its subdirectory belong to
+/// `owner` (the service's uid and gid; root when `None`) and are usable by it alone (0700):
+/// another local user can neither send to it nor replace it.
 pub(crate) fn listen(
-    dir: &Path,
-    service: &str,
+    dir: &sys::OwnDir,
+    name: &str,
+    owner: Option<(u32, u32)>,
     unit: usize,
     watchdog: Option<Duration>,
     notices: mpsc::UnboundedSender<(usize, NotifyMessage)>,
 ) -> std::io::Result<NotifyUnit> {
-    let path = dir.join(format!("{service}.sock"));
-    let socket = NotifySocket::bind(&path)?;
+    // The subdirectory stays root's, 0700, until the socket in it is bound and chowned:
+    // nothing of the service's user can get in between.
+    let subdir = dir.subdir_for(name, None)?;
+    let path = subdir.path.join(SOCKET_NAME);
+    let bound = NotifySocket::bind(&path).and_then(|socket| {
+        if let Some(owner) = owner {
+            subdir.chown_entry(SOCKET_NAME, owner)?;
+            nix::unistd::fchown(&subdir.fd, Some(owner.0.into()), Some(owner.1.into()))?;
+        }
+        Ok(socket)
+    });
+    let socket = match bound {
+        Ok(socket) => socket,
+        Err(err) => {
+            let _ = subdir.remove_entry(SOCKET_NAME, false);
+            let _ = dir.remove_entry(name, true);
+            return Err(err);
+        }
+    };
+    // Removed when the task ends or is aborted, even before it first runs: the socket's
+    // file, then its directory (fields drop in order).
+    let bound = BoundSocket {
+        socket,
+        _dir: RemoveDirOnDrop(subdir.path.clone()),
+    };
     let listener = tokio::spawn(async move {
+        let socket = &bound.socket;
+        let mut warnings = LogRateLimit::new(5, Duration::from_secs(10));
         loop {
             match socket.recv().await {
                 Ok(message) => {
@@ -130,8 +164,11 @@ pub(crate) fn listen(
                     }
                 }
                 Err(err) => {
-                    tracing::warn!(unit, error = %err, "cannot read a notify socket");
-                    break;
+                    if let Some(held) = warnings.allow(Instant::now()) {
+                        tracing::warn!(unit, error = %err, held_back = held, "cannot read a notify socket");
+                    }
+                    // A persistent error must not spin: wait before the next read.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
         }
@@ -146,15 +183,81 @@ pub(crate) fn listen(
     })
 }
 
-/// The directory for this drover's notify sockets: `$RUNTIME_DIRECTORY` (systemd), else the
-/// temporary directory, in `drover-<pid>`; traversable by every user, listable by none.
-pub(crate) fn notify_dir() -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let base = std::env::var_os("RUNTIME_DIRECTORY")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    let dir = base.join(format!("drover-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))?;
-    Ok(dir)
+impl NotifyUnit {
+    /// Removes the socket's file and its directory (its reader may still hold the socket).
+    pub(crate) fn remove_files(&self) {
+        let _ = std::fs::remove_file(&self.path);
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// The socket's name in its service's subdirectory.
+const SOCKET_NAME: &str = "notify";
+
+/// A notify socket and its directory.
+struct BoundSocket {
+    socket: NotifySocket,
+    _dir: RemoveDirOnDrop,
+}
+
+/// Removes an (emptied) directory when dropped.
+struct RemoveDirOnDrop(PathBuf);
+
+impl Drop for RemoveDirOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// Makes the directory for this drover's notify sockets, the first of these that works:
+/// - a new `notify-XXXXXX` in `$RUNTIME_DIRECTORY` (systemd made that for drover's unit);
+/// - as root, a new `notify-XXXXXX` in `/run/drover`; otherwise in `$XDG_RUNTIME_DIR/drover`
+///   (made by drover, or adopted only if it is a real directory of drover's user that nobody
+///   else may write);
+/// - a new `drover-XXXXXX` in the temporary directory.
+///
+/// Every name is made by drover itself (mkdtemp(3): never an existing one), unpredictable,
+/// and its mode (0711: each service's user may reach its own 0700 subdirectory, nobody may
+/// list it) is set on its descriptor.
+pub(crate) fn notify_dir() -> std::io::Result<sys::OwnDir> {
+    const MODE: u32 = 0o711;
+    let mut errors = Vec::new();
+    if let Some(dirs) = std::env::var_os("RUNTIME_DIRECTORY") {
+        // systemd separates several directories with ':'; the first is drover's.
+        let first = dirs.to_string_lossy().split(':').next().map(PathBuf::from);
+        if let Some(base) = first.filter(|p| p.is_absolute()) {
+            match sys::new_private_dir(&base, "notify-", MODE) {
+                Ok(dir) => return Ok(dir),
+                Err(err) => errors.push(format!("{}: {err}", base.display())),
+            }
+        }
+    }
+    let runtime_base = if sys::effective_uid() == 0 {
+        Some(PathBuf::from("/run"))
+    } else {
+        std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    if let Some(base) = runtime_base {
+        match sys::own_dir(&base, "drover", 0o755)
+            .and_then(|own| sys::new_private_dir(&own.path, "notify-", MODE))
+        {
+            Ok(dir) => return Ok(dir),
+            Err(err) => errors.push(format!("{}/drover: {err}", base.display())),
+        }
+    }
+    let temp = std::env::temp_dir();
+    match sys::new_private_dir(&temp, "drover-", MODE) {
+        Ok(dir) => Ok(dir),
+        Err(err) => {
+            errors.push(format!("{}: {err}", temp.display()));
+            Err(std::io::Error::other(format!(
+                "no directory for notify sockets: {}",
+                errors.join("; ")
+            )))
+        }
+    }
 }

@@ -56,6 +56,15 @@ pub enum SpawnError {
     /// `user:` names nobody.
     #[error("user `{0}` does not exist")]
     NoSuchUser(String),
+    /// `working_dir` cannot be entered (as the service's user).
+    #[error("working_dir {}: {source}", dir.display())]
+    WorkingDir {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
     /// Anything else the kernel refused.
     #[error("{program}: {source}")]
     Os {
@@ -91,8 +100,12 @@ pub struct SpawnRequest {
     pub foreground: bool,
     /// Hand on drover's initial signal mask and ignored signals instead of clean defaults.
     pub inherit_signals: Option<InheritedSignals>,
-    /// Switch to this user (needs root).
+    /// Switch to this user (needs root); its `HOME`, `USER`, `LOGNAME` and `SHELL` are set
+    /// unless `command` sets them.
     pub user: Option<User>,
+    /// Enter this directory, as the user (not with `command.current_dir`, which std enters
+    /// before the user switch).
+    pub working_dir: Option<std::path::PathBuf>,
     /// Told the exit status.
     pub waiter: Waiter,
 }
@@ -196,7 +209,8 @@ impl Processes {
     }
 
     async fn wait_childless(&self, limit: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
+        let now = tokio::time::Instant::now();
+        let deadline = now.checked_add(limit).unwrap_or(now);
         loop {
             self.shared.reap_all();
             if children().is_empty() {
@@ -249,6 +263,7 @@ impl Shared {
             foreground,
             inherit_signals,
             user,
+            working_dir,
             waiter,
         } = request;
         let program = command.get_program().to_string_lossy().into_owned();
@@ -256,18 +271,41 @@ impl Shared {
             Ok(credentials) => credentials,
             Err(err) => return on_spawn(Err(err)),
         };
+        if let Some(account) = credentials.as_ref().and_then(|c| c.account.as_ref()) {
+            set_account_environment(&mut command, account);
+        }
+        let working_dir_c = match working_dir
+            .as_ref()
+            .map(|dir| std::ffi::CString::new(dir.as_os_str().as_encoded_bytes().to_vec()))
+        {
+            None => None,
+            Some(Ok(dir)) => Some(dir),
+            Some(Err(_)) => {
+                return on_spawn(Err(SpawnError::WorkingDir {
+                    dir: working_dir.unwrap_or_default(),
+                    source: io::Error::from(io::ErrorKind::InvalidInput),
+                }));
+            }
+        };
         let setup = ChildSetup {
             new_session,
             foreground,
             inherit_signals,
             credentials,
             parent: sys::own_pid(),
+            working_dir: working_dir_c,
         };
         let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         let child = match sys::spawn(&mut command, setup) {
             Ok(child) => child,
             Err(source) => {
                 drop(table);
+                if let Some(source) = sys::chdir_error(&source) {
+                    return on_spawn(Err(SpawnError::WorkingDir {
+                        dir: working_dir.unwrap_or_default(),
+                        source,
+                    }));
+                }
                 return on_spawn(Err(match source.kind() {
                     io::ErrorKind::NotFound => SpawnError::NotFound { program },
                     io::ErrorKind::PermissionDenied => SpawnError::PermissionDenied { program },
@@ -287,9 +325,30 @@ impl Shared {
     }
 }
 
+/// Sets `HOME`, `USER`, `LOGNAME` and `SHELL` from the account a service runs as, as su(1)
+/// and systemd do, except where the service's own environment sets them.
+fn set_account_environment(command: &mut Command, account: &sys::Account) {
+    let set_by_service: Vec<std::ffi::OsString> = command
+        .get_envs()
+        .filter(|(_, value)| value.is_some())
+        .map(|(key, _)| key.to_os_string())
+        .collect();
+    let values = [
+        ("HOME", account.home.as_os_str()),
+        ("USER", std::ffi::OsStr::new(&account.name)),
+        ("LOGNAME", std::ffi::OsStr::new(&account.name)),
+        ("SHELL", account.shell.as_os_str()),
+    ];
+    for (key, value) in values {
+        if !set_by_service.iter().any(|k| k == key) && !value.is_empty() {
+            command.env(key, value);
+        }
+    }
+}
+
 /// Looks up `user` (name, uid or uid:gid) and its supplementary groups. Runs on the spawner
 /// thread, before the fork: NSS lookups are not async-signal-safe.
-fn resolve_user(user: &User) -> Result<Credentials, SpawnError> {
+pub(crate) fn resolve_user(user: &User) -> Result<Credentials, SpawnError> {
     let shown = match user {
         User::Name(name) => name.clone(),
         User::Id {
@@ -344,7 +403,17 @@ fn resolve_user(user: &User) -> Result<Credentials, SpawnError> {
         }
         None => vec![gid],
     };
-    Ok(Credentials { uid, gid, groups })
+    let account = entry.map(|entry| sys::Account {
+        name: entry.name,
+        home: entry.dir,
+        shell: entry.shell,
+    });
+    Ok(Credentials {
+        uid,
+        gid,
+        groups,
+        account,
+    })
 }
 
 /// Parent pid of each process, from `/proc/*/stat`.
@@ -358,7 +427,7 @@ fn process_parents() -> Vec<(Pid, Pid)> {
             let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
             let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
             // The command name may hold spaces and parentheses: fields follow the last ')'.
-            let rest = &stat[stat.rfind(')')? + 2..];
+            let rest = stat.get(stat.rfind(')')?.checked_add(2)?..)?;
             let ppid: i32 = rest.split(' ').nth(1)?.parse().ok()?;
             Some((Pid::from_raw(pid), Pid::from_raw(ppid)))
         })

@@ -85,8 +85,9 @@ pub fn backoff_delay(backoff: &Backoff, attempt: u32, random: f64) -> Duration {
         0.5
     };
     let jittered = base * (1.0 + backoff.jitter * (2.0 * random - 1.0));
-    // `base` is finite and at most `max`, and the spec bounds jitter to [0, 1]: never negative.
-    Duration::from_secs_f64(jittered.clamp(0.0, max))
+    // `base` is at most `max`, and the spec bounds jitter to [0, 1]: never negative. A `max`
+    // beyond what a Duration holds as f64 (about 2^64 s) cannot panic: the conversion is checked.
+    Duration::try_from_secs_f64(jittered.clamp(0.0, max)).unwrap_or(backoff.max)
 }
 
 #[cfg(test)]

@@ -146,6 +146,7 @@ impl Supervisor {
             notify_units: Vec::new(),
             notify_dir: None,
             notify_sockets: 0,
+            notify_warnings: crate::ratelimit::LogRateLimit::new(5, Duration::from_secs(10)),
             notices,
             probes: Vec::new(),
             null: OwnedFd::from(null),
@@ -286,9 +287,11 @@ struct Driver {
     /// The services that have a notify socket (usually few; scanned on every turn).
     notify_units: Vec<usize>,
     /// Where the notify sockets are, removed at exit.
-    notify_dir: Option<std::path::PathBuf>,
+    notify_dir: Option<crate::sys::OwnDir>,
     /// Notify sockets made so far (a replaced one gets a new name).
     notify_sockets: u64,
+    /// Bounds the warnings about messages from outside a service (anybody may send them).
+    notify_warnings: crate::ratelimit::LogRateLimit,
     /// Where notify sockets send what they receive.
     notices: mpsc::UnboundedSender<(usize, NotifyMessage)>,
     /// Each service's running probe tasks.
@@ -353,14 +356,20 @@ impl Driver {
             Some(dir) => dir,
             None => self.notify_dir.insert(crate::probes::notify_dir()?),
         };
-        // A replaced socket's file is removed when its task ends, which may be later: the new
-        // one gets a name of its own.
-        let stem = match self.notify_sockets {
-            0 => spec.name.clone(),
-            n => format!("{}.{n}", spec.name),
-        };
+        // A replaced socket's directory is removed when its task ends, which may be later:
+        // each socket gets a directory of its own, numbered (short: a socket's path must fit
+        // in 108 bytes).
+        let name = self.notify_sockets.to_string();
         self.notify_sockets += 1;
-        let listener = crate::probes::listen(dir, &stem, unit, watchdog, self.notices.clone())?;
+        // Usable by the service's user only. A user that cannot be resolved gets a socket
+        // only root can use; its spawn then fails with the reason.
+        let owner = spec
+            .user
+            .as_ref()
+            .and_then(|user| crate::process::resolve_user(user).ok())
+            .map(|c| (c.uid, c.gid));
+        let listener =
+            crate::probes::listen(dir, &name, owner, unit, watchdog, self.notices.clone())?;
         self.notify[unit] = Some(listener);
         self.notify_units.push(unit);
         Ok(())
@@ -430,13 +439,14 @@ impl Driver {
         for unit in 0..self.probes.len() {
             self.stop_probes(unit);
         }
+        // An aborted listener drops its socket (and files) only when the runtime gets to it,
+        // which may be after drover has gone: remove the files here, now.
         for notify in self.notify.iter().flatten() {
             notify.listener.abort();
+            notify.remove_files();
         }
-        // The listeners drop their sockets (and files) as they end; the directory goes after.
-        tokio::task::yield_now().await;
         if let Some(dir) = self.notify_dir.take() {
-            let _ = std::fs::remove_dir(dir);
+            let _ = std::fs::remove_dir(dir.path);
         }
         // Every service has ended: close our write ends so that the readers see the end of
         // each pipe, and let the last lines out.
@@ -626,7 +636,7 @@ impl Driver {
         if let ProbeAction::Notify { watchdog } = probe.action {
             if let Some(notify) = self.notify[unit].as_mut() {
                 notify.accepting = Some(run);
-                notify.deadline = watchdog.map(|w| Instant::now() + w);
+                notify.deadline = watchdog.and_then(|w| Instant::now().checked_add(w));
             }
             return;
         }
@@ -634,12 +644,8 @@ impl Driver {
         let checker = Checker::new(&probe.action, |command| {
             let argv = command.argv();
             let environment = self.environment_of(unit, &spec);
-            let working_dir = spec.working_dir.clone();
             let build = move || {
                 let mut command = command_for(&argv, &environment)?;
-                if let Some(dir) = &working_dir {
-                    command.current_dir(dir);
-                }
                 command
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
@@ -650,6 +656,7 @@ impl Driver {
                 processes,
                 Box::new(build),
                 spec.user.clone(),
+                spec.working_dir.clone(),
             ))
         });
         let Some(checker) = checker else { return };
@@ -702,12 +709,14 @@ impl Driver {
             .pid
             .is_some_and(|pid| pid == group.as_raw() || sender_in_group(pid, group.as_raw()));
         if !trusted {
-            tracing::warn!(%service, sender = message.pid, "sd_notify message from outside the service's process group; ignored");
+            if let Some(held) = self.notify_warnings.allow(Instant::now()) {
+                tracing::warn!(%service, sender = message.pid, held_back = held, "sd_notify message from outside the service's process group; ignored");
+            }
             return None;
         }
         let now = Instant::now();
         if message.flag("WATCHDOG") {
-            notify.deadline = notify.watchdog.map(|w| now + w);
+            notify.deadline = notify.watchdog.and_then(|w| now.checked_add(w));
         }
         if let Some(text) = message.get("STATUS") {
             tracing::info!(%service, status = text, "sd_notify status");
@@ -824,9 +833,6 @@ impl Driver {
     fn request_for(&self, unit: usize, spec: &Service) -> io::Result<SpawnRequest> {
         let argv = spec.command.argv();
         let mut command = command_for(&argv, &self.environment_of(unit, spec))?;
-        if let Some(dir) = &spec.working_dir {
-            command.current_dir(dir);
-        }
         self.stdio[unit].apply(&mut command, &self.null)?;
         let inputs = self.inputs.clone();
         Ok(SpawnRequest {
@@ -835,6 +841,7 @@ impl Driver {
             foreground: false,
             inherit_signals: None,
             user: spec.user.clone(),
+            working_dir: spec.working_dir.clone(),
             waiter: Box::new(move |pid, status| {
                 let group_alive = sys::group_alive(pid);
                 let _ = inputs.send(Input::Exited {

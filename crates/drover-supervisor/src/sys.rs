@@ -309,6 +309,20 @@ pub(crate) struct ChildSetup {
     pub(crate) credentials: Option<Credentials>,
     /// The pid of drover, to detect that it died before PR_SET_PDEATHSIG was armed.
     pub(crate) parent: Pid,
+    /// The directory to enter, after the credentials change: a user must not reach, through
+    /// drover, a directory it could not enter itself.
+    pub(crate) working_dir: Option<std::ffi::CString>,
+}
+
+/// Added to the errno of a failed `chdir` in the child, so that the parent can tell it from a
+/// failed `execve` (std hands the child's error number over as it is; errno values are below
+/// 4096).
+const CHDIR_ERROR_BASE: i32 = 1 << 16;
+
+/// The errno of a failed `chdir` in [`spawn`]'s child, if `error` is one.
+pub(crate) fn chdir_error(error: &io::Error) -> Option<io::Error> {
+    let raw = error.raw_os_error()?;
+    (raw > CHDIR_ERROR_BASE).then(|| io::Error::from_raw_os_error(raw - CHDIR_ERROR_BASE))
 }
 
 /// Resolved user and groups for `user:`.
@@ -317,53 +331,43 @@ pub(crate) struct Credentials {
     pub(crate) uid: libc::uid_t,
     pub(crate) gid: libc::gid_t,
     pub(crate) groups: Vec<libc::gid_t>,
+    /// The passwd entry's name, home directory and shell, when there is one.
+    pub(crate) account: Option<Account>,
+}
+
+/// What `HOME`, `USER`, `LOGNAME` and `SHELL` are set from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Account {
+    pub(crate) name: String,
+    pub(crate) home: std::path::PathBuf,
+    pub(crate) shell: std::path::PathBuf,
 }
 
 /// Spawns `command` with `setup` applied in the child. The returned `Child` must never be
 /// waited on: the reaper owns `waitpid` (`../shared/DEPS.md`, "Reaping").
 pub(crate) fn spawn(command: &mut Command, setup: ChildSetup) -> io::Result<Child> {
+    let reset = signals_to_reset();
+    // SAFETY: the closure runs in the child between fork and exec. It only calls
+    // async-signal-safe functions (setsid, setpgid, tcsetpgrp, sigaction, sigprocmask, prctl,
+    // getppid, setgid, setgroups, setuid, chdir, syscall(close_range)) on values captured
+    // before the fork (`setup` is moved in whole; the child only reads it); it allocates
+    // nothing and takes no lock.
+    unsafe { command.pre_exec(move || child_setup(&setup, reset)) };
+    command.spawn()
+}
+
+/// The child's half of [`spawn`]. Only async-signal-safe calls; see the SAFETY note there.
+fn child_setup(setup: &ChildSetup, reset: SignalSet) -> io::Result<()> {
     let ChildSetup {
         new_session,
         foreground,
         inherit_signals,
         credentials,
         parent,
+        working_dir,
     } = setup;
-    let groups = credentials
-        .as_ref()
-        .map(|c| c.groups.clone())
-        .unwrap_or_default();
-    let reset = signals_to_reset();
-    // SAFETY: the closure runs in the child between fork and exec. It only calls
-    // async-signal-safe functions (setsid, setpgid, tcsetpgrp, sigaction, sigprocmask, prctl,
-    // getppid, setgid, setgroups, setuid, syscall(close_range)) on values captured before the
-    // fork; it allocates nothing and takes no lock.
-    unsafe {
-        command.pre_exec(move || {
-            child_setup(
-                new_session,
-                foreground,
-                inherit_signals.as_ref(),
-                reset,
-                credentials.as_ref(),
-                &groups,
-                parent,
-            )
-        })
-    };
-    command.spawn()
-}
-
-/// The child's half of [`spawn`]. Only async-signal-safe calls; see the SAFETY note there.
-fn child_setup(
-    new_session: bool,
-    foreground: bool,
-    inherit: Option<&InheritedSignals>,
-    reset: SignalSet,
-    credentials: Option<&Credentials>,
-    groups: &[libc::gid_t],
-    parent: Pid,
-) -> io::Result<()> {
+    let (new_session, foreground, parent) = (*new_session, *foreground, *parent);
+    let inherit = inherit_signals.as_ref();
     // SAFETY (whole function): every call below is async-signal-safe and works on integers or
     // on memory owned by this stack frame or captured, initialised, before the fork.
     unsafe {
@@ -400,8 +404,15 @@ fn child_setup(
             // setgid, then the supplementary groups, then setuid: after setuid, the others
             // are no longer permitted.
             check(libc::setgid(credentials.gid))?;
+            let groups = &credentials.groups;
             check(libc::setgroups(groups.len(), groups.as_ptr()))?;
             check(libc::setuid(credentials.uid))?;
+        }
+        if let Some(dir) = working_dir {
+            if libc::chdir(dir.as_ptr()) == -1 {
+                let errno = *libc::__errno_location();
+                return Err(io::Error::from_raw_os_error(CHDIR_ERROR_BASE + errno));
+            }
         }
         // A killed drover must leave no service behind. Armed after the credentials change,
         // which clears it (prctl(2)). If drover already died, our parent changed and no signal
@@ -480,4 +491,213 @@ pub fn is_pid1() -> bool {
 /// The pid of this process.
 pub(crate) fn own_pid() -> Pid {
     nix::unistd::getpid()
+}
+
+/// A directory this process made itself and holds open: its path, for names handed to
+/// services, and its descriptor, for everything done inside it.
+#[derive(Debug)]
+pub(crate) struct OwnDir {
+    pub(crate) path: std::path::PathBuf,
+    pub(crate) fd: std::os::fd::OwnedFd,
+}
+
+/// Opens directory `name` under `at` (or the path `name` itself when `at` is `None`) without
+/// following a symlink in its last component.
+fn open_dir_nofollow(
+    at: Option<std::os::fd::BorrowedFd<'_>>,
+    name: &std::path::Path,
+) -> io::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::{AT_FDCWD, OFlag, openat};
+    let flags = OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY;
+    openat(
+        at.unwrap_or(AT_FDCWD),
+        name,
+        flags,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(io::Error::from)
+}
+
+/// Whether a directory with this `stat` is one only `uid` (or root) can change entries of:
+/// owned by one of them, and writable by no one else unless sticky (as `/tmp` is, where a
+/// name another user made cannot be removed or replaced by anyone but its owner).
+fn trusted_dir(stat: &nix::sys::stat::FileStat, uid: u32) -> bool {
+    let mode = stat.st_mode;
+    let is_dir = mode & libc::S_IFMT == libc::S_IFDIR;
+    let owner_ok = stat.st_uid == uid || stat.st_uid == 0;
+    let others_write = mode & 0o022 != 0;
+    let sticky = mode & libc::S_ISVTX != 0;
+    is_dir && owner_ok && (!others_write || sticky)
+}
+
+/// Makes `parent/name` a directory of this process's own, mode `mode`, or adopts it when it
+/// already exists as a real directory (never a symlink) owned by this process's user, with no
+/// write permission for anyone else; its mode is set on the descriptor. For fixed names such
+/// as `/run/drover`, whose parent only root can write.
+pub(crate) fn own_dir(parent: &std::path::Path, name: &str, mode: u32) -> io::Result<OwnDir> {
+    use nix::sys::stat::{Mode, fchmod, fstat, mkdirat};
+    let parent_fd = std::fs::File::open(parent)?;
+    let uid = effective_uid();
+    if !trusted_dir(&fstat(&parent_fd)?, uid) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} may be changed by other users", parent.display()),
+        ));
+    }
+    use std::os::fd::AsFd;
+    match mkdirat(parent_fd.as_fd(), name, Mode::from_bits_truncate(0o700)) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(err) => return Err(err.into()),
+    }
+    let fd = open_dir_nofollow(Some(parent_fd.as_fd()), std::path::Path::new(name))?;
+    let stat = fstat(&fd)?;
+    if stat.st_uid != uid || stat.st_mode & 0o022 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{}/{name} exists but is not drover's own (owner uid {}, mode {:o})",
+                parent.display(),
+                stat.st_uid,
+                stat.st_mode & 0o7777
+            ),
+        ));
+    }
+    fchmod(&fd, Mode::from_bits_truncate(mode))?;
+    Ok(OwnDir {
+        path: parent.join(name),
+        fd,
+    })
+}
+
+/// Makes a new directory with an unpredictable name, `parent/<prefix>XXXXXX` (mkdtemp(3):
+/// created atomically, mode 0700, failing rather than adopting anything that exists), then
+/// sets `mode` on its descriptor. Refuses a parent that other users could change, unless it
+/// is sticky.
+pub(crate) fn new_private_dir(
+    parent: &std::path::Path,
+    prefix: &str,
+    mode: u32,
+) -> io::Result<OwnDir> {
+    use nix::sys::stat::{Mode, fchmod, fstat};
+    let parent_stat = nix::sys::stat::stat(parent)?;
+    if !trusted_dir(&parent_stat, effective_uid()) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} may be changed by other users", parent.display()),
+        ));
+    }
+    let path = nix::unistd::mkdtemp(&parent.join(format!("{prefix}XXXXXX")))?;
+    let fd = open_dir_nofollow(None, &path)?;
+    let stat = fstat(&fd)?;
+    if stat.st_uid != effective_uid() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} changed owner after it was made", path.display()),
+        ));
+    }
+    fchmod(&fd, Mode::from_bits_truncate(mode))?;
+    Ok(OwnDir { path, fd })
+}
+
+impl OwnDir {
+    /// Makes subdirectory `name`, owned by `owner` (uid, gid) and usable by it alone (0700),
+    /// ownership and mode set on its descriptor.
+    pub(crate) fn subdir_for(&self, name: &str, owner: Option<(u32, u32)>) -> io::Result<OwnDir> {
+        use nix::sys::stat::{Mode, fchmod, mkdirat};
+        use std::os::fd::AsFd;
+        mkdirat(self.fd.as_fd(), name, Mode::from_bits_truncate(0o700))?;
+        let fd = open_dir_nofollow(Some(self.fd.as_fd()), std::path::Path::new(name))?;
+        if let Some((uid, gid)) = owner {
+            nix::unistd::fchown(&fd, Some(uid.into()), Some(gid.into()))?;
+        }
+        fchmod(&fd, Mode::from_bits_truncate(0o700))?;
+        Ok(OwnDir {
+            path: self.path.join(name),
+            fd,
+        })
+    }
+
+    /// Gives entry `name` of this directory to `owner`, without following a symlink.
+    pub(crate) fn chown_entry(&self, name: &str, (uid, gid): (u32, u32)) -> io::Result<()> {
+        use nix::fcntl::AtFlags;
+        use std::os::fd::AsFd;
+        nix::unistd::fchownat(
+            self.fd.as_fd(),
+            name,
+            Some(uid.into()),
+            Some(gid.into()),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(io::Error::from)
+    }
+
+    /// Removes entry `name` (a file or socket) and, with `dir`, an empty directory `name`.
+    pub(crate) fn remove_entry(&self, name: &str, dir: bool) -> io::Result<()> {
+        use nix::unistd::UnlinkatFlags;
+        use std::os::fd::AsFd;
+        let flags = if dir {
+            UnlinkatFlags::RemoveDir
+        } else {
+            UnlinkatFlags::NoRemoveDir
+        };
+        nix::unistd::unlinkat(self.fd.as_fd(), name, flags).map_err(io::Error::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    #[test]
+    fn a_private_dir_is_new_unpredictable_and_has_its_mode() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let a = new_private_dir(parent.path(), "notify-", 0o711).expect("a");
+        let b = new_private_dir(parent.path(), "notify-", 0o711).expect("b");
+        assert_ne!(a.path, b.path);
+        let meta = std::fs::symlink_metadata(&a.path).expect("stat");
+        assert!(meta.is_dir());
+        assert_eq!(meta.mode() & 0o7777, 0o711);
+        assert_eq!(meta.uid(), effective_uid());
+    }
+
+    #[test]
+    fn a_parent_others_may_write_is_refused_unless_sticky() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        std::fs::set_permissions(parent.path(), PermissionsExt::from_mode(0o777)).expect("chmod");
+        let err = new_private_dir(parent.path(), "x-", 0o700).expect_err("world-writable");
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
+        std::fs::set_permissions(parent.path(), PermissionsExt::from_mode(0o1777)).expect("chmod");
+        new_private_dir(parent.path(), "x-", 0o700).expect("sticky, as /tmp");
+    }
+
+    #[test]
+    fn a_fixed_name_is_never_a_symlink_nor_someone_elses() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        std::os::unix::fs::symlink(elsewhere.path(), parent.path().join("drover"))
+            .expect("symlink");
+        let err = own_dir(parent.path(), "drover", 0o755).expect_err("a symlink");
+        assert!(
+            err.raw_os_error() == Some(libc::ELOOP) || err.raw_os_error() == Some(libc::ENOTDIR),
+            "{err}"
+        );
+        std::fs::remove_file(parent.path().join("drover")).expect("rm");
+        // Made by us: adopted, with its mode set.
+        let own = own_dir(parent.path(), "drover", 0o755).expect("made");
+        assert_eq!(
+            std::fs::metadata(&own.path).expect("stat").mode() & 0o7777,
+            0o755
+        );
+        own_dir(parent.path(), "drover", 0o755).expect("adopted: ours");
+        // Writable by others: refused.
+        std::fs::set_permissions(&own.path, PermissionsExt::from_mode(0o777)).expect("chmod");
+        own_dir(parent.path(), "drover", 0o755).expect_err("writable by others");
+        if effective_uid() == 0 {
+            // Someone else's: refused.
+            std::fs::set_permissions(&own.path, PermissionsExt::from_mode(0o755)).expect("chmod");
+            nix::unistd::chown(&own.path, Some(65534.into()), None).expect("chown");
+            own_dir(parent.path(), "drover", 0o755).expect_err("owned by nobody");
+        }
+    }
 }

@@ -108,6 +108,14 @@ fn counts(kind: &EventKind) -> bool {
     }
 }
 
+/// `after` from now, or as far as the clock goes (validation bounds the debounce; this only
+/// makes sure an unbounded one cannot panic).
+fn later(after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
+}
+
 /// Sends one request per burst of `events`: once `debounce` has passed since the last event, or
 /// [`MAX_DEBOUNCE_FACTOR`] × `debounce` after the first.
 async fn debounce_events(
@@ -116,15 +124,15 @@ async fn debounce_events(
     requests: mpsc::UnboundedSender<()>,
 ) {
     while events.recv().await.is_some() {
-        let latest = Instant::now() + debounce * MAX_DEBOUNCE_FACTOR;
-        let mut due = Instant::now() + debounce;
+        let latest = later(debounce.saturating_mul(MAX_DEBOUNCE_FACTOR));
+        let mut due = later(debounce);
         loop {
             tokio::select! {
                 event = events.recv() => {
                     if event.is_none() {
                         return;
                     }
-                    due = (Instant::now() + debounce).min(latest);
+                    due = later(debounce).min(latest);
                 }
                 () = tokio::time::sleep_until(due) => break,
             }

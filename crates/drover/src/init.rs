@@ -66,6 +66,7 @@ pub(crate) async fn init(argv: Vec<String>, inherited: InheritedSignals) -> anyh
         foreground: std::io::stdin().is_terminal(),
         inherit_signals: Some(inherited),
         user: None,
+        working_dir: None,
         waiter: Box::new(move |_, status| {
             let _ = exited.send(status);
         }),

@@ -129,3 +129,20 @@ proptest! {
         prop_assert!(backoff_delay(&b, attempt + 1, 0.5) >= backoff_delay(&b, attempt, 0.5));
     }
 }
+
+#[test]
+fn a_cap_near_the_largest_duration_never_panics() {
+    // `backoff.max: 18446744073709551615` (2^64 - 1 s) aborted drover before the conversion
+    // from seconds was checked.
+    let b = Backoff {
+        initial: Duration::from_secs(u64::MAX),
+        max: Duration::from_secs(u64::MAX),
+        factor: 1e300,
+        jitter: 1.0,
+    };
+    for attempt in [0, 1, 40, u32::MAX] {
+        for random in [0.0, 0.5, 0.999, f64::NAN] {
+            assert!(backoff_delay(&b, attempt, random) <= b.max);
+        }
+    }
+}

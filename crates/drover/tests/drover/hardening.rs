@@ -1,0 +1,253 @@
+//! Issue 12's reproductions, each as a test: what a local user, a careless manifest or a stuck
+//! peer could do to drover before, and must no longer be able to.
+
+use crate::util::*;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Says why a root-only test skips (visible with `--nocapture`, and in CI, which runs as root,
+/// never taken).
+#[allow(clippy::print_stderr)]
+fn skip_unless_root(test: &str) -> bool {
+    if !is_root() {
+        eprintln!("SKIPPED {test}: needs root (user switches)");
+    }
+    !is_root()
+}
+
+/// The system's python3, which other users can run (a pyenv shim under /root is not).
+const PYTHON: &str = "/usr/bin/python3";
+
+fn wait_log(drover: &Drover, text: &str) {
+    wait_until(
+        SECS(15),
+        &format!("`{text}` in the log\nstderr:\n{}", drover.stderr()),
+        || drover.stderr().contains(text),
+    );
+}
+
+/// The notify sockets drover made under `runtime` (its `RUNTIME_DIRECTORY`).
+fn notify_sockets(runtime: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for dir in std::fs::read_dir(runtime).into_iter().flatten().flatten() {
+        if !dir.file_name().to_string_lossy().starts_with("notify-") {
+            continue;
+        }
+        for sub in std::fs::read_dir(dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let socket = sub.path().join("notify");
+            if socket.exists() {
+                found.push(socket);
+            }
+        }
+    }
+    found
+}
+
+/// A service that says READY=1 on its socket, then sleeps.
+const SAY_READY: &str = "import os, socket, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.sendto(b'READY=1', os.environ['NOTIFY_SOCKET'])
+time.sleep(1000)
+";
+
+/// Tries to send READY=1 to the socket named in file `target`, and writes what happened.
+const INTRUDER: &str = "import os, socket, time
+while not os.path.exists('out/target'):
+    time.sleep(0.02)
+path = open('out/target').read().strip()
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+try:
+    s.sendto(b'READY=1', path)
+    result = 'sent'
+except PermissionError:
+    result = 'denied'
+open('out/result.tmp', 'w').write(result + '\\n')
+os.rename('out/result.tmp', 'out/result')
+time.sleep(1000)
+";
+
+#[test]
+fn a_notify_socket_is_made_fresh_and_usable_only_by_its_services_user() {
+    if skip_unless_root("a_notify_socket_is_made_fresh_and_usable_only_by_its_services_user") {
+        return;
+    }
+    if !Path::new(PYTHON).exists() {
+        panic!("{PYTHON} is needed (scripts/setup.sh installs Debian's python3)");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The services' users must reach their sockets and scripts; `out` is theirs to write.
+    std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o711)).expect("chmod");
+    std::fs::create_dir(dir.path().join("out")).expect("mkdir");
+    std::fs::set_permissions(dir.path().join("out"), PermissionsExt::from_mode(0o777))
+        .expect("chmod");
+    std::fs::write(dir.path().join("ready.py"), SAY_READY).expect("write");
+    std::fs::write(dir.path().join("intruder.py"), INTRUDER).expect("write");
+    // The old name, made beforehand by someone else: drover must not use it.
+    let runtime = dir.path().to_path_buf();
+    let drover = Drover::run_in(
+        dir,
+        "services:
+  intruder:
+    command: [/usr/bin/python3, intruder.py]
+    user: daemon
+  app:
+    command: [/usr/bin/python3, ready.py]
+    user: nobody
+    depends_on: { intruder: { condition: started } }
+    readiness_probe: { notify: {} }
+",
+    );
+    wait_log(&drover, "readiness probe passed (READY=1)");
+    let sockets = notify_sockets(&runtime);
+    assert_eq!(sockets.len(), 1, "{sockets:?}");
+    let socket = &sockets[0];
+    let nobody = nix::unistd::User::from_name("nobody")
+        .expect("passwd")
+        .expect("nobody");
+    let own = std::fs::symlink_metadata(socket.parent().expect("subdir")).expect("stat");
+    assert_eq!(
+        own.uid(),
+        nobody.uid.as_raw(),
+        "the subdirectory is the service's"
+    );
+    assert_eq!(own.mode() & 0o7777, 0o700);
+    let sock = std::fs::symlink_metadata(socket).expect("stat");
+    assert_eq!(
+        sock.uid(),
+        nobody.uid.as_raw(),
+        "the socket is the service's"
+    );
+    let top = socket.parent().and_then(Path::parent).expect("notify dir");
+    let top_meta = std::fs::symlink_metadata(top).expect("stat");
+    assert_eq!(top_meta.uid(), 0);
+    assert_eq!(top_meta.mode() & 0o7777, 0o711, "nobody may list it");
+    let name = top
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        !name.contains(&drover.pid().to_string()),
+        "unpredictable name, not the pid: {name}"
+    );
+    // Another user, told the path, cannot send to it.
+    std::fs::write(drover.path("out/target"), format!("{}\n", socket.display())).expect("write");
+    assert_eq!(drover.wait_file("out/result", SECS(10)).trim(), "denied");
+}
+
+#[test]
+fn a_flood_of_foreign_notify_datagrams_is_logged_at_a_bounded_rate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("wait.py"),
+        "import time\ntime.sleep(1000)\n",
+    )
+    .expect("write");
+    let runtime = dir.path().to_path_buf();
+    let drover = Drover::run_in(
+        dir,
+        "services:
+  app:
+    command: [python3, wait.py]
+    readiness_probe: { notify: {} }
+",
+    );
+    let mut sockets = Vec::new();
+    wait_until(SECS(10), "the notify socket", || {
+        sockets = notify_sockets(&runtime);
+        !sockets.is_empty()
+    });
+    wait_log(&drover, "to=starting");
+    let stranger = std::os::unix::net::UnixDatagram::unbound().expect("socket");
+    let mut sent = 0;
+    for _ in 0..20_000 {
+        // The socket's queue may be full for a moment: that is the point of a flood.
+        if stranger.send_to(b"READY=1", &sockets[0]).is_ok() {
+            sent += 1;
+        }
+    }
+    assert!(sent > 1000, "only {sent} datagrams sent");
+    let warning = "sd_notify message from outside the service's process group; ignored";
+    wait_log(&drover, warning);
+    // Let drover read what it was sent; then count.
+    std::thread::sleep(Duration::from_millis(500));
+    let lines = drover.stderr().matches(warning).count();
+    assert!(
+        (1..=15).contains(&lines),
+        "{lines} warnings for {sent} datagrams"
+    );
+    assert!(!drover.stderr().contains("to=ready"), "{}", drover.stderr());
+}
+
+#[test]
+fn working_dir_is_entered_as_the_services_user() {
+    if skip_unless_root("working_dir_is_entered_as_the_services_user") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), PermissionsExt::from_mode(0o711)).expect("chmod");
+    // `secret` is root's alone; `secret/inner` would be open to all, if one could reach it.
+    let inner = dir.path().join("secret/inner");
+    std::fs::create_dir_all(&inner).expect("mkdir");
+    std::fs::set_permissions(dir.path().join("secret"), PermissionsExt::from_mode(0o700))
+        .expect("chmod");
+    std::fs::set_permissions(&inner, PermissionsExt::from_mode(0o777)).expect("chmod");
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).expect("mkdir");
+    std::fs::set_permissions(&open, PermissionsExt::from_mode(0o777)).expect("chmod");
+    let mut drover = Drover::run_in(
+        dir,
+        "services:
+  sneaky:
+    command: \"echo got in > was-here\"
+    user: nobody
+    working_dir: secret/inner
+    restart: { policy: never }
+  env:
+    command: \"echo HOME=$HOME USER=$USER LOGNAME=$LOGNAME > env.txt\"
+    user: nobody
+    working_dir: open
+    restart: { policy: never }
+  kept:
+    command: \"echo HOME=$HOME > kept.txt\"
+    user: nobody
+    working_dir: open
+    environment: { HOME: /custom }
+    restart: { policy: never }
+",
+    );
+    let code = drover.wait(SECS(15));
+    assert_eq!(code, 1, "sneaky fails: {}", drover.stderr());
+    assert!(
+        !inner.join("was-here").exists(),
+        "nobody got into secret/inner"
+    );
+    assert!(
+        drover.stderr().contains("working_dir") && drover.stderr().contains("ermission denied"),
+        "{}",
+        drover.stderr()
+    );
+    let nobody = nix::unistd::User::from_name("nobody")
+        .expect("passwd")
+        .expect("nobody");
+    assert_eq!(
+        std::fs::read_to_string(open.join("env.txt")).expect("env.txt"),
+        format!("HOME={} USER=nobody LOGNAME=nobody\n", nobody.dir.display())
+    );
+    assert_eq!(
+        std::fs::read_to_string(open.join("kept.txt")).expect("kept.txt"),
+        "HOME=/custom\n",
+        "the manifest's HOME wins"
+    );
+}
