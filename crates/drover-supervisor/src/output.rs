@@ -12,7 +12,7 @@
 use drover_spec::model::LogFormat;
 use std::io::{self, IsTerminal, Write};
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 use tokio::net::unix::pipe;
@@ -21,6 +21,10 @@ use tokio::net::unix::pipe;
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
 /// Lines waiting for the writer before readers start dropping.
 pub const QUEUE_LINES: usize = 4096;
+/// Bytes of line text waiting for the writer before readers start dropping: lines of binary
+/// output are long (16 KiB, up to three times that once invalid UTF-8 is replaced), and a
+/// bound in lines alone let the queue grow to 200 MB.
+pub const QUEUE_BYTES: usize = 4 << 20;
 /// A last line without its newline is written after this much silence.
 pub const PARTIAL_LINE_WAIT: Duration = Duration::from_millis(100);
 
@@ -52,6 +56,8 @@ struct Line {
 /// The writer thread and its queue.
 pub struct OutputSink {
     queue: mpsc::SyncSender<Line>,
+    /// Bytes of text in `queue`.
+    queued_bytes: Arc<AtomicUsize>,
     /// Closed by the writer thread when it ends.
     finished: mpsc::Receiver<()>,
     readers: Vec<tokio::task::JoinHandle<()>>,
@@ -80,14 +86,17 @@ impl OutputSink {
             colour_stdout: colour && io::stdout().is_terminal(),
             colour_stderr: colour && io::stderr().is_terminal(),
         };
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let written = queued_bytes.clone();
         std::thread::Builder::new()
             .name("drover-output".into())
             .spawn(move || {
-                write_lines(&lines, &style);
+                write_lines(&lines, &style, &written);
                 drop(done);
             })?;
         Ok(OutputSink {
             queue,
+            queued_bytes,
             finished,
             readers: Vec::new(),
         })
@@ -99,6 +108,7 @@ impl OutputSink {
     pub async fn finish(self, limit: Duration) {
         let OutputSink {
             queue,
+            queued_bytes: _,
             finished,
             readers,
         } = self;
@@ -127,6 +137,7 @@ impl OutputSink {
             colour,
             stream,
             queue: self.queue.clone(),
+            queued_bytes: self.queued_bytes.clone(),
             dropped,
         };
         let reader = tokio::spawn(async move {
@@ -208,11 +219,25 @@ struct LineSender {
     colour: usize,
     stream: Stream,
     queue: mpsc::SyncSender<Line>,
+    queued_bytes: Arc<AtomicUsize>,
     dropped: Arc<DropCounter>,
 }
 
 impl LineSender {
     fn send(&self, text: String) {
+        let size = text.len();
+        let fits = self
+            .queued_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                queued
+                    .checked_add(size)
+                    .filter(|&total| total <= QUEUE_BYTES)
+            })
+            .is_ok();
+        if !fits {
+            self.dropped.0.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let line = Line {
             service: self.service.clone(),
             colour: self.colour,
@@ -220,6 +245,7 @@ impl LineSender {
             text,
         };
         if self.queue.try_send(line).is_err() {
+            self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
             self.dropped.0.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -276,7 +302,7 @@ struct Style {
 
 const COLOURS: [&str; 6] = ["36", "33", "32", "35", "34", "31"];
 
-fn write_lines(lines: &mpsc::Receiver<Line>, style: &Style) {
+fn write_lines(lines: &mpsc::Receiver<Line>, style: &Style, queued_bytes: &AtomicUsize) {
     let stdout = io::stdout();
     let stderr = io::stderr();
     let mut out = Vec::with_capacity(64 * 1024);
@@ -286,6 +312,7 @@ fn write_lines(lines: &mpsc::Receiver<Line>, style: &Style) {
         // Take every line already queued, then write them in one go per stream: the std locks
         // are held only for the write, so drover's own log lines interleave between batches.
         loop {
+            queued_bytes.fetch_sub(line.text.len(), Ordering::AcqRel);
             formatted.clear();
             let colour = match line.stream {
                 Stream::Stdout => style.colour_stdout,
@@ -357,6 +384,29 @@ mod tests {
         }
         splitter.finish(|l| lines.push(l));
         lines
+    }
+
+    #[test]
+    fn the_queue_is_bounded_in_bytes_not_only_in_lines() {
+        // Nobody drains this queue: a stdout that does not move.
+        let (queue, lines) = mpsc::sync_channel::<Line>(QUEUE_LINES);
+        let sender = LineSender {
+            service: Arc::from("bin"),
+            colour: 0,
+            stream: Stream::Stdout,
+            queue,
+            queued_bytes: Arc::new(AtomicUsize::new(0)),
+            dropped: Arc::new(DropCounter::default()),
+        };
+        // Binary output: every line the longest there is, every byte replaced (3 bytes each).
+        let mut splitter = LineSplitter::default();
+        let garbage = vec![0xffu8; MAX_LINE_BYTES * 200];
+        splitter.push(&garbage, |text| sender.send(text));
+        let queued: usize = lines.try_iter().map(|line| line.text.len()).sum();
+        assert!(queued <= QUEUE_BYTES, "{queued} bytes queued");
+        assert!(queued > QUEUE_BYTES / 2, "the queue is used: {queued}");
+        assert!(sender.dropped.get() > 0);
+        assert_eq!(sender.queued_bytes.load(Ordering::Acquire), queued);
     }
 
     #[test]

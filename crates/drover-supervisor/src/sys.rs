@@ -349,7 +349,8 @@ pub(crate) fn spawn(command: &mut Command, setup: ChildSetup) -> io::Result<Chil
     let reset = signals_to_reset();
     // SAFETY: the closure runs in the child between fork and exec. It only calls
     // async-signal-safe functions (setsid, setpgid, tcsetpgrp, sigaction, sigprocmask, prctl,
-    // getppid, setgid, setgroups, setuid, chdir, syscall(close_range)) on values captured
+    // getppid, setgid, setgroups, setuid, chdir, getrlimit, setrlimit, syscall(close_range),
+    // an atomic load) on values captured
     // before the fork (`setup` is moved in whole; the child only reads it); it allocates
     // nothing and takes no lock.
     unsafe { command.pre_exec(move || child_setup(&setup, reset)) };
@@ -412,6 +413,18 @@ fn child_setup(setup: &ChildSetup, reset: SignalSet) -> io::Result<()> {
             if libc::chdir(dir.as_ptr()) == -1 {
                 let errno = *libc::__errno_location();
                 return Err(io::Error::from_raw_os_error(CHDIR_ERROR_BASE + errno));
+            }
+        }
+        // The open-file limit drover started with, not the one it raised for itself.
+        let inherited = INHERITED_NOFILE.load(std::sync::atomic::Ordering::Relaxed);
+        if inherited != 0 {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+                limit.rlim_cur = inherited;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
             }
         }
         // A killed drover must leave no service behind. Armed after the credentials change,
@@ -486,6 +499,23 @@ pub(crate) fn effective_uid() -> u32 {
 /// Whether drover runs as PID 1 (of its PID namespace).
 pub fn is_pid1() -> bool {
     std::process::id() == 1
+}
+
+/// The soft limit on open files drover started with, which services get back (0: unchanged).
+static INHERITED_NOFILE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Raises drover's soft limit on open files to the hard limit (each service holds about four
+/// descriptors in drover: a soft limit of 1024 stopped starts past ~250 services). Services
+/// get the soft limit drover started with back before `exec`, as systemd does: programs that
+/// use select(2) break above 1024. Returns (the old soft limit, the new one).
+pub fn raise_open_file_limit() -> io::Result<(u64, u64)> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+        INHERITED_NOFILE.store(soft, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok((soft, hard.max(soft)))
 }
 
 /// The pid of this process.

@@ -1,10 +1,17 @@
 //! drover's own log lines: `tracing` to stderr, text or JSON per `settings.log.format` (which a
 //! reload may change), level from `RUST_LOG` (default `info`); and, when traces are exported,
 //! the layer that hands drover's own `tracing` spans to OpenTelemetry.
+//!
+//! **Invariant**: writing a log line never blocks the thread that logs it. Lines go to a queue
+//! bounded in bytes ([`QUEUE_BYTES`]); one thread, `drover-log`, does the blocking writes to
+//! stderr. When stderr is a pipe nobody reads, lines are dropped and counted, and the count is
+//! written once stderr drains again: supervision, `/healthz` and SIGTERM go on regardless.
 
 use drover_spec::model::LogFormat;
 use opentelemetry_sdk::trace::SdkTracer;
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, mpsc};
 use tracing_subscriber::filter::{EnvFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::Registry;
@@ -28,10 +35,147 @@ impl LogFormatHandle {
     }
 }
 
+/// Bytes of log lines waiting for stderr before new lines are dropped.
+pub(crate) const QUEUE_BYTES: usize = 1 << 20;
+
+/// The queue to the `drover-log` thread, shared by every format's layer.
+#[derive(Clone)]
+pub(crate) struct LogQueue(Arc<QueueShared>);
+
+struct QueueShared {
+    lines: mpsc::SyncSender<Vec<u8>>,
+    queued_bytes: AtomicUsize,
+    dropped: AtomicU64,
+}
+
+static QUEUE: OnceLock<Option<LogQueue>> = OnceLock::new();
+
+impl LogQueue {
+    /// The queue, its thread started on first use; `None` if no thread could be started (then
+    /// lines are written directly, as before).
+    fn get() -> Option<LogQueue> {
+        QUEUE.get_or_init(LogQueue::start).clone()
+    }
+
+    fn start() -> Option<LogQueue> {
+        // Many short lines or a few long ones: the byte bound is the one that holds.
+        let (lines, queue) = mpsc::sync_channel::<Vec<u8>>(16 * 1024);
+        let shared = Arc::new(QueueShared {
+            lines,
+            queued_bytes: AtomicUsize::new(0),
+            dropped: AtomicU64::new(0),
+        });
+        let writer = shared.clone();
+        std::thread::Builder::new()
+            .name("drover-log".into())
+            .spawn(move || write_lines(&queue, &writer))
+            .ok()?;
+        Some(LogQueue(shared))
+    }
+
+    /// Waits until the queue is empty or `limit` has passed (at exit: a blocked stderr must
+    /// not keep drover from exiting).
+    pub(crate) fn flush(limit: std::time::Duration) {
+        let Some(Some(queue)) = QUEUE.get() else {
+            return;
+        };
+        let step = std::time::Duration::from_millis(5);
+        let mut waited = std::time::Duration::ZERO;
+        while queue.0.queued_bytes.load(Ordering::Acquire) > 0 && waited < limit {
+            std::thread::sleep(step);
+            waited += step;
+        }
+    }
+
+    fn push(&self, line: Vec<u8>) {
+        let shared = &self.0;
+        let size = line.len();
+        let fits = shared
+            .queued_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                queued
+                    .checked_add(size)
+                    .filter(|&total| total <= QUEUE_BYTES)
+            })
+            .is_ok();
+        if !fits {
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if shared.lines.try_send(line).is_err() {
+            shared.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The `drover-log` thread: blocking writes to stderr, and the count of dropped lines once
+/// they can be written again.
+fn write_lines(queue: &mpsc::Receiver<Vec<u8>>, shared: &QueueShared) {
+    let mut reported = 0u64;
+    for line in queue {
+        let mut stderr = std::io::stderr().lock();
+        let _ = stderr.write_all(&line);
+        shared.queued_bytes.fetch_sub(line.len(), Ordering::AcqRel);
+        let dropped = shared.dropped.load(Ordering::Relaxed);
+        if dropped > reported {
+            let _ = writeln!(
+                stderr,
+                "drover: {} log lines dropped: stderr was not being read",
+                dropped - reported
+            );
+            reported = dropped;
+        }
+    }
+}
+
+/// One event's text, queued whole when the layer is done with it.
+pub(crate) struct QueuedLine {
+    text: Vec<u8>,
+    queue: LogQueue,
+}
+
+impl Write for QueuedLine {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.text.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for QueuedLine {
+    fn drop(&mut self) {
+        if !self.text.is_empty() {
+            self.queue.push(std::mem::take(&mut self.text));
+        }
+    }
+}
+
+/// Where a layer writes: the queue, or stderr itself when there is no queue thread.
+#[derive(Clone)]
+struct LogWriter(Option<LogQueue>);
+
+impl<'a> fmt::MakeWriter<'a> for LogWriter {
+    type Writer = Box<dyn Write + 'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        match &self.0 {
+            Some(queue) => Box::new(QueuedLine {
+                text: Vec::new(),
+                queue: queue.clone(),
+            }),
+            None => Box::new(std::io::stderr()),
+        }
+    }
+}
+
 fn log_layer(format: LogFormat) -> LogLayer {
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let text = fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(LogWriter(LogQueue::get()))
         .with_ansi(ansi)
         .with_target(false);
     match format {

@@ -22,6 +22,9 @@ use cli::{Cli, Command};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// How long drover's last log lines may take to reach stderr at exit.
+const LOG_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The manifest used when none is named.
 const DEFAULT_MANIFEST: &str = "drover.yaml";
 
@@ -42,7 +45,9 @@ fn main() -> ExitCode {
         ) => run(manifest, metrics_listen),
         (None, false) => {
             let _ = logging::init(drover_spec::model::LogFormat::Text, "warn", None);
-            exit_code(block_on(init::init(cli.init_command, inherited)))
+            let result = block_on(init::init(cli.init_command, inherited));
+            logging::LogQueue::flush(LOG_FLUSH_LIMIT);
+            exit_code(result)
         }
         (None, true) => {
             eprintln!("drover: no command given; try `drover --help`");
@@ -159,11 +164,12 @@ fn run(manifest: Option<PathBuf>, metrics_listen: Option<String>) -> ExitCode {
         tracer: telemetry.as_ref().map(telemetry::Telemetry::tracer),
         log_format,
     };
-    let code = exit_code(block_on(run::run(start)));
+    let result = block_on(run::run(start));
     if let Some(telemetry) = telemetry {
         telemetry.shutdown();
     }
-    code
+    logging::LogQueue::flush(LOG_FLUSH_LIMIT);
+    exit_code(result)
 }
 
 /// Runs `future` on a single-threaded runtime: supervision is I/O-bound, and one thread keeps

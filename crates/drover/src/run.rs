@@ -50,6 +50,21 @@ pub(crate) async fn run(start: Start) -> anyhow::Result<i32> {
             tracing::warn!(error = %err, "cannot become child subreaper; orphans of services will not be reaped by drover");
         }
     }
+    match drover_supervisor::raise_open_file_limit() {
+        Ok((_, limit)) => {
+            // Each service holds about four descriptors in drover (its output pipes, a notify
+            // socket), plus drover's own few dozen.
+            let needed = 4 * manifest.services.len() as u64 + 64;
+            if needed > limit {
+                tracing::warn!(
+                    limit,
+                    needed,
+                    "the open-file limit is too low for this many services; raise it (ulimit -Hn, LimitNOFILE=, docker --ulimit nofile=)"
+                );
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "cannot raise the open-file limit"),
+    }
     // Signal handlers before the first fork, so that no signal is lost (and, as PID 1, none is
     // ignored for lack of a handler).
     let signals = Signals::install().context("cannot install signal handlers")?;

@@ -251,3 +251,103 @@ fn working_dir_is_entered_as_the_services_user() {
         "the manifest's HOME wins"
     );
 }
+
+#[test]
+fn a_stderr_nobody_reads_does_not_stop_supervision() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("drover.yaml"),
+        "settings: { log: { service_output: discard } }
+services:
+  crasher:
+    command: \"echo x >> runs; exit 1\"
+    restart: { policy: always, backoff: { initial: 0s, max: 0s } }
+",
+    )
+    .expect("write");
+    // A pipe whose read end this test holds and never reads: 64 KiB of drover's log fill it
+    // after a few hundred restarts.
+    let (unread, stderr) = nix::unistd::pipe().expect("pipe");
+    let mut drover = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["run", "--metrics-listen", "", "drover.yaml"])
+        .current_dir(dir.path())
+        .env("RUNTIME_DIRECTORY", dir.path())
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(stderr))
+        .spawn()
+        .expect("spawn drover");
+    let pid = i32::try_from(drover.id()).expect("pid");
+    let runs = || {
+        std::fs::read_to_string(dir.path().join("runs"))
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+    };
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // Well past the point where the pipe is full.
+        wait_until(SECS(60), "3000 runs with stderr full", || runs() >= 3000);
+        send(pid, SIGTERM);
+        let deadline = std::time::Instant::now() + SECS(10);
+        loop {
+            if let Some(status) = drover.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "drover ignored SIGTERM with stderr full"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }));
+    let _ = drover.kill();
+    let _ = drover.wait();
+    drop(unread);
+    let status = outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn four_hundred_services_start_under_a_soft_limit_of_1024_files() {
+    let mut manifest = String::from(
+        "services:
+  limit:
+    command: \"ulimit -n > limit.txt; exec sleep 1000\"
+",
+    );
+    for n in 0..400 {
+        manifest.push_str(&format!("  s{n}: {{ command: [sleep, \"1000\"] }}\n"));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("drover.yaml"), manifest).expect("write");
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).expect("limit");
+    assert!(
+        hard >= 2048,
+        "the hard limit here ({hard}) is too low for this test"
+    );
+    let nofile = format!("--nofile=1024:{hard}");
+    let drover = Drover::start(
+        dir,
+        &[
+            "prlimit",
+            &nofile,
+            env!("CARGO_BIN_EXE_drover"),
+            "run",
+            "drover.yaml",
+        ],
+        None,
+    );
+    wait_until(
+        SECS(60),
+        &format!("401 services running\n{}", drover.stderr()),
+        || children_of(drover.pid()).len() >= 401,
+    );
+    // Services get the limit drover started with, not the one it raised for itself.
+    assert_eq!(drover.wait_file("limit.txt", SECS(10)).trim(), "1024");
+    assert!(
+        !drover.stderr().contains("cannot start"),
+        "{}",
+        drover.stderr()
+    );
+}
