@@ -12,7 +12,7 @@ pub mod server;
 pub mod usage;
 
 pub use exporter::Exporter;
-pub use server::serve;
+pub use server::{Limits, serve, serve_with};
 
 /// What can go wrong setting up the metrics.
 #[derive(Debug, thiserror::Error)]

@@ -1,17 +1,39 @@
 //! The HTTP endpoint: `GET /metrics`, `GET /healthz`, `GET /readyz`. Any other path is 404, any
 //! other method 405. HTTP/1.1 on the runtime, one task per connection.
+//!
+//! Every resource a client can hold is bounded, because anyone who can reach the port is a
+//! client: at most [`MAX_CONNECTIONS`] at once (more are closed at once), request headers
+//! within [`HEADER_READ_TIMEOUT`] and [`MAX_HEADER_BYTES`], and a connection lives at most
+//! [`CONNECTION_LIFETIME`]: then it is closed once its current response is written, or
+//! [`WRITE_TIMEOUT`] later if the client does not read it (a scraper reconnects). A failing `accept`
+//! (EMFILE) backs off instead of spinning, and is logged at a bounded rate.
 
 use crate::Exporter;
+use drover_supervisor::ratelimit::LogRateLimit;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{ALLOW, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
+
+/// Connections served at once; a scraper needs one, a few people with curl a few more.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Time for a request's headers, from the connection's start or the previous response.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes of request buffered per connection (hyper's smallest allowed buffer).
+pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+/// The longest a connection is kept, however busy.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// After [`CONNECTION_LIFETIME`], the time its last response has to be written.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Waits after a failed `accept`: from the first to the longest.
+const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
 /// The content type of the Prometheus text format.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -19,29 +41,97 @@ const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Serves `exporter` on `listener` until the task is dropped, which also ends every connection
 /// it accepted (a scraper's keep-alive connection must not outlive a moved endpoint).
 pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>) {
+    serve_with(listener, exporter, Limits::default()).await;
+}
+
+/// What one client may hold of the endpoint; [`Limits::default`] is what drover uses (tests
+/// shorten the times).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections served at once; more are closed as they come.
+    pub max_connections: usize,
+    /// Time for a request's headers.
+    pub header_read_timeout: Duration,
+    /// The longest a connection is kept.
+    pub connection_lifetime: Duration,
+    /// After that, the time its last response has to be written.
+    pub write_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_connections: MAX_CONNECTIONS,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            connection_lifetime: CONNECTION_LIFETIME,
+            write_timeout: WRITE_TIMEOUT,
+        }
+    }
+}
+
+/// As [`serve`], with `limits`.
+pub async fn serve_with(listener: TcpListener, exporter: Arc<Exporter>, limits: Limits) {
     let mut connections = tokio::task::JoinSet::new();
+    let mut accept_errors = LogRateLimit::new(3, Duration::from_secs(10));
+    let mut refusals = LogRateLimit::new(3, Duration::from_secs(10));
+    let mut backoff = ACCEPT_BACKOFF.0;
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok((stream, _)) => {
+                    backoff = ACCEPT_BACKOFF.0;
+                    stream
+                }
                 Err(err) => {
-                    tracing::warn!(error = %err, "metrics endpoint: cannot accept");
+                    // EMFILE and ENFILE stay until something closes: retrying at once spun at
+                    // 100% CPU. Wait, longer each time, and say so now and then.
+                    if let Some(held) = accept_errors.allow(tokio::time::Instant::now()) {
+                        tracing::warn!(error = %err, held_back = held, retry_in_ms = backoff.as_millis() as u64, "metrics endpoint: cannot accept");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = backoff.saturating_mul(2).min(ACCEPT_BACKOFF.1);
                     continue;
                 }
             },
             // Reap finished connections as they end, so the set stays small.
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
+        // Connections that have ended free their slots first.
+        while connections.try_join_next().is_some() {}
+        if connections.len() >= limits.max_connections {
+            if let Some(held) = refusals.allow(tokio::time::Instant::now()) {
+                tracing::warn!(
+                    limit = limits.max_connections,
+                    held_back = held,
+                    "metrics endpoint: too many connections; closing a new one"
+                );
+            }
+            drop(stream);
+            continue;
+        }
         let exporter = exporter.clone();
         connections.spawn(async move {
             let service = service_fn(move |request| {
                 let exporter = exporter.clone();
                 async move { Ok::<_, Infallible>(respond(exporter, request).await) }
             });
-            if let Err(err) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(MAX_HEADER_BYTES)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                () = tokio::time::sleep(limits.connection_lifetime) => {
+                    connection.as_mut().graceful_shutdown();
+                    match tokio::time::timeout(limits.write_timeout, connection.as_mut()).await {
+                        Ok(ended) => ended,
+                        Err(_) => return,
+                    }
+                }
+            };
+            if let Err(err) = ended {
                 tracing::debug!(error = %err, "metrics endpoint: connection ended");
             }
         });

@@ -351,3 +351,68 @@ fn four_hundred_services_start_under_a_soft_limit_of_1024_files() {
         drover.stderr()
     );
 }
+
+/// CPU time of `pid` so far, in clock ticks (utime + stime).
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some(rest) = stat.rfind(')').and_then(|end| stat.get(end + 2..)) else {
+        return 0;
+    };
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // Fields 14 and 15 of stat(5), counted from the state (field 3).
+    let field = |n: usize| {
+        fields
+            .get(n - 3)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(14) + field(15)
+}
+
+#[test]
+fn accept_failing_with_emfile_backs_off_instead_of_spinning() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("drover.yaml"),
+        "services:\n  app: { command: [sleep, \"1000\"] }\n",
+    )
+    .expect("write");
+    // A hard limit of 64 open files: the clients below use up what is left.
+    let drover = Drover::start_exactly(
+        dir,
+        &[
+            "prlimit",
+            "--nofile=64:64",
+            env!("CARGO_BIN_EXE_drover"),
+            "run",
+            "--metrics-listen",
+            &address,
+            "drover.yaml",
+        ],
+        None,
+        &[],
+    );
+    wait_until(SECS(10), "the metrics endpoint", || {
+        std::net::TcpStream::connect(&address).is_ok()
+    });
+    let mut clients = Vec::new();
+    for _ in 0..100 {
+        if let Ok(stream) = std::net::TcpStream::connect(&address) {
+            clients.push(stream);
+        }
+    }
+    wait_log(&drover, "metrics endpoint: cannot accept");
+    let before = cpu_ticks(drover.pid());
+    std::thread::sleep(SECS(2));
+    let used = cpu_ticks(drover.pid()) - before;
+    // 2 s are 200 ticks at 100 Hz: spinning took them all.
+    assert!(used < 60, "{used} ticks of CPU in 2 s");
+    let lines = drover.stderr().matches("cannot accept").count();
+    assert!(lines <= 10, "{lines} accept errors logged");
+    drop(clients);
+}
