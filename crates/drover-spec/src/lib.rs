@@ -36,6 +36,6 @@ pub use load::{load, load_str};
 pub use located::Located;
 pub use model::Manifest;
 pub use schema::json_schema;
-pub use source::MAX_MANIFEST_BYTES;
+pub use source::{MAX_MANIFEST_BYTES, read_regular_file};
 pub use validate::{parse_http_url, parse_listen, parse_signal};
 pub use yaml::Pos;

@@ -2,8 +2,7 @@
 //! after reading at most the cap plus one byte) and a UTF-8 check that says where the bad byte is.
 
 use crate::yaml::Pos;
-use std::fs::File;
-use std::io::Read;
+use std::io::{ErrorKind, Read};
 use std::path::Path;
 
 /// A manifest file may be at most this large: 1000 services take about 300 KiB.
@@ -18,19 +17,45 @@ pub(crate) enum ReadError {
 }
 
 pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<String, ReadError> {
-    let file = File::open(path).map_err(ReadError::Io)?;
-    let mut bytes = Vec::new();
-    file.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(ReadError::Io)?;
-    if bytes.len() as u64 > limit {
-        let why = format!(
-            "is larger than {} MiB; refusing to read it",
-            limit / (1024 * 1024)
-        );
-        return Err(ReadError::Invalid(Pos::START, why));
+    match read_regular_file(path, limit) {
+        Ok(bytes) => into_text(bytes),
+        Err(err) if matches!(err.kind(), ErrorKind::InvalidInput | ErrorKind::FileTooLarge) => {
+            Err(ReadError::Invalid(Pos::START, err.to_string()))
+        }
+        Err(err) => Err(ReadError::Io(err)),
     }
-    into_text(bytes)
+}
+
+/// The bytes of the regular file at `path` (symlinks followed), at most `limit` of them. Never
+/// blocks on what is not a file: it is opened with `O_NONBLOCK` (a FIFO's open would wait for a
+/// writer) and refused unless `fstat` says it is a regular file (a FIFO's read would wait, and
+/// `/dev/zero` never ends). `InvalidInput` for what is not a regular file, `FileTooLarge` for
+/// one over `limit`; reads at most `limit + 1` bytes either way.
+pub fn read_regular_file(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidInput,
+            "is not a regular file (a FIFO, a device or a socket); refusing to read it",
+        ));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            ErrorKind::FileTooLarge,
+            format!(
+                "is larger than {} MiB; refusing to read it",
+                limit / (1024 * 1024)
+            ),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// UTF-8 text, or where the first invalid byte is.

@@ -5,10 +5,13 @@
 //! symlinked manifest points to), a directory manifest itself, and the directory of every
 //! `env_file`. Watching a file goes silent after the first editor save that renames a new file
 //! over it, and a Kubernetes ConfigMap update is an atomic swap of a `..data` symlink in the
-//! mounted directory that names no file one would filter for. So any change in a watched
-//! directory counts; the reader of the requests re-reads the manifest and applies what
-//! changed, which may be nothing. [`digest`] tells it whether anything in the watched
-//! directories changed since a manifest failed to load.
+//! mounted directory that names no file of the manifest. So a change in a watched directory
+//! counts when it names a file a reload reads ([`WatchDir::names`]: the manifest, its symlink's
+//! target, an `env_file`, any `*.yaml` of a directory manifest) or a ConfigMap's `..`-named
+//! entries; anything else there (drover's own log file, a service's scratch files) is no
+//! change, or a reload that fails would feed itself. The reader of the requests re-reads the
+//! manifest and applies what changed, which may be nothing. [`digest`] tells it whether
+//! anything a reload reads changed since a manifest failed to load.
 //!
 //! A burst of events (an editor writing a file in several steps, 50 saves in a second) becomes
 //! one request: a request is sent once `debounce` has passed without a new event, or at the
@@ -18,6 +21,7 @@
 use drover_spec::Manifest;
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
+use std::ffi::OsString;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -45,36 +49,107 @@ pub enum Error {
     },
 }
 
+/// One directory to watch, and which of its entries a reload reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchDir {
+    /// The directory, as the manifest names it.
+    pub dir: PathBuf,
+    /// The names in it that matter.
+    pub names: Names,
+}
+
+/// Which entries of a watched directory a reload reads. Entries whose name begins with `..`
+/// (a Kubernetes ConfigMap's `..data` link and its versioned directories) always count.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Names {
+    /// These files.
+    Files(Vec<OsString>),
+    /// Every `*.yaml` and `*.yml` (a directory manifest), plus these files.
+    YamlAnd(Vec<OsString>),
+}
+
+impl WatchDir {
+    /// Whether entry `name` of this directory is read by a reload.
+    pub fn reads(&self, name: &std::ffi::OsStr) -> bool {
+        if name.as_encoded_bytes().starts_with(b"..") {
+            return true;
+        }
+        match &self.names {
+            Names::Files(files) => files.iter().any(|f| f == name),
+            Names::YamlAnd(files) => is_yaml(Path::new(name)) || files.iter().any(|f| f == name),
+        }
+    }
+
+    fn add_name(&mut self, name: OsString) {
+        let (Names::Files(files) | Names::YamlAnd(files)) = &mut self.names;
+        if !files.contains(&name) {
+            files.push(name);
+        }
+    }
+}
+
+fn is_yaml(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|ext| ext == "yaml" || ext == "yml")
+}
+
+/// Whether an event names an entry some watched directory's reload reads (an event without
+/// paths, such as an overflow, counts).
+fn relevant(event: &notify::Event, dirs: &[WatchDir]) -> bool {
+    event.paths.is_empty()
+        || event.paths.iter().any(|path| {
+            let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+                return true;
+            };
+            dirs.iter()
+                .any(|watched| same_dir(&watched.dir, parent) && watched.reads(name))
+        })
+}
+
+/// Whether `a` and `b` name the same directory (`.` and `` alike, or the same real one).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    let plain = |p: &Path| -> PathBuf {
+        if p.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            p.to_path_buf()
+        }
+    };
+    let (a, b) = (plain(a), plain(b));
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+}
+
 /// Watches directories while it lives; dropping it stops the watching and the debounce task.
 pub struct Watcher {
     _watcher: RecommendedWatcher,
     debouncer: tokio::task::JoinHandle<()>,
-    dirs: Vec<PathBuf>,
+    dirs: Vec<WatchDir>,
 }
 
 impl Watcher {
     /// Watches `dirs`; each debounced burst of changes sends one `()` on `requests`. Call it
     /// inside a tokio runtime.
     pub fn start(
-        dirs: Vec<PathBuf>,
+        dirs: Vec<WatchDir>,
         debounce: Duration,
         requests: mpsc::UnboundedSender<()>,
     ) -> Result<Watcher, Error> {
         let (events_tx, events) = mpsc::unbounded_channel();
+        let filter = dirs.clone();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-                Ok(event) if counts(&event.kind) => {
+                Ok(event) if counts(&event.kind) && relevant(&event, &filter) => {
                     let _ = events_tx.send(());
                 }
                 Ok(_) => {}
                 Err(err) => tracing::warn!(error = %err, "file watcher error"),
             })
             .map_err(Error::Start)?;
-        for dir in &dirs {
+        for watched in &dirs {
             watcher
-                .watch(dir, RecursiveMode::NonRecursive)
+                .watch(&watched.dir, RecursiveMode::NonRecursive)
                 .map_err(|source| Error::Watch {
-                    path: dir.clone(),
+                    path: watched.dir.clone(),
                     source,
                 })?;
         }
@@ -87,7 +162,7 @@ impl Watcher {
     }
 
     /// The directories watched.
-    pub fn dirs(&self) -> &[PathBuf] {
+    pub fn dirs(&self) -> &[WatchDir] {
         &self.dirs
     }
 }
@@ -144,23 +219,36 @@ async fn debounce_events(
 }
 
 /// The directories to watch for the manifest at `path` (a file or a directory) and the files it
-/// refers to, without repeats.
-pub fn dirs_to_watch(path: &Path, manifest: &Manifest) -> Vec<PathBuf> {
-    let mut dirs = Vec::new();
-    let mut add = |dir: PathBuf| {
+/// refers to, each with the names in it that a reload reads, without repeats.
+pub fn dirs_to_watch(path: &Path, manifest: &Manifest) -> Vec<WatchDir> {
+    let mut dirs: Vec<WatchDir> = Vec::new();
+    let mut add = |dir: &Path, name: Option<OsString>, yaml: bool| {
         let dir = if dir.as_os_str().is_empty() {
             PathBuf::from(".")
         } else {
-            dir
+            dir.to_path_buf()
         };
-        if !dirs.contains(&dir) {
-            dirs.push(dir);
+        let at = match dirs.iter().position(|w| w.dir == dir) {
+            Some(at) => at,
+            None => {
+                dirs.push(WatchDir {
+                    dir,
+                    names: Names::Files(Vec::new()),
+                });
+                dirs.len() - 1
+            }
+        };
+        if yaml && let Names::Files(files) = &dirs[at].names {
+            dirs[at].names = Names::YamlAnd(files.clone());
+        }
+        if let Some(name) = name {
+            dirs[at].add_name(name);
         }
     };
     if path.is_dir() {
-        add(path.to_path_buf());
+        add(path, None, true);
     } else if let Some(parent) = path.parent() {
-        add(parent.to_path_buf());
+        add(parent, path.file_name().map(OsString::from), false);
     }
     // A symlinked manifest (or a ConfigMap's `..data/` link) also changes where it points.
     for file in manifest
@@ -172,44 +260,49 @@ pub fn dirs_to_watch(path: &Path, manifest: &Manifest) -> Vec<PathBuf> {
             && !real.is_dir()
             && let Some(parent) = real.parent()
         {
-            add(parent.to_path_buf());
+            add(parent, real.file_name().map(OsString::from), false);
         }
     }
     for service in manifest.services.values() {
         for env_file in &service.env_files {
             if let Some(parent) = env_file.path.parent() {
-                add(parent.to_path_buf());
+                add(parent, env_file.path.file_name().map(OsString::from), false);
             }
         }
     }
     dirs
 }
 
+/// The largest file [`digest`] reads (the manifest's own limit).
+const DIGEST_READ_LIMIT: u64 = drover_spec::MAX_MANIFEST_BYTES;
+
 /// A digest of the manifest at `path` (its file, or each `*.yaml`/`*.yml` file of a directory
-/// manifest, by name and content) and of the entries of `dirs` (name, size, modification time):
-/// equal digests mean nothing a reload reads has changed, new files (an `env_file` that appears)
-/// included. Unreadable files count as their error.
-pub fn digest(path: &Path, dirs: &[PathBuf]) -> u64 {
+/// manifest, by name and content) and of the entries of `dirs` a reload reads (name, size,
+/// modification time): equal digests mean nothing a reload reads has changed, new files (an
+/// `env_file` that appears) included. Files are read as a reload reads them: regular files only,
+/// never blocking, at most [`DIGEST_READ_LIMIT`] bytes (a symlink to `/dev/zero` or a FIFO is its
+/// error). Unreadable files count as their error.
+pub fn digest(path: &Path, dirs: &[WatchDir]) -> u64 {
     let mut hasher = DefaultHasher::new();
     let mut content = |p: &Path| {
         p.hash(&mut hasher);
-        match std::fs::read(p) {
+        match drover_spec::read_regular_file(p, DIGEST_READ_LIMIT) {
             Ok(bytes) => bytes.hash(&mut hasher),
             Err(err) => err.kind().hash(&mut hasher),
         }
     };
     if path.is_dir() {
-        for file in entries(path).into_iter().filter(|p| {
-            p.extension()
-                .is_some_and(|ext| ext == "yaml" || ext == "yml")
-        }) {
+        for file in entries(path).into_iter().filter(|p| is_yaml(p)) {
             content(&file);
         }
     } else {
         content(path);
     }
-    for dir in dirs {
-        for entry in entries(dir) {
+    for watched in dirs {
+        for entry in entries(&watched.dir) {
+            if !entry.file_name().is_some_and(|name| watched.reads(name)) {
+                continue;
+            }
             entry.hash(&mut hasher);
             if let Ok(metadata) = std::fs::metadata(&entry) {
                 metadata.len().hash(&mut hasher);
@@ -271,7 +364,7 @@ mod tests {
         let path = root.join("drover.yaml");
         let running = load(&path);
         let dirs = dirs_to_watch(&path, &running);
-        assert!(dirs.contains(&root.to_path_buf()), "{dirs:?}");
+        assert!(dirs.iter().any(|w| w.dir == root), "{dirs:?}");
         let (tx, mut requests) = mpsc::unbounded_channel();
         let _watcher = Watcher::start(dirs, Duration::from_millis(300), tx).expect("watch");
         let before = digest(&path, &dirs_to_watch(&path, &running));

@@ -177,11 +177,18 @@ fn run(manifest: Option<PathBuf>, metrics_listen: Option<String>) -> ExitCode {
 fn block_on<F: std::future::Future<Output = anyhow::Result<i32>>>(
     future: F,
 ) -> anyhow::Result<i32> {
-    tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?
-        .block_on(future)
+        .build()?;
+    let result = runtime.block_on(future);
+    // Dropping a runtime waits for every blocking task, however stuck (a read of a file on a
+    // hung mount): drover's exit must not. What is still running after this is abandoned.
+    runtime.shutdown_timeout(BLOCKING_TASKS_LIMIT);
+    result
 }
+
+/// How long drover's exit waits for blocking tasks (a reload's read) still running.
+const BLOCKING_TASKS_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn exit_code(result: anyhow::Result<i32>) -> ExitCode {
     match result {

@@ -205,7 +205,7 @@ impl Reloader {
     }
 
     /// The directories watched for the running manifest.
-    fn watched_dirs(&self) -> Vec<PathBuf> {
+    fn watched_dirs(&self) -> Vec<drover_watch::WatchDir> {
         drover_watch::dirs_to_watch(&self.path, &self.running)
     }
 

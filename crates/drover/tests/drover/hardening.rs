@@ -416,3 +416,83 @@ fn accept_failing_with_emfile_backs_off_instead_of_spinning() {
     assert!(lines <= 10, "{lines} accept errors logged");
     drop(clients);
 }
+
+const RELOAD_FAILED: &str = "reload failed";
+
+/// Peak resident memory of `pid`, in KiB.
+fn peak_rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_fifo_as_manifest_neither_blocks_reloads_nor_the_exit() {
+    let mut drover = Drover::run("services:\n  app: { command: [sleep, \"1000\"] }\n");
+    wait_log(&drover, "to=running");
+    let manifest = drover.path("drover.yaml");
+    std::fs::remove_file(&manifest).expect("rm");
+    nix::unistd::mkfifo(&manifest, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .expect("mkfifo");
+    drover.signal(nix::sys::signal::Signal::SIGHUP as i32);
+    wait_log(&drover, "not a regular file");
+    wait_log(&drover, RELOAD_FAILED);
+    drover.signal(SIGTERM);
+    assert_eq!(drover.wait(SECS(10)), 0, "{}", drover.stderr());
+}
+
+#[test]
+fn an_env_file_that_is_a_fifo_fails_the_reload_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("app.env"), "A=1\n").expect("write");
+    let mut drover = Drover::run_in(
+        dir,
+        "services:\n  app: { command: [sleep, \"1000\"], env_file: app.env }\n",
+    );
+    wait_log(&drover, "to=running");
+    let env_file = drover.path("app.env");
+    std::fs::remove_file(&env_file).expect("rm");
+    nix::unistd::mkfifo(&env_file, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .expect("mkfifo");
+    drover.signal(nix::sys::signal::Signal::SIGHUP as i32);
+    wait_log(&drover, RELOAD_FAILED);
+    drover.signal(SIGTERM);
+    assert_eq!(drover.wait(SECS(10)), 0, "{}", drover.stderr());
+}
+
+#[test]
+fn a_manifest_linked_to_dev_zero_is_refused_without_reading_it_all() {
+    let drover = Drover::run("services:\n  app: { command: [sleep, \"1000\"] }\n");
+    wait_log(&drover, "to=running");
+    let manifest = drover.path("drover.yaml");
+    std::fs::remove_file(&manifest).expect("rm");
+    std::os::unix::fs::symlink("/dev/zero", &manifest).expect("symlink");
+    for _ in 0..3 {
+        drover.signal(nix::sys::signal::Signal::SIGHUP as i32);
+    }
+    wait_log(&drover, RELOAD_FAILED);
+    let peak = peak_rss_kib(drover.pid());
+    assert!(peak < 64 * 1024, "peak RSS {peak} KiB");
+}
+
+#[test]
+fn files_a_reload_does_not_read_do_not_trigger_reloads() {
+    // A service writes its log next to the manifest, all the time.
+    let drover = Drover::run(
+        "settings: { reload: { debounce: 50ms } }
+services:
+  logger: { command: \"while true; do echo x >> drover.log; sleep 0.02; done\" }
+",
+    );
+    wait_until(SECS(10), "the log file", || {
+        drover.path("drover.log").exists()
+    });
+    std::fs::write(drover.path("drover.yaml"), "services: [not, a, map]\n").expect("write");
+    wait_log(&drover, RELOAD_FAILED);
+    std::thread::sleep(SECS(2));
+    let failures = drover.stderr().matches(RELOAD_FAILED).count();
+    assert_eq!(failures, 1, "{}", drover.stderr());
+}
