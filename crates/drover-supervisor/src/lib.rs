@@ -14,7 +14,9 @@
 //! **Boundary**: the supervisor publishes [`Event`]s and [`ServiceSnapshot`]s and never knows
 //! who consumes them (metrics, tracing, a control API).
 
+mod cgroup;
 pub mod core;
+pub mod guard;
 pub mod output;
 mod probes;
 pub mod process;

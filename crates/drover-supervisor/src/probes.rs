@@ -72,6 +72,8 @@ impl ExecProbe {
             inherit_signals: None,
             user: self.user.clone(),
             working_dir: self.working_dir.clone(),
+            cgroup: None,
+            outlives_drover: false,
             waiter: Box::new(move |_, status| {
                 let _ = done.send(status);
             }),

@@ -106,6 +106,10 @@ pub struct SpawnRequest {
     /// Enter this directory, as the user (not with `command.current_dir`, which std enters
     /// before the user switch).
     pub working_dir: Option<std::path::PathBuf>,
+    /// Join this cgroup (its `cgroup.procs`, open for writing) before anything else.
+    pub cgroup: Option<Arc<std::os::fd::OwnedFd>>,
+    /// Survive drover's death (no PR_SET_PDEATHSIG): only for drover's guard.
+    pub outlives_drover: bool,
     /// Told the exit status.
     pub waiter: Waiter,
 }
@@ -264,6 +268,8 @@ impl Shared {
             inherit_signals,
             user,
             working_dir,
+            cgroup,
+            outlives_drover,
             waiter,
         } = request;
         let program = command.get_program().to_string_lossy().into_owned();
@@ -294,6 +300,8 @@ impl Shared {
             credentials,
             parent: sys::own_pid(),
             working_dir: working_dir_c,
+            cgroup_procs: cgroup,
+            parent_death_signal: !outlives_drover,
         };
         let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         let child = match sys::spawn(&mut command, setup) {

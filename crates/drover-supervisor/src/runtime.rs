@@ -156,7 +156,11 @@ impl Supervisor {
             snapshots: snapshots.clone(),
             dropped_lines: dropped_lines.clone(),
             watched: Vec::new(),
+            cgroups: None,
+            unit_cgroups: Vec::new(),
+            guard: None,
         };
+        driver.start_containment();
         for unit in 0..driver.core.len() {
             driver.add_unit(unit)?;
         }
@@ -303,9 +307,54 @@ struct Driver {
     dropped_lines: DroppedLines,
     /// Process groups to report as `GroupGone` once empty.
     watched: Vec<(usize, Pid)>,
+    /// drover's cgroup subtree, where it could make one.
+    cgroups: Option<crate::cgroup::Cgroups>,
+    /// Each service's cgroup, if there is a subtree.
+    unit_cgroups: Vec<Option<Arc<crate::cgroup::ServiceCgroup>>>,
+    /// The process that cleans up if drover is killed (none as PID 1).
+    guard: Option<crate::guard::GuardLink>,
 }
 
 impl Driver {
+    /// Makes the cgroup subtree and starts the guard, where each can be had; says what holds.
+    fn start_containment(&mut self) {
+        match crate::cgroup::Cgroups::create() {
+            Ok(cgroups) => {
+                tracing::info!(path = %cgroups.root().display(), "services run in cgroups of their own");
+                self.cgroups = Some(cgroups);
+            }
+            Err(err) => tracing::info!(
+                error = %err,
+                "no cgroup v2 subtree: a service's processes are followed by process group only"
+            ),
+        }
+        if sys::is_pid1() {
+            // The kernel ends the whole PID namespace with its init.
+            return;
+        }
+        match crate::guard::GuardLink::start(&self.processes) {
+            Ok(mut guard) => {
+                if let Some(cgroups) = &self.cgroups {
+                    guard.tell(&format!("cgroup {}", cgroups.root().display()));
+                }
+                self.guard = Some(guard);
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot start the guard; a SIGKILL of drover may leave processes behind");
+            }
+        }
+    }
+
+    /// Tells the guard of a process group to kill if drover dies (only without cgroups: the
+    /// subtree holds them all otherwise).
+    fn tell_guard_group(&mut self, sign: char, pgid: Pid) {
+        if self.cgroups.is_none()
+            && let Some(guard) = &mut self.guard
+        {
+            guard.tell(&format!("{sign}{}", pgid.as_raw()));
+        }
+    }
+
     /// Sets up what service `unit` (new in the core) needs: its output pipes, its notify
     /// socket, its snapshot. Every per-service vector gets its entry even on error (the
     /// service's output is then discarded), so indexes stay aligned with the core's.
@@ -319,6 +368,14 @@ impl Driver {
             }));
         self.probes.push(Vec::new());
         self.notify.push(None);
+        let cgroup = self.cgroups.as_mut().and_then(|cgroups| match cgroups.make() {
+            Ok(cgroup) => Some(Arc::new(cgroup)),
+            Err(err) => {
+                tracing::warn!(service = %name, error = %err, "cannot make the service's cgroup");
+                None
+            }
+        });
+        self.unit_cgroups.push(cgroup);
         lock(&self.dropped_lines).push(Some((name.clone(), dropped.clone())));
         lock(&self.snapshots).push(Some(self.core.snapshot(unit)));
         if let Some(sink) = &mut self.sink {
@@ -352,9 +409,15 @@ impl Driver {
         let Some(watchdog) = wanted else {
             return Ok(());
         };
-        let dir = match &self.notify_dir {
-            Some(dir) => dir,
-            None => self.notify_dir.insert(crate::probes::notify_dir()?),
+        if self.notify_dir.is_none() {
+            let dir = crate::probes::notify_dir()?;
+            if let Some(guard) = &mut self.guard {
+                guard.tell(&format!("notify {}", dir.path.display()));
+            }
+            self.notify_dir = Some(dir);
+        }
+        let Some(dir) = &self.notify_dir else {
+            return Ok(());
         };
         // A replaced socket's directory is removed when its task ends, which may be later:
         // each socket gets a directory of its own, numbered (short: a socket's path must fit
@@ -424,6 +487,9 @@ impl Driver {
             notify.listener.abort();
         }
         self.notify_units.retain(|&u| u != unit);
+        if let Some(cgroup) = self.unit_cgroups.get_mut(unit).and_then(Option::take) {
+            cgroup.remove();
+        }
         if let Some(slot) = lock(&self.dropped_lines).get_mut(unit) {
             *slot = None;
         }
@@ -447,6 +513,14 @@ impl Driver {
         }
         if let Some(dir) = self.notify_dir.take() {
             let _ = std::fs::remove_dir(dir.path);
+        }
+        // Whatever is left in the services' cgroups (every service has ended: nothing should
+        // be) goes, and so do the cgroups; then the guard has nothing to do.
+        if let Some(cgroups) = &self.cgroups {
+            cgroups.remove_all();
+        }
+        if let Some(guard) = &mut self.guard {
+            guard.finish();
         }
         // Every service has ended: close our write ends so that the readers see the end of
         // each pipe, and let the last lines out.
@@ -517,6 +591,15 @@ impl Driver {
                     continue;
                 }
             };
+            match &input {
+                Input::Spawned { pid, .. } => self.tell_guard_group('+', *pid),
+                Input::Exited {
+                    pid,
+                    group_alive: false,
+                    ..
+                } => self.tell_guard_group('-', *pid),
+                _ => {}
+            }
             let actions = self.core.handle(input, Instant::now());
             if let Some(code) = self.perform(actions) {
                 return code;
@@ -534,14 +617,25 @@ impl Driver {
 
     fn check_groups(&mut self) -> Option<i32> {
         let mut gone = Vec::new();
+        let cgroups = &self.unit_cgroups;
         self.watched.retain(|&(unit, pgid)| {
-            let alive = sys::group_alive(pgid);
-            if !alive {
-                gone.push(unit);
+            if sys::group_alive(pgid) {
+                return true;
             }
-            alive
+            // The group is empty, but processes that left it (`setsid` daemons) are still in
+            // the service's cgroup: the run is over, so they go too, and the run ends once
+            // they have.
+            if let Some(cgroup) = cgroups.get(unit).and_then(Option::as_ref)
+                && cgroup.populated()
+            {
+                let _ = cgroup.kill();
+                return true;
+            }
+            gone.push((unit, pgid));
+            false
         });
-        for unit in gone {
+        for (unit, pgid) in gone {
+            self.tell_guard_group('-', pgid);
             let actions = self.core.handle(Input::GroupGone { unit }, Instant::now());
             if let Some(code) = self.perform(actions) {
                 return Some(code);
@@ -560,6 +654,12 @@ impl Driver {
                 Action::SignalGroup { unit, pgid, signal } => {
                     if let Err(err) = sys::signal_group(pgid, Some(signal)) {
                         tracing::warn!(service = %self.core.spec(unit).name, %signal, error = %err, "cannot signal a process group");
+                    }
+                    // The last resort reaches what left the group, too.
+                    if signal == Signal::SIGKILL
+                        && let Some(cgroup) = self.unit_cgroups.get(unit).and_then(Option::as_ref)
+                    {
+                        let _ = cgroup.kill();
                     }
                 }
                 Action::WatchGroup { unit, pgid } => {
@@ -835,6 +935,7 @@ impl Driver {
         let mut command = command_for(&argv, &self.environment_of(unit, spec))?;
         self.stdio[unit].apply(&mut command, &self.null)?;
         let inputs = self.inputs.clone();
+        let cgroup = self.unit_cgroups.get(unit).cloned().flatten();
         Ok(SpawnRequest {
             command,
             new_session: true,
@@ -842,8 +943,11 @@ impl Driver {
             inherit_signals: None,
             user: spec.user.clone(),
             working_dir: spec.working_dir.clone(),
+            cgroup: cgroup.as_ref().map(|c| c.procs()),
+            outlives_drover: false,
             waiter: Box::new(move |pid, status| {
-                let group_alive = sys::group_alive(pid);
+                let group_alive =
+                    sys::group_alive(pid) || cgroup.as_ref().is_some_and(|c| c.populated());
                 let _ = inputs.send(Input::Exited {
                     unit,
                     pid,

@@ -109,6 +109,11 @@ pub fn send_signal(pid: i32, signal: i32) -> io::Result<()> {
     Errno::result(result).map(drop).map_err(io::Error::from)
 }
 
+/// Ignores signal `number` in this process (for drover's guard).
+pub(crate) fn ignore_signal(number: libc::c_int) {
+    set_ignored(number, true);
+}
+
 /// Ignores SIGTTIN and SIGTTOU in drover, as tini does: once CMD's group owns the terminal,
 /// drover is a background group, and its own writes or reads must not stop it.
 pub fn ignore_terminal_stops() {
@@ -312,6 +317,10 @@ pub(crate) struct ChildSetup {
     /// The directory to enter, after the credentials change: a user must not reach, through
     /// drover, a directory it could not enter itself.
     pub(crate) working_dir: Option<std::ffi::CString>,
+    /// A cgroup's `cgroup.procs`, open for writing: the child joins it first thing.
+    pub(crate) cgroup_procs: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
+    /// Killed when drover dies (PR_SET_PDEATHSIG): every process but drover's guard.
+    pub(crate) parent_death_signal: bool,
 }
 
 /// Added to the errno of a failed `chdir` in the child, so that the parent can tell it from a
@@ -366,12 +375,22 @@ fn child_setup(setup: &ChildSetup, reset: SignalSet) -> io::Result<()> {
         credentials,
         parent,
         working_dir,
+        cgroup_procs,
+        parent_death_signal,
     } = setup;
     let (new_session, foreground, parent) = (*new_session, *foreground, *parent);
     let inherit = inherit_signals.as_ref();
     // SAFETY (whole function): every call below is async-signal-safe and works on integers or
     // on memory owned by this stack frame or captured, initialised, before the fork.
     unsafe {
+        if let Some(procs) = cgroup_procs {
+            // Before anything else: whatever this process starts is in the cgroup too.
+            use std::os::fd::AsRawFd;
+            let written = libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1);
+            if written != 1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
         if new_session {
             check(libc::setsid())?;
         } else {
@@ -431,9 +450,11 @@ fn child_setup(setup: &ChildSetup, reset: SignalSet) -> io::Result<()> {
         // which clears it (prctl(2)). If drover already died, our parent changed and no signal
         // will ever come: give up (ESRCH; a raw error, because building a message would
         // allocate).
-        check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
-        if libc::getppid() != parent.as_raw() {
-            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        if *parent_death_signal {
+            check(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0))?;
+            if libc::getppid() != parent.as_raw() {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
         }
         // No descriptor but 0, 1 and 2 crosses exec, whoever opened it without O_CLOEXEC.
         // close_range(2) with CLOSE_RANGE_CLOEXEC keeps std's exec-error pipe usable until exec;

@@ -67,6 +67,8 @@ pub(crate) async fn init(argv: Vec<String>, inherited: InheritedSignals) -> anyh
         inherit_signals: Some(inherited),
         user: None,
         working_dir: None,
+        cgroup: None,
+        outlives_drover: false,
         waiter: Box::new(move |_, status| {
             let _ = exited.send(status);
         }),

@@ -31,6 +31,13 @@ const DEFAULT_MANIFEST: &str = "drover.yaml";
 fn main() -> ExitCode {
     // Before anything changes them: `drover -- CMD` hands them on to CMD.
     let inherited = drover_supervisor::InheritedSignals::capture();
+    // drover's own guard (see drover_supervisor::guard), started by `drover run` itself.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == drover_supervisor::guard::GUARD_ARG)
+    {
+        return ExitCode::from(u8::try_from(drover_supervisor::guard::main()).unwrap_or(1));
+    }
     let cli = Cli::parse();
     match (cli.command, cli.init_command.is_empty()) {
         (Some(Command::Check { manifests }), _) => check(manifests),

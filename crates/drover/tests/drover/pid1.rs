@@ -129,3 +129,43 @@ fn as_pid1_sigterm_drains_and_exits() {
     send(drover, SIGTERM);
     assert_eq!(unshare.wait(SECS(10)), 0, "{}", unshare.stderr());
 }
+
+#[test]
+fn as_pid1_a_sigkill_from_outside_leaves_no_process_of_any_service() {
+    if !unshare_works("as_pid1_a_sigkill_from_outside_leaves_no_process_of_any_service") {
+        return;
+    }
+    let (unshare, pid1) = run_as_pid1(
+        tempfile::tempdir().expect("tempdir"),
+        "services:
+  app:
+    command: \"sleep 1000 & setsid sleep 1001 & echo $$ > main; wait\"
+",
+    );
+    unshare.wait_file("main", SECS(10));
+    // Pids inside the namespace differ from ours: find the sleeps among drover's descendants.
+    let mut sleeps = Vec::new();
+    wait_until(SECS(10), "both sleeps", || {
+        sleeps = descendants_of(pid1);
+        sleeps.len() >= 3
+    });
+    send(pid1, SIGKILL);
+    wait_until(
+        SECS(10),
+        "every process of the namespace to be gone",
+        || sleeps.iter().all(|&pid| !alive(pid)),
+    );
+}
+
+/// Every descendant of `root`.
+fn descendants_of(root: i32) -> Vec<i32> {
+    let mut found = vec![root];
+    let mut next = 0;
+    while next < found.len() {
+        let parent = found[next];
+        found.extend(children_of(parent).into_iter().map(|(pid, _)| pid));
+        next += 1;
+    }
+    found.remove(0);
+    found
+}

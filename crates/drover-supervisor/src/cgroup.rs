@@ -1,0 +1,194 @@
+//! cgroup v2 membership for services, where drover can make a subtree: every process of a
+//! service, `setsid` daemons and grandchildren included, stays in the service's cgroup, which
+//! can be asked whether it is empty (`cgroup.events`) and killed whole (`cgroup.kill`, Linux
+//! 5.14). No controller is needed, so a hierarchy mounted without any (as on hosts that mount
+//! it at `/sys/fs/cgroup/unified`) is enough.
+//!
+//! The tree: `<drover's own cgroup>/drover-XXXXXX/<n>`, one numbered cgroup per service, made
+//! when drover starts it and removed when it has gone. drover itself stays where it was.
+//! Where no cgroup v2 hierarchy is mounted, or drover's cgroup cannot be written (a container
+//! with `/sys/fs/cgroup` read-only), there is no tree and process groups are all drover has.
+
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// drover's subtree.
+#[derive(Debug)]
+pub(crate) struct Cgroups {
+    root: PathBuf,
+    made: u64,
+}
+
+/// One service's cgroup.
+#[derive(Debug)]
+pub(crate) struct ServiceCgroup {
+    path: PathBuf,
+    /// `cgroup.procs`, open for writing: a forked child writes `0` to it to join.
+    procs: Arc<OwnedFd>,
+}
+
+/// The longest text read from a cgroup file (`cgroup.events` is two short lines).
+const CGROUP_FILE_LIMIT: u64 = 4096;
+
+impl Cgroups {
+    /// Makes drover's subtree under its own cgroup, or says why there can be none.
+    pub(crate) fn create() -> io::Result<Cgroups> {
+        let own = own_cgroup_dir()?;
+        let dir = crate::sys::new_private_dir(&own, "drover-", 0o755)?;
+        Ok(Cgroups {
+            root: dir.path,
+            made: 0,
+        })
+    }
+
+    /// The subtree's path.
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Makes a new cgroup for one service.
+    pub(crate) fn make(&mut self) -> io::Result<ServiceCgroup> {
+        let path = self.root.join(self.made.to_string());
+        self.made += 1;
+        std::fs::create_dir(&path)?;
+        let procs = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path.join("cgroup.procs"))?;
+        Ok(ServiceCgroup {
+            path,
+            procs: Arc::new(OwnedFd::from(procs)),
+        })
+    }
+
+    /// Kills every process in the subtree, then removes what can be removed (at exit).
+    pub(crate) fn remove_all(&self) {
+        let _ = kill(&self.root);
+        remove_tree(&self.root);
+    }
+}
+
+impl ServiceCgroup {
+    /// The descriptor a child writes `0` to, to join.
+    pub(crate) fn procs(&self) -> Arc<OwnedFd> {
+        self.procs.clone()
+    }
+
+    /// Whether any process is in it.
+    pub(crate) fn populated(&self) -> bool {
+        populated(&self.path).unwrap_or(false)
+    }
+
+    /// SIGKILL to every process in it, at once.
+    pub(crate) fn kill(&self) -> io::Result<()> {
+        kill(&self.path)
+    }
+
+    /// Removes it (it must be empty).
+    pub(crate) fn remove(&self) {
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// `cgroup.kill` of the cgroup at `dir`: SIGKILL to everything in it and below.
+pub(crate) fn kill(dir: &Path) -> io::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("cgroup.kill"))?
+        .write_all(b"1")
+}
+
+/// Whether the cgroup at `dir` (or one below it) has a process.
+pub(crate) fn populated(dir: &Path) -> io::Result<bool> {
+    let mut text = String::new();
+    std::fs::File::open(dir.join("cgroup.events"))?
+        .take(CGROUP_FILE_LIMIT)
+        .read_to_string(&mut text)?;
+    Ok(text.lines().any(|line| line == "populated 1"))
+}
+
+/// Removes the empty cgroups of the tree at `dir`, deepest first (cgroupfs directories hold
+/// only their interface files, which go with them).
+pub(crate) fn remove_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&entry.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// The directory of drover's own cgroup in the cgroup v2 hierarchy.
+fn own_cgroup_dir() -> io::Result<PathBuf> {
+    let unavailable = |why: &str| io::Error::new(io::ErrorKind::NotFound, why.to_string());
+    let mut cgroups = String::new();
+    std::fs::File::open("/proc/self/cgroup")?
+        .take(64 * 1024)
+        .read_to_string(&mut cgroups)?;
+    let own = cgroups
+        .lines()
+        .find_map(|line| line.strip_prefix("0::"))
+        .ok_or_else(|| unavailable("drover is in no cgroup v2 hierarchy"))?;
+    let mut mounts = String::new();
+    std::fs::File::open("/proc/self/mountinfo")?
+        .take(1024 * 1024)
+        .read_to_string(&mut mounts)?;
+    // mountinfo(5): id parent major:minor root mount-point options... - fstype source options
+    let (root, mount_point) = mounts
+        .lines()
+        .find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            if right.split(' ').next()? != "cgroup2" {
+                return None;
+            }
+            let mut fields = left.split(' ');
+            let root = fields.nth(3)?;
+            let mount_point = fields.next()?;
+            Some((root.to_string(), mount_point.to_string()))
+        })
+        .ok_or_else(|| unavailable("no cgroup v2 hierarchy is mounted"))?;
+    let relative = own
+        .strip_prefix(root.as_str())
+        .unwrap_or(own)
+        .trim_start_matches('/');
+    Ok(Path::new(&unescape(&mount_point)).join(relative))
+}
+
+/// mountinfo escapes spaces, tabs, newlines and backslashes as octal (`\040`).
+fn unescape(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut rest = field;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        let code = rest
+            .get(at + 1..at + 4)
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
+        match code {
+            Some(byte) => {
+                out.push(char::from(byte));
+                rest = rest.get(at + 4..).unwrap_or("");
+            }
+            None => {
+                out.push('\\');
+                rest = rest.get(at + 1..).unwrap_or("");
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape(r"/sys/fs/cg\040roup"), "/sys/fs/cg roup");
+        assert_eq!(unescape(r"/a\134b"), r"/a\b");
+        assert_eq!(unescape(r"/end\"), r"/end\");
+    }
+}
