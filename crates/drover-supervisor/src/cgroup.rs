@@ -62,10 +62,26 @@ impl Cgroups {
         })
     }
 
-    /// Kills every process in the subtree, then removes what can be removed (at exit).
+    /// Kills every process in the subtree, waits briefly for them to go, then removes what can
+    /// be removed (at exit, when every service has normally ended already).
     pub(crate) fn remove_all(&self) {
-        let _ = kill(&self.root);
+        if populated(&self.root).unwrap_or(false) {
+            let _ = kill(&self.root);
+            for _ in 0..50 {
+                if !populated(&self.root).unwrap_or(false) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        }
         remove_tree(&self.root);
+    }
+}
+
+impl Drop for Cgroups {
+    /// However supervision ends (a test's runtime dropped, say), the subtree does not stay.
+    fn drop(&mut self) {
+        self.remove_all();
     }
 }
 

@@ -21,6 +21,21 @@ use std::time::Duration;
 /// The first argument that makes drover a guard.
 pub const GUARD_ARG: &str = "__guard";
 
+/// Whether supervisors started in this process get a guard: only the drover binary, whose
+/// executable answers [`GUARD_ARG`], turns it on ([`enable`]).
+static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Lets supervisors start a guard: call it from a binary whose `main` runs [`main`] when its
+/// first argument is [`GUARD_ARG`].
+pub fn enable() {
+    ENABLED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether [`enable`] was called.
+pub(crate) fn enabled() -> bool {
+    ENABLED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The longest line the guard reads: paths are at most PATH_MAX.
 const MAX_LINE: usize = 4096 + 16;
 

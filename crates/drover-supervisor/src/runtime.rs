@@ -328,8 +328,8 @@ impl Driver {
                 "no cgroup v2 subtree: a service's processes are followed by process group only"
             ),
         }
-        if sys::is_pid1() {
-            // The kernel ends the whole PID namespace with its init.
+        if sys::is_pid1() || !crate::guard::enabled() {
+            // As PID 1, the kernel ends the whole PID namespace with it.
             return;
         }
         match crate::guard::GuardLink::start(&self.processes) {

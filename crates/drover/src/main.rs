@@ -38,6 +38,7 @@ fn main() -> ExitCode {
     {
         return ExitCode::from(u8::try_from(drover_supervisor::guard::main()).unwrap_or(1));
     }
+    drover_supervisor::guard::enable();
     let cli = Cli::parse();
     match (cli.command, cli.init_command.is_empty()) {
         (Some(Command::Check { manifests }), _) => check(manifests),
