@@ -31,6 +31,8 @@ pub(crate) struct ServiceCgroup {
 
 /// The longest text read from a cgroup file (`cgroup.events` is two short lines).
 const CGROUP_FILE_LIMIT: u64 = 4096;
+/// The longest `cgroup.procs` read: 100 000 pids.
+const CGROUP_PROCS_LIMIT: u64 = 800 * 1024;
 
 impl Cgroups {
     /// Makes drover's subtree under its own cgroup, or says why there can be none.
@@ -94,6 +96,24 @@ impl ServiceCgroup {
     /// Whether any process is in it.
     pub(crate) fn populated(&self) -> bool {
         populated(&self.path).unwrap_or(false)
+    }
+
+    /// Whether a process of process group `pgid` is in this cgroup: the group is this
+    /// service's, not another that took the same number after it emptied.
+    pub(crate) fn has_group(&self, pgid: nix::unistd::Pid) -> bool {
+        let mut text = String::new();
+        let read = std::fs::File::open(self.path.join("cgroup.procs"))
+            .and_then(|file| file.take(CGROUP_PROCS_LIMIT).read_to_string(&mut text));
+        if read.is_err() {
+            // Cannot tell: as without cgroups.
+            return true;
+        }
+        text.lines()
+            .filter_map(|line| line.trim().parse::<i32>().ok())
+            .any(|pid| {
+                nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid)))
+                    .is_ok_and(|group| group == pgid)
+            })
     }
 
     /// SIGKILL to every process in it, at once.
@@ -200,6 +220,44 @@ fn unescape(field: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::CommandExt;
+
+    #[test]
+    fn a_group_is_the_services_only_while_a_member_is_in_its_cgroup() {
+        let Ok(mut cgroups) = Cgroups::create() else {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!(
+                    "SKIPPED a_group_is_the_services_only_while_a_member_is_in_its_cgroup: no cgroup v2 subtree here"
+                );
+            }
+            return;
+        };
+        let cgroup = cgroups.make().expect("cgroup");
+        let sleep = || {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .process_group(0)
+                .spawn()
+                .expect("sleep")
+        };
+        // A group of the same kind that was never the service's (as one that reused the
+        // number of an emptied group would be).
+        let mut stranger = sleep();
+        let mut member = sleep();
+        std::fs::write(cgroup.path.join("cgroup.procs"), member.id().to_string()).expect("join");
+        let pgid = |child: &std::process::Child| {
+            nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"))
+        };
+        let (owned, foreign) = (
+            cgroup.has_group(pgid(&member)),
+            cgroup.has_group(pgid(&stranger)),
+        );
+        let _ = stranger.kill();
+        let _ = member.kill();
+        assert!(owned, "the member's group is the service's");
+        assert!(!foreign, "a group outside the cgroup is not");
+    }
 
     #[test]
     fn mountinfo_escapes_are_undone() {

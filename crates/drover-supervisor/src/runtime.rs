@@ -608,10 +608,25 @@ impl Driver {
     }
 
     fn forward(&self, signal: Signal) {
-        for pgid in self.core.live_groups() {
+        let owned: Vec<Pid> = self.core.live_groups().collect();
+        for pgid in owned {
+            if !(0..self.core.len()).any(|unit| self.owns_group(unit, pgid)) {
+                continue;
+            }
             if let Err(err) = sys::signal_group(pgid, Some(signal)) {
                 tracing::warn!(pgid = pgid.as_raw(), %signal, error = %err, "cannot forward a signal");
             }
+        }
+    }
+
+    /// Whether process group `pgid` is still service `unit`'s: with a cgroup, a member of the
+    /// group must be in it (a group id is reused once the group has emptied, and drover must
+    /// never signal a group it no longer owns). Without one there is no way to tell, and the
+    /// group counts as the service's while it has a member (the window is the 10 ms poll).
+    fn owns_group(&self, unit: usize, pgid: Pid) -> bool {
+        match self.unit_cgroups.get(unit).and_then(Option::as_ref) {
+            Some(cgroup) => cgroup.has_group(pgid),
+            None => true,
         }
     }
 
@@ -619,7 +634,13 @@ impl Driver {
         let mut gone = Vec::new();
         let cgroups = &self.unit_cgroups;
         self.watched.retain(|&(unit, pgid)| {
-            if sys::group_alive(pgid) {
+            let in_cgroup = |unit: usize| {
+                cgroups
+                    .get(unit)
+                    .and_then(Option::as_ref)
+                    .is_none_or(|cgroup| cgroup.has_group(pgid))
+            };
+            if sys::group_alive(pgid) && in_cgroup(unit) {
                 return true;
             }
             // The group is empty, but processes that left it (`setsid` daemons) are still in
@@ -652,7 +673,9 @@ impl Driver {
             match action {
                 Action::Spawn(unit) => self.spawn(unit),
                 Action::SignalGroup { unit, pgid, signal } => {
-                    if let Err(err) = sys::signal_group(pgid, Some(signal)) {
+                    if !self.owns_group(unit, pgid) {
+                        tracing::debug!(service = %self.core.spec(unit).name, pgid = pgid.as_raw(), "its process group is gone; not signalled");
+                    } else if let Err(err) = sys::signal_group(pgid, Some(signal)) {
                         tracing::warn!(service = %self.core.spec(unit).name, %signal, error = %err, "cannot signal a process group");
                     }
                     // The last resort reaches what left the group, too.
