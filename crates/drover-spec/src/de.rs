@@ -6,7 +6,7 @@
 //! until the rest deserializes. Unknown keys get a "did you mean" from the field list serde
 //! hands to `deserialize_struct`.
 
-use crate::error::Diagnostic;
+use crate::error::{Diagnostic, shorten};
 use crate::located::LOCATED_MARKER;
 use crate::suggest::did_you_mean;
 use crate::yaml::{Kind, Node, Pos};
@@ -79,7 +79,7 @@ impl DeError {
         match &self.kind {
             ErrorKind::Message(message) => message.clone(),
             ErrorKind::UnknownKey { key, expected } => {
-                let mut text = format!("unknown key `{key}`");
+                let mut text = format!("unknown key `{}`", shorten(key));
                 if let Some(best) = did_you_mean(key, expected.iter().copied()) {
                     text.push_str(&format!("; did you mean `{best}`?"));
                 } else if !expected.is_empty() {
@@ -148,7 +148,8 @@ impl de::Error for DeError {
     }
     fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
         let mut text = format!(
-            "unknown value `{variant}`; expected one of {}",
+            "unknown value `{}`; expected one of {}",
+            shorten(variant),
             list(expected)
         );
         if let Some(best) = did_you_mean(variant, expected.iter().copied()) {
@@ -177,51 +178,160 @@ pub(crate) struct Recovered<T> {
 /// At most this many errors are collected from one file.
 const MAX_ERRORS: usize = 100;
 
+/// Recovery deserializes again after each error; all its passes over one file may visit at most
+/// this many nodes together (about a second in a debug build). A manifest of
+/// 1000 services is about 20 000 nodes, and recovery inside one service passes over that
+/// service only, so only errors outside `services` in a huge file can run into it.
+const MAX_WORK: usize = 500_000;
+
+/// How a recovery ended.
+enum Outcome<T> {
+    Value(T),
+    /// The node recovery started from is itself the culprit; its parent must drop it.
+    DropRoot,
+    /// Out of errors or work, or nothing left to drop.
+    Stop,
+}
+
+/// The state of recovery over one file: what was reported, dropped and spent.
+struct Recovery<'a> {
+    file: &'a Path,
+    diagnostics: &'a mut Vec<Diagnostic>,
+    dropped: Vec<Vec<Seg>>,
+    errors: usize,
+    work: usize,
+    stopped: bool,
+}
+
+impl Recovery<'_> {
+    /// Deserializes `T` from `node`, which is at `at` in the file's tree, dropping each node
+    /// that fails from `node` and trying again.
+    fn run<T: DeserializeOwned>(&mut self, node: &mut Node, at: &[Seg]) -> Outcome<T> {
+        let nodes = count_nodes(node);
+        loop {
+            if self.stopped {
+                return Outcome::Stop;
+            }
+            if self.errors >= MAX_ERRORS || self.work + nodes > MAX_WORK {
+                self.stop(node.pos);
+                return Outcome::Stop;
+            }
+            self.work += nodes;
+            let error = match T::deserialize(NodeDe::new(node, at.to_vec())) {
+                Ok(value) => return Outcome::Value(value),
+                Err(error) => error,
+            };
+            let (path, pos) = error.at.clone().unwrap_or((at.to_vec(), node.pos));
+            let consequence = match error.kind {
+                // "missing `command`" after we dropped a bad `command` says nothing new.
+                ErrorKind::MissingKey(key) => {
+                    let mut missing = path.clone();
+                    missing.push(Seg::Key(key.to_string()));
+                    self.dropped.contains(&missing)
+                }
+                _ => false,
+            };
+            if !consequence {
+                self.errors += 1;
+                let diagnostic = Diagnostic::new(self.file, pos, render_path(&path), error.text());
+                self.diagnostics.push(diagnostic);
+            }
+            let culprit = error.culprit();
+            let Some(relative) = culprit.strip_prefix(at) else {
+                return Outcome::Stop;
+            };
+            if relative.is_empty() {
+                if at.is_empty() {
+                    return Outcome::Stop;
+                }
+                self.dropped.push(culprit);
+                return Outcome::DropRoot;
+            }
+            if !remove(node, relative) {
+                return Outcome::Stop;
+            }
+            self.dropped.push(culprit);
+        }
+    }
+
+    fn stop(&mut self, pos: Pos) {
+        if !self.stopped {
+            self.stopped = true;
+            let message = format!("too many errors; stopped after {}", self.errors);
+            self.diagnostics
+                .push(Diagnostic::new(self.file, pos, "", message));
+        }
+    }
+}
+
+fn count_nodes(node: &Node) -> usize {
+    1 + match &node.kind {
+        Kind::Seq(items) => items.iter().map(count_nodes).sum(),
+        Kind::Map(entries) => entries.iter().map(|(_, v)| count_nodes(v)).sum(),
+        _ => 0,
+    }
+}
+
 /// Deserializes `T` from `tree`, pushing one diagnostic per problem into `diagnostics`.
+#[cfg(test)]
 pub(crate) fn from_tree<T: DeserializeOwned>(
     tree: &Node,
     file: &Path,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Recovered<T> {
-    let mut tree = tree.clone();
-    let mut dropped: Vec<Vec<Seg>> = Vec::new();
-    for _ in 0..MAX_ERRORS {
-        let error = match T::deserialize(NodeDe::new(&tree, Vec::new())) {
-            Ok(value) => {
-                return Recovered {
-                    value: Some(value),
-                    dropped,
-                };
-            }
-            Err(error) => error,
+    from_tree_by_entries::<T, de::IgnoredAny>(tree, None, file, diagnostics)
+}
+
+/// [`from_tree`], where each entry of the top-level mapping `entries_of` is an `E` (each
+/// service of the manifest is a `RawService`): when the whole does not deserialize, each entry
+/// recovers on its own first, so an error in one service costs passes over that service only,
+/// not over the whole file.
+pub(crate) fn from_tree_by_entries<T: DeserializeOwned, E: DeserializeOwned>(
+    tree: &Node,
+    entries_of: Option<&str>,
+    file: &Path,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Recovered<T> {
+    let mut recovery = Recovery {
+        file,
+        diagnostics,
+        dropped: Vec::new(),
+        errors: 0,
+        work: count_nodes(tree),
+        stopped: false,
+    };
+    // The common case, a valid file: one pass, no copy.
+    if let Ok(value) = T::deserialize(NodeDe::new(tree, Vec::new())) {
+        return Recovered {
+            value: Some(value),
+            dropped: Vec::new(),
         };
-        let (path, pos) = error.at.clone().unwrap_or((Vec::new(), tree.pos));
-        let consequence = match error.kind {
-            // "missing `command`" after we dropped a bad `command` says nothing new.
-            ErrorKind::MissingKey(key) => {
-                let mut missing = path.clone();
-                missing.push(Seg::Key(key.to_string()));
-                dropped.contains(&missing)
-            }
-            _ => false,
-        };
-        if !consequence {
-            diagnostics.push(Diagnostic::new(file, pos, render_path(&path), error.text()));
-        }
-        let culprit = error.culprit();
-        if culprit.is_empty() || !remove(&mut tree, &culprit) {
-            return Recovered {
-                value: None,
-                dropped,
-            };
-        }
-        dropped.push(culprit);
     }
-    let message = format!("too many errors; stopped after {MAX_ERRORS}");
-    diagnostics.push(Diagnostic::new(file, tree.pos, "", message));
+    let mut tree = tree.clone();
+    if let Some(name) = entries_of
+        && let Kind::Map(top) = &mut tree.kind
+        && let Some((_, parent)) = top.iter_mut().find(|(k, _)| k.name == name)
+        && let Kind::Map(entries) = &mut parent.kind
+    {
+        let mut keep = Vec::with_capacity(entries.len());
+        for (key, mut node) in std::mem::take(entries) {
+            let at = [Seg::Key(name.to_string()), Seg::Key(key.name.clone())];
+            match recovery.run::<E>(&mut node, &at) {
+                Outcome::Value(_) => keep.push((key, node)),
+                Outcome::DropRoot => {}
+                // Keep the rest as it is: the last pass below stops at once, and says so.
+                Outcome::Stop => keep.push((key, node)),
+            }
+        }
+        *entries = keep;
+    }
+    let value = match recovery.run::<T>(&mut tree, &[]) {
+        Outcome::Value(value) => Some(value),
+        Outcome::DropRoot | Outcome::Stop => None,
+    };
     Recovered {
-        value: None,
-        dropped,
+        value,
+        dropped: recovery.dropped,
     }
 }
 

@@ -31,7 +31,7 @@ mod validate;
 pub mod values;
 mod yaml;
 
-pub use error::{Diagnostic, Error};
+pub use error::{Diagnostic, Error, MAX_DIAGNOSTICS};
 pub use load::{load, load_str};
 pub use located::Located;
 pub use model::Manifest;

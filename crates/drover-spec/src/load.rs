@@ -2,10 +2,10 @@
 //! Reads with bounds, parses each file into the positioned tree, deserializes the raw types
 //! with error recovery, then validates everything into the model.
 
-use crate::de::{Seg, from_tree, render_path};
-use crate::error::{Diagnostic, Error};
+use crate::de::{Seg, from_tree_by_entries, render_path};
+use crate::error::{Diagnostic, Error, sort_and_cap};
 use crate::model::Manifest;
-use crate::raw::RawManifest;
+use crate::raw::{RawManifest, RawService};
 use crate::source::{MAX_MANIFEST_BYTES, ReadError, read_bounded};
 use crate::validate::{ParsedFile, check_service_name, validate};
 use crate::yaml::{self, Pos};
@@ -54,7 +54,7 @@ pub fn load(path: &Path) -> Result<Manifest, Error> {
             }
         }
     }
-    finish(&parsed, diagnostics)
+    finish(&parsed, diagnostics, path)
 }
 
 /// Loads a manifest from text, as if read from `file` (relative paths resolve against its
@@ -65,10 +65,14 @@ pub fn load(path: &Path) -> Result<Manifest, Error> {
 pub fn load_str(text: &str, file: &Path) -> Result<Manifest, Error> {
     let mut diagnostics = Vec::new();
     let parsed = parse_file(text, file, &mut diagnostics);
-    finish(parsed.as_slice(), diagnostics)
+    finish(parsed.as_slice(), diagnostics, file)
 }
 
-fn finish(parsed: &[ParsedFile], mut diagnostics: Vec<Diagnostic>) -> Result<Manifest, Error> {
+fn finish(
+    parsed: &[ParsedFile],
+    mut diagnostics: Vec<Diagnostic>,
+    path: &Path,
+) -> Result<Manifest, Error> {
     let manifest = if parsed.is_empty() {
         None
     } else {
@@ -86,8 +90,7 @@ fn finish(parsed: &[ParsedFile], mut diagnostics: Vec<Diagnostic>) -> Result<Man
                     "invalid manifest",
                 ));
             }
-            diagnostics.sort_by(|a, b| (&a.file, a.pos).cmp(&(&b.file, b.pos)));
-            diagnostics.dedup();
+            sort_and_cap(&mut diagnostics, path);
             Err(Error::Invalid { diagnostics })
         }
     }
@@ -128,7 +131,8 @@ fn parse_file(text: &str, file: &Path, diagnostics: &mut Vec<Diagnostic>) -> Opt
         return None;
     }
     let errors_before = diagnostics.len();
-    let recovered = from_tree::<RawManifest>(&tree, file, diagnostics);
+    let recovered =
+        from_tree_by_entries::<RawManifest, RawService>(&tree, Some("services"), file, diagnostics);
     let raw = recovered.value?;
     let dropped = recovered
         .dropped

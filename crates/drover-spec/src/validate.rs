@@ -2,14 +2,14 @@
 //! reports through one `Checker`, so one run finds every problem.
 
 use crate::envfile;
-use crate::error::Diagnostic;
+use crate::error::{Diagnostic, shorten, shorten_escaped};
 use crate::located::Located;
 use crate::model::{
     Backoff, Command, Dependency, EnvFile, Manifest, Origin, Probe, ProbeAction, Restart, Service,
     Settings, Signal, Stop, User, defaults,
 };
 use crate::raw::{RawManifest, RawProbe, RawService, RawSettings};
-use crate::suggest::did_you_mean;
+use crate::suggest::{Budget, did_you_mean, did_you_mean_within};
 use crate::values::{CommandSpec, Condition, DependsOnSpec, EnvSpec, SignalSpec};
 use crate::yaml::Pos;
 use indexmap::IndexMap;
@@ -35,6 +35,8 @@ pub(crate) struct ParsedFile {
 struct Checker<'a> {
     file: &'a Path,
     diagnostics: &'a mut Vec<Diagnostic>,
+    /// What is left of this load's budget for "did you mean" searches among its own names.
+    suggestions: &'a mut Budget,
 }
 
 impl Checker<'_> {
@@ -58,7 +60,8 @@ pub(crate) fn validate(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Manifest> {
     let errors_before = diagnostics.len();
-    let settings = settings(files, diagnostics);
+    let mut suggestions = Budget::per_load();
+    let settings = settings(files, diagnostics, &mut suggestions);
 
     // Every service of every file, each name once.
     let mut pending: Vec<Pending<'_>> = Vec::new();
@@ -68,6 +71,7 @@ pub(crate) fn validate(
         let mut check = Checker {
             file: &file.path,
             diagnostics,
+            suggestions: &mut suggestions,
         };
         if let Some(version) = &file.raw.version
             && version.value != 1
@@ -100,7 +104,7 @@ pub(crate) fn validate(
             if let Some((other_file, other_pos)) = seen.get(&name.value) {
                 let message = format!(
                     "service `{}` is defined twice: here and at {}:{}:{}",
-                    name.value,
+                    shorten(&name.value),
                     other_file.display(),
                     other_pos.line,
                     other_pos.column
@@ -131,6 +135,7 @@ pub(crate) fn validate(
         let mut check = Checker {
             file: &item.file.path,
             diagnostics,
+            suggestions: &mut suggestions,
         };
         let service = service(&mut check, item, &known);
         services.insert(item.name.value.clone(), service);
@@ -157,11 +162,15 @@ pub(crate) fn check_service_name(name: &str) -> Result<(), String> {
     }
     Err(format!(
         "invalid service name `{}`: use 1 to 63 characters from a-z, 0-9, `_` and `-`",
-        name.escape_default()
+        shorten_escaped(name)
     ))
 }
 
-fn settings(files: &[ParsedFile], diagnostics: &mut Vec<Diagnostic>) -> Settings {
+fn settings(
+    files: &[ParsedFile],
+    diagnostics: &mut Vec<Diagnostic>,
+    suggestions: &mut Budget,
+) -> Settings {
     let mut result = Settings::default();
     let mut first: Option<(&Path, Pos)> = None;
     for file in files {
@@ -171,6 +180,7 @@ fn settings(files: &[ParsedFile], diagnostics: &mut Vec<Diagnostic>) -> Settings
         let mut check = Checker {
             file: &file.path,
             diagnostics,
+            suggestions,
         };
         if let Some((other, pos)) = first {
             let message = format!(
@@ -224,6 +234,7 @@ pub fn parse_listen(text: &str) -> Result<Option<SocketAddr>, String> {
         return Ok(None);
     }
     let invalid = || {
+        let text = shorten(text);
         format!(
             "invalid listen address `{text}`: expected IP:PORT such as `127.0.0.1:9464`, `[::1]:9464` or `:9464`"
         )
@@ -306,7 +317,7 @@ fn service(check: &mut Checker<'_>, item: &Pending<'_>, known: &HashSet<String>)
             }
         });
     let depends_on = dependencies(check, name, raw.depends_on.as_ref(), known);
-    let restart = restart(check, raw, name);
+    let restart = restart(check, raw, name, &item.file.dropped);
     let stop = stop(check, raw, name);
     let readiness_probe = raw
         .readiness_probe
@@ -373,7 +384,7 @@ fn check_env_name(name: &str) -> Result<(), String> {
     {
         return Err(format!(
             "invalid environment variable name `{}`: it must be non-empty, without `=`, spaces or NUL",
-            name.escape_default()
+            shorten_escaped(name)
         ));
     }
     Ok(())
@@ -408,7 +419,7 @@ fn environment(
                 let Some((key, value)) = item.value.split_once('=') else {
                     let message = format!(
                         "expected `KEY=VALUE`, found `{}`",
-                        item.value.escape_default()
+                        shorten_escaped(&item.value)
                     );
                     check.error(item.pos, item_path, message);
                     continue;
@@ -431,7 +442,7 @@ fn parse_user(text: &str) -> Result<User, String> {
     let invalid = || {
         format!(
             "invalid user `{}`: expected a user name, a uid, or uid:gid",
-            text.escape_default()
+            shorten_escaped(text)
         )
     };
     let number = |s: &str| -> Result<u32, String> {
@@ -488,6 +499,7 @@ fn dependencies(
             .collect(),
     };
     let mut out: Vec<Dependency> = Vec::new();
+    let mut listed: HashSet<&str> = HashSet::new();
     for (dep, condition, dep_path) in entries {
         if dep.value == name {
             check.error(
@@ -496,16 +508,17 @@ fn dependencies(
                 format!("service `{name}` depends on itself"),
             );
         } else if !known.contains(&dep.value) {
-            let mut message = format!("unknown dependency `{}`", dep.value);
-            if let Some(best) = did_you_mean(&dep.value, known.iter().map(String::as_str)) {
+            let mut message = format!("unknown dependency `{}`", shorten(&dep.value));
+            let names = known.iter().map(String::as_str);
+            if let Some(best) = did_you_mean_within(&dep.value, names, check.suggestions) {
                 message.push_str(&format!("; did you mean `{best}`?"));
             }
             check.error(dep.pos, dep_path, message);
-        } else if out.iter().any(|d| d.service == dep.value) {
+        } else if !listed.insert(&dep.value) {
             check.error(
                 dep.pos,
                 dep_path,
-                format!("`{}` is listed twice", dep.value),
+                format!("`{}` is listed twice", shorten(&dep.value)),
             );
         } else {
             out.push(Dependency {
@@ -517,7 +530,7 @@ fn dependencies(
     out
 }
 
-fn restart(check: &mut Checker<'_>, raw: &RawService, name: &str) -> Restart {
+fn restart(check: &mut Checker<'_>, raw: &RawService, name: &str, dropped: &[String]) -> Restart {
     let mut out = Restart::default();
     let Some(raw) = &raw.restart else { return out };
     let path = format!("services.{name}.restart");
@@ -546,7 +559,12 @@ fn restart(check: &mut Checker<'_>, raw: &RawService, name: &str) -> Restart {
         if let Some(max) = &backoff.max {
             b.max = max.value.0;
         }
-        if b.initial > b.max {
+        // A bound dropped for an error of its own (reported already) is no evidence that the
+        // other one is wrong.
+        let bound_dropped = dropped
+            .iter()
+            .any(|d| *d == format!("{path}.initial") || *d == format!("{path}.max"));
+        if b.initial > b.max && !bound_dropped {
             let pos = backoff
                 .initial
                 .as_ref()
@@ -595,7 +613,7 @@ pub fn parse_signal(spec: &SignalSpec) -> Result<Signal, String> {
                 format!("SIG{upper}")
             };
             Signal::from_str(&full).map_err(|_| {
-                let mut message = format!("invalid signal `{}`", name.escape_default());
+                let mut message = format!("invalid signal `{}`", shorten_escaped(name));
                 let names = Signal::iterator().map(|s| s.as_str());
                 if let Some(best) = did_you_mean(&full, names) {
                     message.push_str(&format!("; did you mean `{best}`?"));
@@ -803,7 +821,7 @@ fn probe_host(
     };
     let text = host.value.trim();
     if text.is_empty() || text.contains(char::is_whitespace) {
-        let message = format!("invalid host `{}`", host.value.escape_default());
+        let message = format!("invalid host `{}`", shorten_escaped(&host.value));
         check.error(host.pos, path, message);
         return None;
     }
@@ -845,7 +863,7 @@ fn http_action(
                 check.error(
                     key.pos,
                     format!("{path}.headers"),
-                    format!("invalid header name `{}`", key.value.escape_default()),
+                    format!("invalid header name `{}`", shorten_escaped(&key.value)),
                 );
                 return None;
             }
@@ -894,7 +912,7 @@ fn http_action(
                 check.error(
                     p,
                     format!("{path}.path"),
-                    format!("path must start with `/`, found `{url_path}`"),
+                    format!("path must start with `/`, found `{}`", shorten(&url_path)),
                 );
                 return None;
             }
@@ -922,7 +940,7 @@ fn http_action(
 
 /// `http://host[:port][/path]` → (host, port, path). Only plain HTTP: probes do not speak TLS.
 pub fn parse_http_url(url: &str) -> Result<(String, u16, String), String> {
-    let invalid = |why: &str| format!("invalid url `{url}`: {why}");
+    let invalid = |why: &str| format!("invalid url `{}`: {why}", shorten(url));
     let Some(rest) = url.strip_prefix("http://") else {
         if url.starts_with("https://") {
             return Err(invalid(
@@ -957,7 +975,13 @@ pub fn parse_http_url(url: &str) -> Result<(String, u16, String), String> {
         Some("") => return Err(invalid("no port after `:`")),
         Some(p) => match p.parse::<u16>() {
             Ok(port) if port != 0 => port,
-            _ => return Err(format!("port {p} is out of range 1-65535 in url `{url}`")),
+            _ => {
+                return Err(format!(
+                    "port {} is out of range 1-65535 in url `{}`",
+                    shorten(p),
+                    shorten(url)
+                ));
+            }
         },
     };
     if path.contains(char::is_whitespace) {
@@ -984,13 +1008,14 @@ fn check_cycles(pending: &[Pending<'_>], diagnostics: &mut Vec<Diagnostic>) {
                 Some(DependsOnSpec::Map(map)) => map.keys().collect(),
             };
             let mut targets: Vec<(usize, Pos)> = Vec::new();
+            let mut seen: HashSet<usize> = HashSet::new();
             for dep in names {
                 // Self-dependencies and repeats are reported on their own; skip them here so
                 // that a cycle is spelled out once.
                 let Some(&i) = index.get(dep.value.as_str()) else {
                     continue;
                 };
-                if dep.value != p.name.value && !targets.iter().any(|&(t, _)| t == i) {
+                if dep.value != p.name.value && seen.insert(i) {
                     targets.push((i, dep.pos));
                 }
             }

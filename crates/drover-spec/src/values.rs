@@ -17,8 +17,28 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 /// A duration: a string with units (`250ms`, `10s`, `1m30s`) or a bare integer of seconds.
+///
+/// Deserialized ones are at most [`MAX_DURATION`]: every duration of the checked manifest comes
+/// from one of these or from a default, so the supervisor can add any of them to an `Instant`,
+/// or a thousand of them together, without overflow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DurationSpec(pub Duration);
+
+/// The longest duration a manifest may give any key: one year (365.25 days, humantime's `1y`).
+/// Far beyond any sensible timeout, period or delay, and far below what `Instant` and
+/// `Duration` arithmetic can hold.
+pub const MAX_DURATION: Duration = Duration::from_secs(31_557_600);
+
+/// `duration` when it is at most [`MAX_DURATION`].
+fn bounded(duration: Duration) -> Result<DurationSpec, String> {
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "duration {} is too long; at most 1 year",
+            humantime::format_duration(duration)
+        ));
+    }
+    Ok(DurationSpec(duration))
+}
 
 impl JsonSchema for DurationSpec {
     fn schema_name() -> std::borrow::Cow<'static, str> {
@@ -35,17 +55,24 @@ impl JsonSchema for DurationSpec {
     }
 }
 
-/// Parses `1m30s`, `250ms`, `10s`; a bare number is seconds.
+/// Parses `1m30s`, `250ms`, `10s`; a bare number is seconds. At most [`MAX_DURATION`].
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let trimmed = text.trim();
     if let Ok(seconds) = trimmed.parse::<u64>() {
-        return Ok(Duration::from_secs(seconds));
+        return bounded(Duration::from_secs(seconds)).map(|d| d.0);
     }
-    humantime::parse_duration(trimmed).map_err(|e| {
-        format!(
-            "invalid duration `{text}`: {e}; write it with units, such as `250ms`, `10s` or `1m30s`"
-        )
-    })
+    match humantime::parse_duration(trimmed) {
+        Ok(duration) => bounded(duration).map(|d| d.0),
+        // Beyond what a `Duration` holds: too long as well.
+        Err(humantime::DurationError::NumberOverflow) => Err(format!(
+            "duration `{}` is too long; at most 1 year",
+            crate::error::shorten(trimmed)
+        )),
+        Err(e) => Err(format!(
+            "invalid duration `{}`: {e}; write it with units, such as `250ms`, `10s` or `1m30s`",
+            crate::error::shorten(text)
+        )),
+    }
 }
 
 impl<'de> Deserialize<'de> for DurationSpec {
@@ -57,12 +84,12 @@ impl<'de> Deserialize<'de> for DurationSpec {
                 f.write_str("a duration such as `10s` or `1m30s`")
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<DurationSpec, E> {
-                Ok(DurationSpec(Duration::from_secs(v)))
+                bounded(Duration::from_secs(v)).map_err(E::custom)
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<DurationSpec, E> {
-                u64::try_from(v)
-                    .map(|v| DurationSpec(Duration::from_secs(v)))
-                    .map_err(|_| E::custom(format!("invalid duration `{v}`: it is negative")))
+                let v = u64::try_from(v)
+                    .map_err(|_| E::custom(format!("invalid duration `{v}`: it is negative")))?;
+                self.visit_u64(v)
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<DurationSpec, E> {
                 Err(E::custom(format!(
@@ -75,6 +102,47 @@ impl<'de> Deserialize<'de> for DurationSpec {
             }
         }
         deserializer.deserialize_any(DurationVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_bounded_by_a_year() {
+        assert_eq!(parse_duration("1y"), Ok(MAX_DURATION));
+        assert_eq!(parse_duration("31557600"), Ok(MAX_DURATION));
+        assert_eq!(
+            parse_duration("365d"),
+            Ok(Duration::from_secs(365 * 86_400))
+        );
+        for text in [
+            "31557601",
+            "1y 1ns",
+            "2y",
+            "18446744073709551615",
+            "600000000000y",
+        ] {
+            let why = parse_duration(text).expect_err(text);
+            assert!(why.contains("is too long; at most 1 year"), "{text}: {why}");
+        }
+        let why = parse_duration("18446744073709551615").expect_err("huge");
+        assert!(why.starts_with("duration 584542046090years"), "{why}");
+    }
+
+    #[test]
+    fn the_visitor_bounds_integers_too() {
+        use serde::de::IntoDeserializer;
+        use serde::de::value::{Error, U64Deserializer};
+        let de: U64Deserializer<Error> = u64::MAX.into_deserializer();
+        let why = DurationSpec::deserialize(de).expect_err("too long");
+        assert!(why.to_string().contains("too long"), "{why}");
+        let de: U64Deserializer<Error> = 31_557_600u64.into_deserializer();
+        assert_eq!(
+            DurationSpec::deserialize(de).ok(),
+            Some(DurationSpec(MAX_DURATION))
+        );
     }
 }
 

@@ -90,3 +90,75 @@ fn error_collection_is_bounded() {
         errors[MAX_ERRORS]
     );
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Services {
+    services: indexmap::IndexMap<String, Inner>,
+    #[serde(default)]
+    x: Option<u32>,
+}
+
+fn run_by_entries(text: &str) -> (Option<Services>, Vec<String>, Vec<String>) {
+    let tree = parse(text).expect("valid yaml");
+    let mut diagnostics = Vec::new();
+    let recovered = from_tree_by_entries::<Services, Inner>(
+        &tree,
+        Some("services"),
+        Path::new("t.yaml"),
+        &mut diagnostics,
+    );
+    (
+        recovered.value,
+        diagnostics.iter().map(ToString::to_string).collect(),
+        recovered.dropped.iter().map(|p| render_path(p)).collect(),
+    )
+}
+
+#[test]
+fn entries_recover_one_by_one() {
+    let (value, errors, dropped) = run_by_entries(
+        "services:\n  a: {port: 1, nme: x}\n  b: 7\n  c: {port: 99999}\n  d: {port: 4}\nx: -1\n",
+    );
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+    assert!(
+        errors[0].contains("2:16: error: services.a: unknown key `nme`"),
+        "{errors:#?}"
+    );
+    assert!(
+        errors[1].contains("services.b: expected a mapping"),
+        "{errors:#?}"
+    );
+    assert!(errors[2].contains("services.c.port"), "{errors:#?}");
+    assert!(errors[3].contains("x: "), "{errors:#?}");
+    assert_eq!(
+        dropped,
+        [
+            "services.a.nme",
+            "services.b",
+            "services.c.port",
+            "services.c",
+            "x"
+        ]
+    );
+    let value = value.expect("the rest deserializes");
+    assert_eq!(value.services.keys().collect::<Vec<_>>(), ["a", "d"]);
+    assert_eq!(value.x, None);
+}
+
+#[test]
+fn recovery_work_is_bounded() {
+    // 200 errors after a tree of 100 000 nodes: without a bound on work, each of 100 passes
+    // would visit the whole tree.
+    let mut text = String::from("services:\n");
+    for i in 0..20_000 {
+        text.push_str(&format!("  s{i}: {{port: {}, name: n}}\n", i % 1000 + 1));
+    }
+    for i in 0..200 {
+        text.push_str(&format!("k{i}: 1\n"));
+    }
+    let (_, errors, _) = run_by_entries(&text);
+    let last = errors.last().expect("errors");
+    assert!(last.contains("too many errors; stopped after"), "{last}");
+    assert!(errors.len() < MAX_ERRORS, "{}", errors.len());
+}
