@@ -990,6 +990,9 @@ pub fn parse_http_url(url: &str) -> Result<(String, u16, String), String> {
     Ok((host, port, path))
 }
 
+/// A dependency cycle of more services than this is spelled out by its first and last ones.
+const CYCLE_NAMES: usize = 10;
+
 /// Finds every dependency cycle and spells it out (`a -> b -> c -> a`), reported at the
 /// `depends_on` entry that closes it. Iterative, so a long chain cannot overflow the stack.
 fn check_cycles(pending: &[Pending<'_>], diagnostics: &mut Vec<Diagnostic>) {
@@ -1029,6 +1032,8 @@ fn check_cycles(pending: &[Pending<'_>], diagnostics: &mut Vec<Diagnostic>) {
         Done,
     }
     let mut mark = vec![Mark::New; pending.len()];
+    // Where each service on the stack is, so that spelling out a cycle costs no search.
+    let mut depth_of = vec![0usize; pending.len()];
     for root in 0..pending.len() {
         if mark[root] != Mark::New {
             continue;
@@ -1045,17 +1050,30 @@ fn check_cycles(pending: &[Pending<'_>], diagnostics: &mut Vec<Diagnostic>) {
             match mark[dep] {
                 Mark::New => {
                     mark[dep] = Mark::OnStack;
+                    depth_of[dep] = stack.len();
                     stack.push((dep, 0));
                 }
                 Mark::OnStack => {
-                    let start = stack.iter().position(|&(n, _)| n == dep).unwrap_or(0);
-                    let mut names: Vec<&str> = stack[start..]
-                        .iter()
-                        .map(|&(n, _)| pending[n].name.value.as_str())
-                        .collect();
-                    names.push(&pending[dep].name.value);
+                    let cycle = &stack[depth_of[dep].min(stack.len())..];
+                    let name = |&(n, _): &(usize, usize)| shorten(&pending[n].name.value);
+                    // A long cycle is spelled out by its ends: the message stays short, and
+                    // writing it costs the same for a cycle of 3 or of 3000 services.
+                    let names: Vec<_> = if cycle.len() <= CYCLE_NAMES {
+                        cycle.iter().map(name).collect()
+                    } else {
+                        let half = CYCLE_NAMES / 2;
+                        let mut names: Vec<_> = cycle[..half].iter().map(name).collect();
+                        let hidden = cycle.len() - 2 * half;
+                        names.push(format!("({hidden} more)").into());
+                        names.extend(cycle[cycle.len() - half..].iter().map(name));
+                        names
+                    };
                     let p = &pending[node];
-                    let message = format!("dependency cycle: {}", names.join(" -> "));
+                    let message = format!(
+                        "dependency cycle: {} -> {}",
+                        names.join(" -> "),
+                        shorten(&pending[dep].name.value)
+                    );
                     let key_path = format!("services.{}.depends_on", p.name.value);
                     diagnostics.push(Diagnostic::new(&p.file.path, pos, key_path, message));
                 }

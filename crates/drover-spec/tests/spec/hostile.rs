@@ -246,3 +246,18 @@ fn top_level_errors_after_a_large_tree_stop_within_a_work_bound() {
         "{diagnostics:?}"
     );
 }
+
+#[test]
+fn a_long_cycle_is_spelled_out_by_its_ends() {
+    let text = services(2000, |i| {
+        format!("    depends_on: [service-{:04}]\n", (i + 1) % 2000)
+    });
+    let diagnostics = check("a cycle of 2000 services", &text);
+    assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+    assert_eq!(
+        diagnostics[0].message,
+        "dependency cycle: service-0000 -> service-0001 -> service-0002 -> service-0003 -> \
+         service-0004 -> (1990 more) -> service-1995 -> service-1996 -> service-1997 -> \
+         service-1998 -> service-1999 -> service-0000"
+    );
+}
