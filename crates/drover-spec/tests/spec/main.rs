@@ -1,6 +1,7 @@
 //! drover-spec's integration tests: one binary, a module per concern.
 
 mod examples;
+mod fuzz;
 mod hostile;
 mod invalid;
 mod properties;
