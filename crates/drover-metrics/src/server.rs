@@ -2,7 +2,8 @@
 //! other method 405. HTTP/1.1 on the runtime, one task per connection.
 //!
 //! Every resource a client can hold is bounded, because anyone who can reach the port is a
-//! client: at most [`MAX_CONNECTIONS`] at once (more are closed at once), request headers
+//! client: at most [`MAX_CONNECTIONS`] at once and [`MAX_CONNECTIONS_PER_PEER`] from one
+//! address (more are closed at once), request headers
 //! within [`HEADER_READ_TIMEOUT`] and [`MAX_HEADER_BYTES`], and a connection lives at most
 //! [`CONNECTION_LIFETIME`]: then it is closed once its current response is written, or
 //! [`WRITE_TIMEOUT`] later if the client does not read it (a scraper reconnects). A failing `accept`
@@ -17,13 +18,18 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// Connections served at once; a scraper needs one, a few people with curl a few more.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Connections served at once from one address: one client holding idle sockets must not take
+/// the endpoint (and a liveness probe on `/healthz`) away from everyone else.
+pub const MAX_CONNECTIONS_PER_PEER: usize = 8;
 /// Time for a request's headers, from the connection's start or the previous response.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes of request buffered per connection (hyper's smallest allowed buffer).
@@ -50,6 +56,8 @@ pub async fn serve(listener: TcpListener, exporter: Arc<Exporter>) {
 pub struct Limits {
     /// Connections served at once; more are closed as they come.
     pub max_connections: usize,
+    /// Connections served at once from one peer address.
+    pub max_per_peer: usize,
     /// Time for a request's headers.
     pub header_read_timeout: Duration,
     /// The longest a connection is kept.
@@ -62,6 +70,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_connections: MAX_CONNECTIONS,
+            max_per_peer: MAX_CONNECTIONS_PER_PEER,
             header_read_timeout: HEADER_READ_TIMEOUT,
             connection_lifetime: CONNECTION_LIFETIME,
             write_timeout: WRITE_TIMEOUT,
@@ -75,12 +84,13 @@ pub async fn serve_with(listener: TcpListener, exporter: Arc<Exporter>, limits: 
     let mut accept_errors = LogRateLimit::new(3, Duration::from_secs(10));
     let mut refusals = LogRateLimit::new(3, Duration::from_secs(10));
     let mut backoff = ACCEPT_BACKOFF.0;
+    let mut per_peer: HashMap<IpAddr, usize> = HashMap::new();
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
+                Ok((stream, peer)) => {
                     backoff = ACCEPT_BACKOFF.0;
-                    stream
+                    (stream, peer.ip())
                 }
                 Err(err) => {
                     // EMFILE and ENFILE stay until something closes: retrying at once spun at
@@ -94,11 +104,18 @@ pub async fn serve_with(listener: TcpListener, exporter: Arc<Exporter>, limits: 
                 }
             },
             // Reap finished connections as they end, so the set stays small.
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            Some(ended) = connections.join_next(), if !connections.is_empty() => {
+                release(&mut per_peer, ended);
+                continue;
+            }
         };
+        let (stream, peer) = stream;
         // Connections that have ended free their slots first.
-        while connections.try_join_next().is_some() {}
-        if connections.len() >= limits.max_connections {
+        while let Some(ended) = connections.try_join_next() {
+            release(&mut per_peer, ended);
+        }
+        let from_peer = per_peer.get(&peer).copied().unwrap_or(0);
+        if connections.len() >= limits.max_connections || from_peer >= limits.max_per_peer {
             if let Some(held) = refusals.allow(tokio::time::Instant::now()) {
                 tracing::warn!(
                     limit = limits.max_connections,
@@ -109,6 +126,7 @@ pub async fn serve_with(listener: TcpListener, exporter: Arc<Exporter>, limits: 
             drop(stream);
             continue;
         }
+        *per_peer.entry(peer).or_default() += 1;
         let exporter = exporter.clone();
         connections.spawn(async move {
             let service = service_fn(move |request| {
@@ -127,14 +145,27 @@ pub async fn serve_with(listener: TcpListener, exporter: Arc<Exporter>, limits: 
                     connection.as_mut().graceful_shutdown();
                     match tokio::time::timeout(limits.write_timeout, connection.as_mut()).await {
                         Ok(ended) => ended,
-                        Err(_) => return,
+                        Err(_) => return peer,
                     }
                 }
             };
             if let Err(err) = ended {
                 tracing::debug!(error = %err, "metrics endpoint: connection ended");
             }
+            peer
         });
+    }
+}
+
+/// Frees the per-peer slot of an ended connection.
+fn release(per_peer: &mut HashMap<IpAddr, usize>, ended: Result<IpAddr, tokio::task::JoinError>) {
+    if let Ok(peer) = ended
+        && let Some(count) = per_peer.get_mut(&peer)
+    {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            per_peer.remove(&peer);
+        }
     }
 }
 

@@ -94,8 +94,10 @@ async fn unfinished_headers_are_bounded_in_bytes(processes: &Processes) {
 }
 
 async fn connections_past_the_cap_are_closed_and_slots_come_back(processes: &Processes) {
+    // One peer here (127.0.0.1): its own cap is the one reached.
     let limits = Limits {
-        max_connections: 8,
+        max_connections: 64,
+        max_per_peer: 8,
         ..Default::default()
     };
     let (port, server) = limited_endpoint(processes, limits).await;
@@ -123,6 +125,23 @@ async fn connections_past_the_cap_are_closed_and_slots_come_back(processes: &Pro
             "a ninth connection was kept"
         );
     }
+    // Another address is still served: one client cannot take the endpoint from everyone.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.2:0".parse().expect("addr"))
+        .expect("bind 127.0.0.2");
+    let mut other = socket
+        .connect(([127, 0, 0, 1], port).into())
+        .await
+        .expect("connect");
+    other
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let answer = read_until_closed(&mut other, Duration::from_secs(5))
+        .await
+        .expect("answered");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     // Closing the held ones frees their slots.
     drop(held);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -19,7 +19,12 @@ pub(crate) enum ReadError {
 pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<String, ReadError> {
     match read_regular_file(path, limit) {
         Ok(bytes) => into_text(bytes),
-        Err(err) if matches!(err.kind(), ErrorKind::InvalidInput | ErrorKind::FileTooLarge) => {
+        Err(err)
+            if matches!(
+                err.kind(),
+                ErrorKind::InvalidInput | ErrorKind::FileTooLarge
+            ) =>
+        {
             Err(ReadError::Invalid(Pos::START, err.to_string()))
         }
         Err(err) => Err(ReadError::Io(err)),
@@ -33,16 +38,26 @@ pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<String, ReadError>
 /// one over `limit`; reads at most `limit + 1` bytes either way.
 pub fn read_regular_file(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-        .open(path)?;
-    let metadata = file.metadata()?;
-    if !metadata.is_file() {
-        return Err(std::io::Error::new(
+    let not_regular = || {
+        std::io::Error::new(
             ErrorKind::InvalidInput,
             "is not a regular file (a FIFO, a device or a socket); refusing to read it",
-        ));
+        )
+    };
+    // Checked before the open too: opening a device has effects of its own (a watchdog arms,
+    // a tape rewinds), even if it is then refused.
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(not_regular());
+    }
+    // And after it, on what was opened: the path may have been replaced in between. No
+    // terminal becomes drover's controlling one, no FIFO open waits for a writer.
+    let flags = nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits())
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(not_regular());
     }
     let mut bytes = Vec::new();
     file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;

@@ -39,6 +39,16 @@ impl Cgroups {
     pub(crate) fn create() -> io::Result<Cgroups> {
         let own = own_cgroup_dir()?;
         let dir = crate::sys::new_private_dir(&own, "drover-", 0o755)?;
+        // `cgroup.kill` (Linux 5.14; never in the root cgroup, so looked for in ours) is what
+        // ends a service's stray processes; without it a run whose daemons stay could never
+        // end: no subtree at all.
+        if !dir.path.join("cgroup.kill").exists() {
+            let _ = std::fs::remove_dir(&dir.path);
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this kernel has no cgroup.kill (Linux 5.14 or later is needed)",
+            ));
+        }
         Ok(Cgroups {
             root: dir.path,
             made: 0,
@@ -101,11 +111,15 @@ impl ServiceCgroup {
     /// Whether a process of process group `pgid` is in this cgroup: the group is this
     /// service's, not another that took the same number after it emptied.
     pub(crate) fn has_group(&self, pgid: nix::unistd::Pid) -> bool {
+        // Cheap and usual: the group's leader (the main process) is still here and leads it.
+        if self.holds(pgid) && nix::unistd::getpgid(Some(pgid)).is_ok_and(|group| group == pgid) {
+            return true;
+        }
         let mut text = String::new();
         let read = std::fs::File::open(self.path.join("cgroup.procs"))
             .and_then(|file| file.take(CGROUP_PROCS_LIMIT).read_to_string(&mut text));
-        if read.is_err() {
-            // Cannot tell: as without cgroups.
+        if read.is_err() || text.len() as u64 >= CGROUP_PROCS_LIMIT {
+            // Cannot tell (or not all of it was read): as without cgroups.
             return true;
         }
         text.lines()
@@ -113,6 +127,25 @@ impl ServiceCgroup {
             .any(|pid| {
                 nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid)))
                     .is_ok_and(|group| group == pgid)
+            })
+    }
+
+    /// Whether process `pid` is in this cgroup, from `/proc/<pid>/cgroup`.
+    fn holds(&self, pid: nix::unistd::Pid) -> bool {
+        let mut text = String::new();
+        let read = std::fs::File::open(format!("/proc/{}/cgroup", pid.as_raw()))
+            .and_then(|file| file.take(CGROUP_FILE_LIMIT).read_to_string(&mut text));
+        let Some(name) = self.path.file_name() else {
+            return false;
+        };
+        let parent = self.path.parent().and_then(Path::file_name);
+        read.is_ok()
+            && text.lines().any(|line| {
+                line.strip_prefix("0::").is_some_and(|path| {
+                    let path = Path::new(path);
+                    path.file_name() == Some(name)
+                        && path.parent().and_then(Path::file_name) == parent
+                })
             })
     }
 

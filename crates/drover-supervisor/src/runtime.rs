@@ -608,9 +608,12 @@ impl Driver {
     }
 
     fn forward(&self, signal: Signal) {
-        let owned: Vec<Pid> = self.core.live_groups().collect();
-        for pgid in owned {
-            if !(0..self.core.len()).any(|unit| self.owns_group(unit, pgid)) {
+        // Each group is checked against the one service it belongs to.
+        for unit in 0..self.core.len() {
+            let Some(pgid) = self.core.group(unit) else {
+                continue;
+            };
+            if !self.owns_group(unit, pgid) {
                 continue;
             }
             if let Err(err) = sys::signal_group(pgid, Some(signal)) {

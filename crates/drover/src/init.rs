@@ -76,7 +76,7 @@ pub(crate) async fn init(argv: Vec<String>, inherited: InheritedSignals) -> anyh
     let pid = match processes.spawn(request).await {
         Ok(pid) => pid,
         Err(err) => {
-            eprintln!("drover: {err}");
+            crate::logging::LogQueue::print(&format!("drover: {err}"));
             return Ok(err.exit_code());
         }
     };

@@ -87,6 +87,20 @@ impl LogQueue {
         }
     }
 
+    /// Writes `text` (a line of its own) to stderr through the queue when there is one, so that
+    /// an error at exit cannot block on a stderr nobody reads; directly otherwise.
+    pub(crate) fn print(text: &str) {
+        match QUEUE.get() {
+            Some(Some(queue)) => queue.push(format!("{text}\n").into_bytes()),
+            _ => {
+                #[allow(clippy::print_stderr)]
+                {
+                    eprintln!("{text}");
+                }
+            }
+        }
+    }
+
     fn push(&self, line: Vec<u8>) {
         let shared = &self.0;
         let size = line.len();

@@ -53,9 +53,9 @@ fn main() -> ExitCode {
         ) => run(manifest, metrics_listen),
         (None, false) => {
             let _ = logging::init(drover_spec::model::LogFormat::Text, "warn", None);
-            let result = block_on(init::init(cli.init_command, inherited));
+            let code = exit_code(block_on(init::init(cli.init_command, inherited)));
             logging::LogQueue::flush(LOG_FLUSH_LIMIT);
-            exit_code(result)
+            code
         }
         (None, true) => {
             eprintln!("drover: no command given; try `drover --help`");
@@ -176,8 +176,9 @@ fn run(manifest: Option<PathBuf>, metrics_listen: Option<String>) -> ExitCode {
     if let Some(telemetry) = telemetry {
         telemetry.shutdown();
     }
+    let code = exit_code(result);
     logging::LogQueue::flush(LOG_FLUSH_LIMIT);
-    exit_code(result)
+    code
 }
 
 /// Runs `future` on a single-threaded runtime: supervision is I/O-bound, and one thread keeps
@@ -202,7 +203,7 @@ fn exit_code(result: anyhow::Result<i32>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(err) => {
-            eprintln!("drover: {err:#}");
+            logging::LogQueue::print(&format!("drover: {err:#}"));
             ExitCode::from(1)
         }
     }

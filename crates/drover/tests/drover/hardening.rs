@@ -400,10 +400,22 @@ fn accept_failing_with_emfile_backs_off_instead_of_spinning() {
     wait_until(SECS(10), "the metrics endpoint", || {
         std::net::TcpStream::connect(&address).is_ok()
     });
+    // From many loopback addresses: one address may hold only a few connections.
     let mut clients = Vec::new();
-    for _ in 0..100 {
-        if let Ok(stream) = std::net::TcpStream::connect(&address) {
-            clients.push(stream);
+    for n in 0..100u8 {
+        let socket = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Inet,
+            nix::sys::socket::SockType::Stream,
+            nix::sys::socket::SockFlag::empty(),
+            None,
+        )
+        .expect("socket");
+        let source = nix::sys::socket::SockaddrIn::new(127, 0, 1, n + 1, 0);
+        let target = nix::sys::socket::SockaddrIn::new(127, 0, 0, 1, port);
+        if nix::sys::socket::bind(std::os::fd::AsRawFd::as_raw_fd(&socket), &source).is_ok()
+            && nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&socket), &target).is_ok()
+        {
+            clients.push(socket);
         }
     }
     wait_log(&drover, "metrics endpoint: cannot accept");
