@@ -9,10 +9,11 @@
 //! Each service keeps one pipe per stream for its whole life, reused across restarts: a restart
 //! costs two `dup`s, not two new pipes and two new reader tasks.
 
+use crate::ratelimit::ByteBudget;
 use drover_spec::model::LogFormat;
 use std::io::{self, IsTerminal, Write};
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 use tokio::net::unix::pipe;
@@ -57,7 +58,7 @@ struct Line {
 pub struct OutputSink {
     queue: mpsc::SyncSender<Line>,
     /// Bytes of text in `queue`.
-    queued_bytes: Arc<AtomicUsize>,
+    queued_bytes: Arc<ByteBudget>,
     /// Closed by the writer thread when it ends.
     finished: mpsc::Receiver<()>,
     readers: Vec<tokio::task::JoinHandle<()>>,
@@ -86,7 +87,7 @@ impl OutputSink {
             colour_stdout: colour && io::stdout().is_terminal(),
             colour_stderr: colour && io::stderr().is_terminal(),
         };
-        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let queued_bytes = Arc::new(ByteBudget::new(QUEUE_BYTES));
         let written = queued_bytes.clone();
         std::thread::Builder::new()
             .name("drover-output".into())
@@ -219,22 +220,14 @@ struct LineSender {
     colour: usize,
     stream: Stream,
     queue: mpsc::SyncSender<Line>,
-    queued_bytes: Arc<AtomicUsize>,
+    queued_bytes: Arc<ByteBudget>,
     dropped: Arc<DropCounter>,
 }
 
 impl LineSender {
     fn send(&self, text: String) {
         let size = text.len();
-        let fits = self
-            .queued_bytes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-                queued
-                    .checked_add(size)
-                    .filter(|&total| total <= QUEUE_BYTES)
-            })
-            .is_ok();
-        if !fits {
+        if !self.queued_bytes.reserve(size) {
             self.dropped.0.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -245,7 +238,7 @@ impl LineSender {
             text,
         };
         if self.queue.try_send(line).is_err() {
-            self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            self.queued_bytes.release(size);
             self.dropped.0.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -302,7 +295,7 @@ struct Style {
 
 const COLOURS: [&str; 6] = ["36", "33", "32", "35", "34", "31"];
 
-fn write_lines(lines: &mpsc::Receiver<Line>, style: &Style, queued_bytes: &AtomicUsize) {
+fn write_lines(lines: &mpsc::Receiver<Line>, style: &Style, queued_bytes: &ByteBudget) {
     let stdout = io::stdout();
     let stderr = io::stderr();
     let mut out = Vec::with_capacity(64 * 1024);
@@ -312,7 +305,7 @@ fn write_lines(lines: &mpsc::Receiver<Line>, style: &Style, queued_bytes: &Atomi
         // Take every line already queued, then write them in one go per stream: the std locks
         // are held only for the write, so drover's own log lines interleave between batches.
         loop {
-            queued_bytes.fetch_sub(line.text.len(), Ordering::AcqRel);
+            queued_bytes.release(line.text.len());
             formatted.clear();
             let colour = match line.stream {
                 Stream::Stdout => style.colour_stdout,
@@ -395,7 +388,7 @@ mod tests {
             colour: 0,
             stream: Stream::Stdout,
             queue,
-            queued_bytes: Arc::new(AtomicUsize::new(0)),
+            queued_bytes: Arc::new(ByteBudget::new(QUEUE_BYTES)),
             dropped: Arc::new(DropCounter::default()),
         };
         // Binary output: every line the longest there is, every byte replaced (3 bytes each).
@@ -406,7 +399,7 @@ mod tests {
         assert!(queued <= QUEUE_BYTES, "{queued} bytes queued");
         assert!(queued > QUEUE_BYTES / 2, "the queue is used: {queued}");
         assert!(sender.dropped.get() > 0);
-        assert_eq!(sender.queued_bytes.load(Ordering::Acquire), queued);
+        assert_eq!(sender.queued_bytes.used(), queued);
     }
 
     #[test]

@@ -1,6 +1,8 @@
-//! A bound on how often one kind of log line is written: input that anybody can provoke (a
-//! datagram from any local user, a failing `accept`) must not turn drover's log into a flood.
+//! Bounds on what outside input can make drover hold or write: how often one kind of log line
+//! is written (a datagram from any local user, a failing `accept` must not turn drover's log
+//! into a flood), and how many bytes wait in a queue for a writer that may be stuck.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -52,6 +54,48 @@ impl LogRateLimit {
     }
 }
 
+/// Bytes waiting in a queue, against a fixed bound: reserved before an item is queued (or it
+/// is dropped), released when the writer takes it off. Shared by the queue's producers and its
+/// writer thread.
+#[derive(Debug)]
+pub struct ByteBudget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl ByteBudget {
+    /// A budget of `limit` bytes.
+    pub const fn new(limit: usize) -> ByteBudget {
+        ByteBudget {
+            used: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// Takes `bytes` from the budget; `false` (nothing taken) when they do not fit.
+    pub fn reserve(&self, bytes: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|&total| total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    /// Gives `bytes` back (an item was written, or could not be queued after all).
+    pub fn release(&self, bytes: usize) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                Some(used.saturating_sub(bytes))
+            });
+    }
+
+    /// Bytes taken now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,5 +113,18 @@ mod tests {
         assert_eq!(limit.suppressed(), 1000);
         assert_eq!(limit.allow(start + Duration::from_secs(10)), Some(1000));
         assert_eq!(limit.suppressed(), 0);
+    }
+
+    #[test]
+    fn a_budget_takes_what_fits_and_gets_it_back() {
+        let budget = ByteBudget::new(10);
+        assert!(budget.reserve(6));
+        assert!(!budget.reserve(5), "11 > 10");
+        assert!(budget.reserve(4));
+        assert!(!budget.reserve(usize::MAX), "no overflow");
+        budget.release(6);
+        assert_eq!(budget.used(), 4);
+        budget.release(100);
+        assert_eq!(budget.used(), 0, "never below zero");
     }
 }

@@ -8,9 +8,10 @@
 //! written once stderr drains again: supervision, `/healthz` and SIGTERM go on regardless.
 
 use drover_spec::model::LogFormat;
+use drover_supervisor::ratelimit::ByteBudget;
 use opentelemetry_sdk::trace::SdkTracer;
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, mpsc};
 use tracing_subscriber::filter::{EnvFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -44,7 +45,7 @@ pub(crate) struct LogQueue(Arc<QueueShared>);
 
 struct QueueShared {
     lines: mpsc::SyncSender<Vec<u8>>,
-    queued_bytes: AtomicUsize,
+    queued_bytes: ByteBudget,
     dropped: AtomicU64,
 }
 
@@ -62,7 +63,7 @@ impl LogQueue {
         let (lines, queue) = mpsc::sync_channel::<Vec<u8>>(16 * 1024);
         let shared = Arc::new(QueueShared {
             lines,
-            queued_bytes: AtomicUsize::new(0),
+            queued_bytes: ByteBudget::new(QUEUE_BYTES),
             dropped: AtomicU64::new(0),
         });
         let writer = shared.clone();
@@ -81,7 +82,7 @@ impl LogQueue {
         };
         let step = std::time::Duration::from_millis(5);
         let mut waited = std::time::Duration::ZERO;
-        while queue.0.queued_bytes.load(Ordering::Acquire) > 0 && waited < limit {
+        while queue.0.queued_bytes.used() > 0 && waited < limit {
             std::thread::sleep(step);
             waited += step;
         }
@@ -104,20 +105,12 @@ impl LogQueue {
     fn push(&self, line: Vec<u8>) {
         let shared = &self.0;
         let size = line.len();
-        let fits = shared
-            .queued_bytes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-                queued
-                    .checked_add(size)
-                    .filter(|&total| total <= QUEUE_BYTES)
-            })
-            .is_ok();
-        if !fits {
+        if !shared.queued_bytes.reserve(size) {
             shared.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
         if shared.lines.try_send(line).is_err() {
-            shared.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            shared.queued_bytes.release(size);
             shared.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -130,7 +123,7 @@ fn write_lines(queue: &mpsc::Receiver<Vec<u8>>, shared: &QueueShared) {
     for line in queue {
         let mut stderr = std::io::stderr().lock();
         let _ = stderr.write_all(&line);
-        shared.queued_bytes.fetch_sub(line.len(), Ordering::AcqRel);
+        shared.queued_bytes.release(line.len());
         let dropped = shared.dropped.load(Ordering::Relaxed);
         if dropped > reported {
             let _ = writeln!(
