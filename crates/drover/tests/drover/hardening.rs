@@ -596,3 +596,43 @@ fn setsid_daemons_of_ended_runs_do_not_pile_up() {
             .all(|&pid| !alive(i32::try_from(pid).unwrap_or(0)))
     });
 }
+
+#[test]
+fn without_cgroups_a_sigkill_of_drover_still_ends_what_stayed_in_the_group() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("drover.yaml"), ESCAPING_SERVICE).expect("write");
+    let mut drover = Drover::start_with_env(
+        dir,
+        &[env!("CARGO_BIN_EXE_drover"), "run", "drover.yaml"],
+        None,
+        &[("DROVER_NO_CGROUPS", "1")],
+    );
+    let pids = pids_written(&drover, &["main", "child", "daemon"]);
+    assert!(!has_cgroups(&drover), "{}", drover.stderr());
+    wait_log(&drover, "to=ready");
+    drover.signal(SIGKILL);
+    drover.wait(SECS(10));
+    // The main process (PDEATHSIG) and the child in its group (the guard); the `setsid`
+    // daemon escapes without cgroups, as documented.
+    let outcome = std::panic::catch_unwind(|| {
+        wait_until(
+            SECS(10),
+            "the main process and its child to be gone",
+            || !alive(pids[0]) && !alive(pids[1]),
+        );
+    });
+    let daemon_survived = alive(pids[2]);
+    for &pid in &pids {
+        if alive(pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    assert!(
+        daemon_survived,
+        "the documented limit: a setsid daemon escapes without cgroups"
+    );
+}
