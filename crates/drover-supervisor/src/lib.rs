@@ -18,6 +18,7 @@ mod cgroup;
 pub mod core;
 pub mod guard;
 pub mod output;
+mod passwd;
 mod probes;
 pub mod process;
 pub mod ratelimit;

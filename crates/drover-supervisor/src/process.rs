@@ -372,19 +372,24 @@ pub(crate) fn resolve_user(user: &User) -> Result<Credentials, SpawnError> {
             uid: euid,
         });
     }
-    let os = |source: nix::Error| SpawnError::Os {
+    let os = |source: io::Error| SpawnError::Os {
         program: format!("user `{shown}`"),
-        source: source.into(),
+        source,
     };
+    let accounts = crate::passwd::Accounts::system();
     let entry = match user {
         User::Name(name) => Some(
-            nix::unistd::User::from_name(name)
+            accounts
+                .by_name(name)
                 .map_err(os)?
                 .ok_or_else(|| SpawnError::NoSuchUser(name.clone()))?,
         ),
-        User::Id { uid, .. } => {
-            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(*uid)).map_err(os)?
-        }
+        User::Id { uid, .. } => match accounts.by_uid(*uid) {
+            Ok(entry) => entry,
+            // No /etc/passwd at all (an empty image): numeric users still work.
+            Err(err) if err.kind() == io::ErrorKind::NotFound => None,
+            Err(err) => return Err(os(err)),
+        },
     };
     let (uid, gid) = match (user, &entry) {
         (
@@ -394,26 +399,18 @@ pub(crate) fn resolve_user(user: &User) -> Result<Credentials, SpawnError> {
             },
             _,
         ) => (*uid, *gid),
-        (_, Some(entry)) => (entry.uid.as_raw(), entry.gid.as_raw()),
+        (_, Some(entry)) => (entry.uid, entry.gid),
         // A bare uid without a passwd entry: its own number as group, as Docker does.
         (User::Id { uid, gid: None }, None) => (*uid, *uid),
         (User::Name(name), None) => return Err(SpawnError::NoSuchUser(name.clone())),
     };
     let groups = match &entry {
-        Some(entry) => {
-            let name = std::ffi::CString::new(entry.name.as_str())
-                .map_err(|_| SpawnError::NoSuchUser(entry.name.clone()))?;
-            nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(gid))
-                .map_err(os)?
-                .into_iter()
-                .map(|g| g.as_raw())
-                .collect()
-        }
+        Some(entry) => accounts.groups_of(&entry.name, gid).map_err(os)?,
         None => vec![gid],
     };
     let account = entry.map(|entry| sys::Account {
         name: entry.name,
-        home: entry.dir,
+        home: entry.home,
         shell: entry.shell,
     });
     Ok(Credentials {
