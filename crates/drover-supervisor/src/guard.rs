@@ -74,6 +74,7 @@ impl GuardLink {
                 working_dir: None,
                 cgroup: None,
                 outlives_drover: true,
+                keep_inherited_fds: false,
                 waiter: Box::new(|_, _| {}),
             },
             Box::new(|result| {

@@ -74,6 +74,7 @@ impl ExecProbe {
             working_dir: self.working_dir.clone(),
             cgroup: None,
             outlives_drover: false,
+            keep_inherited_fds: false,
             waiter: Box::new(move |_, status| {
                 let _ = done.send(status);
             }),

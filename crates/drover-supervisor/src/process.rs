@@ -110,6 +110,9 @@ pub struct SpawnRequest {
     pub cgroup: Option<Arc<std::os::fd::OwnedFd>>,
     /// Survive drover's death (no PR_SET_PDEATHSIG): only for drover's guard.
     pub outlives_drover: bool,
+    /// Pass on the descriptors above 2 drover inherited (`drover -- CMD`); otherwise only 0, 1
+    /// and 2 cross `exec`.
+    pub keep_inherited_fds: bool,
     /// Told the exit status.
     pub waiter: Waiter,
 }
@@ -270,6 +273,7 @@ impl Shared {
             working_dir,
             cgroup,
             outlives_drover,
+            keep_inherited_fds,
             waiter,
         } = request;
         let program = command.get_program().to_string_lossy().into_owned();
@@ -302,6 +306,7 @@ impl Shared {
             working_dir: working_dir_c,
             cgroup_procs: cgroup,
             parent_death_signal: !outlives_drover,
+            keep_inherited_fds,
         };
         let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
         let child = match sys::spawn(&mut command, setup) {

@@ -976,6 +976,7 @@ impl Driver {
             working_dir: spec.working_dir.clone(),
             cgroup: cgroup.as_ref().map(|c| c.procs()),
             outlives_drover: false,
+            keep_inherited_fds: false,
             waiter: Box::new(move |pid, status| {
                 let group_alive =
                     sys::group_alive(pid) || cgroup.as_ref().is_some_and(|c| c.populated());

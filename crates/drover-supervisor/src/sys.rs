@@ -123,6 +123,13 @@ pub fn ignore_terminal_stops() {
     }
 }
 
+/// Asks for `signal` when this process's parent dies (PR_SET_PDEATHSIG), for tini's `-p`.
+pub fn set_parent_death_signal(signal: i32) -> io::Result<()> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers and touches no memory of ours.
+    let result = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) };
+    check(result)
+}
+
 /// Makes this process the reaper of its orphaned descendants (PR_SET_CHILD_SUBREAPER), as PID 1
 /// is. Needed whenever drover is not PID 1, so that grandchildren of services come back to it.
 pub fn become_subreaper() -> io::Result<()> {
@@ -321,6 +328,9 @@ pub(crate) struct ChildSetup {
     pub(crate) cgroup_procs: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
     /// Killed when drover dies (PR_SET_PDEATHSIG): every process but drover's guard.
     pub(crate) parent_death_signal: bool,
+    /// Keep the descriptors above 2 that drover inherited (`drover -- CMD`, as tini does:
+    /// socket activation, a caller's pipe); those drover opened itself are all close-on-exec.
+    pub(crate) keep_inherited_fds: bool,
 }
 
 /// Added to the errno of a failed `chdir` in the child, so that the parent can tell it from a
@@ -377,6 +387,7 @@ fn child_setup(setup: &ChildSetup, reset: SignalSet) -> io::Result<()> {
         working_dir,
         cgroup_procs,
         parent_death_signal,
+        keep_inherited_fds,
     } = setup;
     let (new_session, foreground, parent) = (*new_session, *foreground, *parent);
     let inherit = inherit_signals.as_ref();
@@ -459,12 +470,14 @@ fn child_setup(setup: &ChildSetup, reset: SignalSet) -> io::Result<()> {
         // No descriptor but 0, 1 and 2 crosses exec, whoever opened it without O_CLOEXEC.
         // close_range(2) with CLOSE_RANGE_CLOEXEC keeps std's exec-error pipe usable until exec;
         // kernels older than 5.11 lack it, and then only CLOEXEC descriptors are protected.
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        );
+        if !*keep_inherited_fds {
+            libc::syscall(
+                libc::SYS_close_range,
+                3u32,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
+        }
     }
     Ok(())
 }

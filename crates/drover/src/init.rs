@@ -6,6 +6,7 @@
 //! CMD exits, what remains of its descendants gets SIGTERM, then SIGKILL after a short grace,
 //! and drover exits with CMD's code (128+N for signal N).
 
+use crate::tini::InitOptions;
 use drover_supervisor::{InheritedSignals, Processes, SpawnRequest};
 use std::io::IsTerminal;
 use std::process::Command;
@@ -33,8 +34,14 @@ fn forwarded_signals() -> Vec<i32> {
 }
 
 /// Runs CMD to its end; returns drover's exit code.
-pub(crate) async fn init(argv: Vec<String>, inherited: InheritedSignals) -> anyhow::Result<i32> {
+pub(crate) async fn init(options: InitOptions, inherited: InheritedSignals) -> anyhow::Result<i32> {
     drover_supervisor::ignore_terminal_stops();
+    if let Some(signal) = options.parent_death_signal {
+        // tini's -p: told when drover's own parent dies.
+        if let Err(err) = drover_supervisor::set_parent_death_signal(signal) {
+            tracing::warn!(signal, error = %err, "cannot set the parent-death signal");
+        }
+    }
     if !drover_supervisor::is_pid1()
         && let Err(err) = drover_supervisor::become_subreaper()
     {
@@ -54,9 +61,21 @@ pub(crate) async fn init(argv: Vec<String>, inherited: InheritedSignals) -> anyh
         });
     }
     let processes = Processes::start()?;
-    let Some((program, args)) = argv.split_first() else {
+    let Some((program, args)) = options.argv.split_first() else {
         anyhow::bail!("no command given");
     };
+    if options.warn_zombies {
+        let processes = processes.clone();
+        tokio::spawn(async move {
+            loop {
+                processes.orphan_reaped().await;
+                tracing::warn!(
+                    reaped = processes.orphans_reaped(),
+                    "reaped a zombie process that was not CMD"
+                );
+            }
+        });
+    }
     let mut command = Command::new(program);
     command.args(args);
     let (exited, exit) = oneshot::channel();
@@ -69,6 +88,7 @@ pub(crate) async fn init(argv: Vec<String>, inherited: InheritedSignals) -> anyh
         working_dir: None,
         cgroup: None,
         outlives_drover: false,
+        keep_inherited_fds: true,
         waiter: Box::new(move |_, status| {
             let _ = exited.send(status);
         }),
@@ -76,7 +96,13 @@ pub(crate) async fn init(argv: Vec<String>, inherited: InheritedSignals) -> anyh
     let pid = match processes.spawn(request).await {
         Ok(pid) => pid,
         Err(err) => {
-            crate::logging::LogQueue::print(&format!("drover: {err}"));
+            let hint = match &err {
+                drover_supervisor::SpawnError::NotFound { .. } => {
+                    crate::tini::subcommand_hint(program).unwrap_or_default()
+                }
+                _ => String::new(),
+            };
+            crate::logging::LogQueue::print(&format!("drover: {err}{hint}"));
             return Ok(err.exit_code());
         }
     };
@@ -87,12 +113,18 @@ pub(crate) async fn init(argv: Vec<String>, inherited: InheritedSignals) -> anyh
             biased;
             status = &mut exit => break status?,
             Some(number) = forwarded.recv() => {
-                if let Err(err) = drover_supervisor::send_signal(pid.as_raw(), number) {
+                // -g: to CMD's whole process group (CMD leads it).
+                let target = if options.kill_group { -pid.as_raw() } else { pid.as_raw() };
+                if let Err(err) = drover_supervisor::send_signal(target, number) {
                     tracing::debug!(signal = number, error = %err, "cannot forward a signal");
                 }
             }
         }
     };
     processes.end_descendants(DESCENDANT_GRACE).await;
-    Ok(status.code())
+    let code = status.code();
+    // -e CODE: an exit code of CMD's that means success.
+    let remapped = matches!(status, drover_supervisor::ExitStatus::Exited(c)
+        if u8::try_from(c).is_ok_and(|c| options.remap_to_zero.contains(&c)));
+    Ok(if remapped { 0 } else { code })
 }

@@ -16,6 +16,7 @@ mod report;
 mod run;
 mod systemd;
 mod telemetry;
+mod tini;
 
 use clap::Parser;
 use cli::{Cli, Command};
@@ -39,6 +40,17 @@ fn main() -> ExitCode {
         return ExitCode::from(u8::try_from(drover_supervisor::guard::main()).unwrap_or(1));
     }
     drover_supervisor::guard::enable();
+    // tini's command line whenever the first word is not a subcommand: CMD's words are bytes,
+    // and never drover's options.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    match tini::parse(&args, |key| std::env::var_os(key)) {
+        tini::Parsed::Init(options) => return single_command(options, inherited),
+        tini::Parsed::Usage(message) => {
+            eprintln!("drover: {message}");
+            return ExitCode::from(2);
+        }
+        tini::Parsed::Subcommand => {}
+    }
     let cli = Cli::parse();
     match (cli.command, cli.init_command.is_empty()) {
         (Some(Command::Check { manifests }), _) => check(manifests),
@@ -51,17 +63,31 @@ fn main() -> ExitCode {
             }),
             _,
         ) => run(manifest, metrics_listen),
-        (None, false) => {
-            let _ = logging::init(drover_spec::model::LogFormat::Text, "warn", None);
-            let code = exit_code(block_on(init::init(cli.init_command, inherited)));
-            logging::LogQueue::flush(LOG_FLUSH_LIMIT);
-            code
-        }
+        (None, false) => single_command(
+            tini::InitOptions {
+                argv: cli.init_command.into_iter().map(Into::into).collect(),
+                ..tini::InitOptions::default()
+            },
+            inherited,
+        ),
         (None, true) => {
             eprintln!("drover: no command given; try `drover --help`");
             ExitCode::from(2)
         }
     }
+}
+
+/// `drover [OPTIONS] [--] CMD [ARGS...]`: CMD as the only child, as tini runs it.
+fn single_command(
+    options: tini::InitOptions,
+    inherited: drover_supervisor::InheritedSignals,
+) -> ExitCode {
+    // tini's -v: warnings by default, then info, debug, trace.
+    let level = ["warn", "info", "debug", "trace"][usize::from(options.verbosity.min(3))];
+    let _ = logging::init(drover_spec::model::LogFormat::Text, level, None);
+    let code = exit_code(block_on(init::init(options, inherited)));
+    logging::LogQueue::flush(LOG_FLUSH_LIMIT);
+    code
 }
 
 /// `drover check MANIFEST...`: every error of every manifest, to stderr.

@@ -176,10 +176,31 @@ fn check_reads_a_directory_manifest() {
 fn usage_errors_exit_2() {
     let run = drover(&["check", "--no-such-flag"]);
     assert_eq!(run.code, Some(2), "{}", run.stderr);
-    let run = drover(&["frobnicate"]);
+    let run = drover(&["-x", "true"]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("unknown option -x"), "{}", run.stderr);
+    let run = drover(&["-e", "300", "true"]);
     assert_eq!(run.code, Some(2), "{}", run.stderr);
     let run = drover(&[]);
     assert_eq!(run.code, Some(2), "{}", run.stderr);
+}
+
+#[test]
+fn a_first_word_that_is_no_subcommand_runs_as_a_command_as_tini_does() {
+    let run = drover(&["frobnicate"]);
+    assert_eq!(run.code, Some(127), "{}", run.stderr);
+    assert!(!run.stderr.contains("did you mean"), "{}", run.stderr);
+    // Close to a subcommand: still run (and not found), with a hint.
+    let run = drover(&["chek", "drover.yaml"]);
+    assert_eq!(run.code, Some(127), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("chek: not found; did you mean `drover check`?"),
+        "{}",
+        run.stderr
+    );
+    let run = drover(&["sh", "-c", "exit 7"]);
+    assert_eq!(run.code, Some(7), "{}", run.stderr);
 }
 
 #[test]

@@ -109,3 +109,123 @@ fn descendants_left_behind_are_ended_when_cmd_exits() {
         "the left-behind sleep must be gone when drover has exited"
     );
 }
+
+/// `drover ARGS...` (no `--` added) in a new temp dir.
+fn drover_plain(argv: &[&std::ffi::OsStr]) -> Drover {
+    let mut command = vec![std::ffi::OsStr::new(env!("CARGO_BIN_EXE_drover"))];
+    command.extend_from_slice(argv);
+    let words: Vec<String> = command
+        .iter()
+        .map(|w| w.to_string_lossy().into_owned())
+        .collect();
+    // Drover::start takes text; arguments that are not UTF-8 go through a script instead.
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    Drover::start(tempfile::tempdir().expect("tempdir"), &words, None)
+}
+
+#[test]
+fn arguments_reach_cmd_as_bytes_verbatim() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let long = "x".repeat(10_000);
+    // printf writes each argument NUL-terminated: what CMD got, byte for byte.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args([
+            std::ffi::OsStr::new("printf"),
+            std::ffi::OsStr::new("%s\\0"),
+            std::ffi::OsStr::from_bytes(b"\xff\xfe"),
+            std::ffi::OsStr::new(""),
+            std::ffi::OsStr::new("--help"),
+            std::ffi::OsStr::new("-v"),
+            std::ffi::OsStr::new("--"),
+            std::ffi::OsStr::new(&long),
+        ])
+        .current_dir(dir.path())
+        .output()
+        .expect("run drover");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut expected = b"\xff\xfe\0\0--help\0-v\0--\0".to_vec();
+    expected.extend_from_slice(long.as_bytes());
+    expected.push(0);
+    assert_eq!(output.stdout, expected);
+}
+
+#[test]
+fn tini_options_remap_exit_codes_and_signal_the_group() {
+    // -e: 3 becomes 0, other codes pass.
+    let mut drover = drover_plain(&[
+        "-e".as_ref(),
+        "3".as_ref(),
+        "sh".as_ref(),
+        "-c".as_ref(),
+        "exit 3".as_ref(),
+    ]);
+    assert_eq!(drover.wait(SECS(10)), 0, "{}", drover.stderr());
+    let mut drover = drover_plain(&[
+        "-e3".as_ref(),
+        "--".as_ref(),
+        "sh".as_ref(),
+        "-c".as_ref(),
+        "exit 4".as_ref(),
+    ]);
+    assert_eq!(drover.wait(SECS(10)), 4, "{}", drover.stderr());
+    // -g: a forwarded SIGTERM reaches CMD's child too, which plain forwarding would not.
+    let mut drover = drover_plain(&[
+        "-g".as_ref(),
+        "sh".as_ref(),
+        "-c".as_ref(),
+        // A handler, not an ignore: an ignored TERM would be inherited by `sleep`.
+        "trap 'true' TERM; sleep 1000 & echo $! > child; wait; wait".as_ref(),
+    ]);
+    let child = drover.pid_file("child");
+    drover.signal(SIGTERM);
+    wait_until(SECS(10), "CMD's child to get SIGTERM", || !alive(child));
+    drover.signal(SIGKILL);
+    drover.wait(SECS(10));
+}
+
+/// The descriptors `ls` sees, run by `sh -c` with descriptor 9 open on `through.txt`, through
+/// `via` (drover, or nothing).
+fn descriptors_seen(dir: &std::path::Path, via: Option<&str>) -> Vec<i32> {
+    let inner = "ls /proc/self/fd > fds; echo through >> through.txt >&9";
+    let script = match via {
+        Some(_) => format!("exec 9> through.txt; exec \"$0\" sh -c '{inner}'"),
+        None => format!("exec 9> through.txt; exec sh -c '{inner}'"),
+    };
+    let status = std::process::Command::new("sh")
+        .args(["-c", &script, via.unwrap_or("sh")])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .expect("run");
+    assert!(status.success());
+    let fds = std::fs::read_to_string(dir.join("fds")).expect("fds");
+    let mut fds: Vec<i32> = fds
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    fds.sort_unstable();
+    fds
+}
+
+#[test]
+fn inherited_descriptors_reach_cmd_and_drovers_own_do_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The caller opens descriptor 9 (as socket activation or a pipe from a parent would),
+    // then becomes drover: CMD sees exactly what it would have seen without drover.
+    let without = descriptors_seen(dir.path(), None);
+    let with = descriptors_seen(dir.path(), Some(env!("CARGO_BIN_EXE_drover")));
+    assert!(with.contains(&9), "{with:?}");
+    assert_eq!(with, without, "nothing of drover's own reaches CMD");
+    assert!(
+        std::fs::read_to_string(dir.path().join("through.txt"))
+            .expect("through")
+            .contains("through"),
+        "fd 9 was usable"
+    );
+}
