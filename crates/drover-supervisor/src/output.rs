@@ -92,6 +92,8 @@ impl OutputSink {
         std::thread::Builder::new()
             .name("drover-output".into())
             .spawn(move || {
+                // Its writes to a closed stdout must not raise a SIGPIPE that looks as if sent.
+                let _ = crate::sys::block_sigpipe_on_this_thread();
                 write_lines(&lines, &style, &written);
                 drop(done);
             })?;

@@ -289,6 +289,25 @@ pub(crate) fn block_signals_on_this_thread() -> io::Result<()> {
     }
 }
 
+/// Blocks SIGPIPE on the calling thread, for threads that write to pipes drover does not own
+/// (its stderr, its stdout): a write to a closed pipe then fails with EPIPE and raises a
+/// SIGPIPE that stays pending on this thread, so the SIGPIPE handler of `drover -- CMD`, which
+/// forwards what is sent to drover from outside, never forwards one that drover's own write
+/// raised.
+pub fn block_sigpipe_on_this_thread() -> io::Result<()> {
+    let mut set = empty_sigset();
+    // SAFETY: sigaddset adds to a set we own; pthread_sigmask only reads it and changes the mask
+    // of this thread, and returns an error number rather than setting errno.
+    let result = unsafe {
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut())
+    };
+    match result {
+        0 => Ok(()),
+        errno => Err(io::Error::from_raw_os_error(errno)),
+    }
+}
+
 /// The real-time signals available to applications (`SIGRTMIN..=SIGRTMAX`).
 pub fn realtime_signals() -> std::ops::RangeInclusive<i32> {
     libc::SIGRTMIN()..=libc::SIGRTMAX()

@@ -18,13 +18,15 @@ use tokio::sync::{mpsc, oneshot};
 const DESCENDANT_GRACE: Duration = Duration::from_secs(2);
 
 /// Signals forwarded to CMD: every catchable one but those the kernel raises for a fault in
-/// drover itself, SIGCHLD (ours), SIGPIPE (about drover's own writes) and SIGTTIN/SIGTTOU
-/// (about drover's own terminal use), as tini does; plus every real-time signal.
+/// drover itself, SIGCHLD (ours) and SIGTTIN/SIGTTOU (about drover's own terminal use), as tini
+/// does; plus every real-time signal. SIGPIPE is forwarded when it comes from outside: the
+/// threads that write to drover's stdout and stderr block it, so one their writes raise stays
+/// pending there and is never taken for one sent to drover.
 fn forwarded_signals() -> Vec<i32> {
     use drover_spec::model::Signal::*;
     let mut numbers: Vec<i32> = [
-        SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGTERM, SIGSTKFLT, SIGCONT, SIGTSTP,
-        SIGURG, SIGXCPU, SIGXFSZ, SIGVTALRM, SIGPROF, SIGWINCH, SIGIO, SIGPWR,
+        SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGPIPE, SIGALRM, SIGTERM, SIGSTKFLT, SIGCONT,
+        SIGTSTP, SIGURG, SIGXCPU, SIGXFSZ, SIGVTALRM, SIGPROF, SIGWINCH, SIGIO, SIGPWR,
     ]
     .into_iter()
     .map(|s| s as i32)

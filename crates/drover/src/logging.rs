@@ -69,7 +69,12 @@ impl LogQueue {
         let writer = shared.clone();
         std::thread::Builder::new()
             .name("drover-log".into())
-            .spawn(move || write_lines(&queue, &writer))
+            .spawn(move || {
+                // Its writes to a closed stderr must not raise a SIGPIPE that `drover -- CMD`
+                // would take for one sent to drover, and forward.
+                let _ = drover_supervisor::block_sigpipe_on_this_thread();
+                write_lines(&queue, &writer);
+            })
             .ok()?;
         Some(LogQueue(shared))
     }

@@ -60,7 +60,7 @@ def report(number, frame):
     print(signal.Signals(number).name, flush=True)
     if number == signal.SIGTERM:
         sys.exit(0)
-for name in ["SIGHUP", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGTERM"]:
+for name in ["SIGHUP", "SIGINT", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGPIPE", "SIGWINCH", "SIGTERM"]:
     signal.signal(getattr(signal, name), report)
 print("ready", flush=True)
 while True:
@@ -79,6 +79,7 @@ fn signals_are_forwarded_to_cmd() {
         (3, "SIGQUIT"),
         (10, "SIGUSR1"),
         (12, "SIGUSR2"),
+        (13, "SIGPIPE"),
         (28, "SIGWINCH"),
     ] {
         drover.signal(number);
@@ -227,5 +228,33 @@ fn inherited_descriptors_reach_cmd_and_drovers_own_do_not() {
             .expect("through")
             .contains("through"),
         "fd 9 was usable"
+    );
+}
+
+#[test]
+fn drovers_own_writes_to_a_closed_stderr_raise_no_sigpipe_for_cmd() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // drover's stderr: a pipe whose reader is gone. `-w` makes drover write a line for the
+    // orphan below, and that write fails with EPIPE.
+    let (reader, writer) = nix::unistd::pipe().expect("pipe");
+    drop(reader);
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args([
+            "-w",
+            "-vvv",
+            "sh",
+            "-c",
+            "trap 'echo piped > piped' PIPE; (sleep 0.1 &); sleep 1; exit 0",
+        ])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(writer))
+        .status()
+        .expect("run drover");
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        !dir.path().join("piped").exists(),
+        "CMD got a SIGPIPE that drover's own write raised"
     );
 }

@@ -169,3 +169,49 @@ fn descendants_of(root: i32) -> Vec<i32> {
     found.remove(0);
     found
 }
+
+#[test]
+fn as_pid1_tini_options_and_byte_arguments_hold() {
+    use std::os::unix::ffi::OsStrExt;
+    if !unshare_works("as_pid1_tini_options_and_byte_arguments_hold") {
+        return;
+    }
+    let under_unshare = |args: &[&std::ffi::OsStr]| {
+        Command::new("unshare")
+            .args(["--pid", "--fork", "--kill-child", "--mount-proc"])
+            .arg(env!("CARGO_BIN_EXE_drover"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("unshare")
+    };
+    // -e: CMD's 3 is drover's 0, as PID 1 too.
+    let run = under_unshare(&[
+        "-e".as_ref(),
+        "3".as_ref(),
+        "sh".as_ref(),
+        "-c".as_ref(),
+        "exit 3".as_ref(),
+    ]);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // Bytes and drover-like words reach CMD unchanged.
+    let run = under_unshare(&[
+        "printf".as_ref(),
+        "%s\\0".as_ref(),
+        std::ffi::OsStr::from_bytes(b"\xff"),
+        "--help".as_ref(),
+        "".as_ref(),
+    ]);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(run.stdout, b"\xff\0--help\0\0");
+}
