@@ -103,6 +103,9 @@ class Drover:
         if pid1:
             argv = ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc"] + argv
         env = dict(os.environ, RUNTIME_DIRECTORY=self.path, RUST_LOG="info", NO_COLOR="1")
+        if pid1:
+            # Killed as PID 1 it has no guard: a cgroup subtree would stay in the host's tree.
+            env["DROVER_NO_CGROUPS"] = "1"
         self.log = open(os.path.join(self.path, "drover.log"), "w")
         self.process = subprocess.Popen(
             argv, cwd=self.path, env=env, stdin=subprocess.DEVNULL,
