@@ -527,6 +527,18 @@ fn pids_written(drover: &Drover, names: &[&str]) -> Vec<i32> {
     names.iter().map(|name| drover.pid_file(name)).collect()
 }
 
+/// SIGKILL to each recorded pid still alive: a failed test leaves nothing behind.
+fn kill_survivors(pids: &[i32]) {
+    for &pid in pids {
+        if alive(pid) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 /// Whether drover said it put services in cgroups.
 fn has_cgroups(drover: &Drover) -> bool {
     drover
@@ -559,14 +571,7 @@ fn a_sigkill_of_drover_leaves_no_process_of_any_service() {
             survivors() == 0
         });
     });
-    for &pid in &pids {
-        if alive(pid) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
+    kill_survivors(&pids);
     outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
 }
 
@@ -628,14 +633,7 @@ fn without_cgroups_a_sigkill_of_drover_still_ends_what_stayed_in_the_group() {
         );
     });
     let daemon_survived = alive(pids[2]);
-    for &pid in &pids {
-        if alive(pid) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
+    kill_survivors(&pids);
     outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
     assert!(
         daemon_survived,
