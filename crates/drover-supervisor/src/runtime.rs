@@ -55,6 +55,9 @@ pub enum Control {
         /// Answered `true` once applied, `false` when ignored.
         applied: Option<tokio::sync::oneshot::Sender<bool>>,
     },
+    /// Answered as soon as the loop reads it: proof that the loop still turns
+    /// ([`Supervisor::responsive`]).
+    Ping(tokio::sync::oneshot::Sender<()>),
 }
 
 /// Why the supervisor could not start.
@@ -213,6 +216,16 @@ impl Supervisor {
             .flatten()
             .map(|(name, counter)| (name.clone(), counter.get()))
             .collect()
+    }
+
+    /// Whether the supervisor's loop answers a [`Control::Ping`] within `within`: false when it
+    /// has ended or is wedged (a service manager's watchdog is fed only while this holds).
+    pub async fn responsive(&self, within: std::time::Duration) -> bool {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        if self.control.send(Control::Ping(answer)).is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(within, answered).await, Ok(Ok(())))
     }
 
     /// Sends a request; ignored once the supervisor has ended.
@@ -572,6 +585,10 @@ impl Driver {
                     Some(Control::Kill) => Input::Kill,
                     Some(Control::Forward(signal)) => {
                         self.forward(signal);
+                        continue;
+                    }
+                    Some(Control::Ping(answer)) => {
+                        let _ = answer.send(());
                         continue;
                     }
                     Some(Control::Reload { manifest, applied }) => {

@@ -96,8 +96,15 @@ pub(crate) async fn run(start: Start) -> anyhow::Result<i32> {
         files_tx,
     );
     let reloads = tokio::spawn(reloader.run(files, hangups));
-    let relay = tokio::spawn(signals.relay(supervisor.clone(), drain.clone(), hangups_tx));
-    let announce = crate::systemd::announce_ready(&supervisor);
+    let manager = crate::systemd::ServiceManager::from_env();
+    let relay = tokio::spawn(signals.relay(
+        supervisor.clone(),
+        drain.clone(),
+        hangups_tx,
+        manager.clone(),
+    ));
+    let announce = manager.as_ref().map(|m| m.announce_ready(&supervisor));
+    let watchdog = manager.as_ref().and_then(|m| m.feed_watchdog(&supervisor));
     let code = done.await.context("the supervisor task failed")?;
     relay.abort();
     // Dropping the reloader closes the metrics endpoint and stops the watcher.
@@ -107,8 +114,8 @@ pub(crate) async fn run(start: Start) -> anyhow::Result<i32> {
         let _ = stop.send(());
         let _ = task.await;
     }
-    if let Some(announce) = announce {
-        announce.abort();
+    for task in [announce, watchdog].into_iter().flatten() {
+        task.abort();
     }
     let leftovers = processes.end_descendants(DESCENDANT_GRACE).await;
     if leftovers > 0 {
@@ -307,6 +314,7 @@ impl Signals {
         supervisor: Supervisor,
         drain: DrainSpan,
         hangups: mpsc::UnboundedSender<()>,
+        manager: Option<crate::systemd::ServiceManager>,
     ) {
         let mut stops = 0u32;
         loop {
@@ -327,7 +335,9 @@ impl Signals {
             if stops == 1 {
                 drain.begin(stop);
                 tracing::info!(signal = stop.as_str(), "draining: stopping every service");
-                crate::systemd::stopping();
+                if let Some(manager) = &manager {
+                    manager.stopping();
+                }
                 supervisor.send(Control::Shutdown);
             } else {
                 tracing::warn!(signal = stop.as_str(), "told again: killing every service");

@@ -16,4 +16,5 @@ mod probes;
 mod reload;
 mod run;
 mod signals;
+mod systemd;
 mod util;
