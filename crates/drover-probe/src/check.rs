@@ -137,7 +137,7 @@ impl Checker {
                     port,
                     request,
                 } => http_get(host, *port, request).await,
-                Checker::Tcp { host, port } => TcpStream::connect((host.as_str(), *port))
+                Checker::Tcp { host, port } => connect(host, *port)
                     .await
                     .map(|_| (CheckOutcome::Success, format!("connected to {host}:{port}")))
                     .map_err(|err| format!("{host}:{port}: {err}")),
@@ -154,6 +154,23 @@ impl Checker {
             ),
         }
     }
+}
+
+/// Connects to `host:port`. `localhost` is the loopback address without asking the resolver
+/// (RFC 6761 6.3): a static binary in an image without `/etc/hosts` (or whose NSS cannot be
+/// loaded) still reaches its own services. Other names go to the system resolver.
+async fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    if name.eq_ignore_ascii_case("localhost") {
+        let v4 = (std::net::Ipv4Addr::LOCALHOST, port);
+        return match TcpStream::connect(v4).await {
+            Ok(stream) => Ok(stream),
+            Err(v4_err) => TcpStream::connect((std::net::Ipv6Addr::LOCALHOST, port))
+                .await
+                .map_err(|_| v4_err),
+        };
+    }
+    TcpStream::connect((host, port)).await
 }
 
 fn humantime_ms(duration: Duration) -> String {
@@ -183,7 +200,7 @@ fn http_request(host: &str, port: u16, path: &str, headers: &[(String, String)])
 /// Sends `request` and reads the status: 200–399 pass. Redirects are not followed. At most
 /// [`HTTP_READ_LIMIT`] bytes are read, then the connection is dropped.
 async fn http_get(host: &str, port: u16, request: &[u8]) -> Result<(CheckOutcome, String), String> {
-    let mut stream = TcpStream::connect((host, port))
+    let mut stream = connect(host, port)
         .await
         .map_err(|err| format!("{host}:{port}: {err}"))?;
     stream
