@@ -15,8 +15,19 @@ fi
 # - python3: the demo manifest's web server and worker;
 # - prometheus: `promtool check metrics` and a real Prometheus server that scrapes drover in the
 #   metrics tests (the package's systemd unit is not started: there is no systemd here).
+# - busybox-static: the services of the static binary's empty-root test and of
+#   deploy/docker/smoke.sh (a static busybox is all such a root holds);
+# - systemd: `systemd-analyze verify` of deploy/systemd/drover.service (nothing is started);
+# - qemu-user-static: runs the aarch64 build's `drover check` and `drover --` on this x86_64;
+# - gcc-aarch64-linux-gnu, libc6-dev-arm64-cross: link the aarch64 static build.
 missing=()
 command -v script >/dev/null 2>&1 || missing+=(util-linux)
+readelf -lW /bin/busybox 2>/dev/null | grep -q "program interpreter" && missing+=(busybox-static)
+[ -x /bin/busybox ] || missing+=(busybox-static)
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v qemu-aarch64-static >/dev/null 2>&1 || missing+=(qemu-user-static)
+command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || missing+=(gcc-aarch64-linux-gnu)
+[ -e /usr/aarch64-linux-gnu/lib/libc.a ] || missing+=(libc6-dev-arm64-cross)
 # Debian's own python3 at /usr/bin, which services run as other users can execute.
 [ -x /usr/bin/python3 ] || missing+=(python3)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
@@ -27,6 +38,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# The aarch64 static build's Rust target (scripts/build-static.sh), from rustup's servers; its
+# cross gcc and C library are Debian's gcc-aarch64-linux-gnu and libc6-dev-arm64-cross.
+if command -v rustup >/dev/null 2>&1; then
+  for triple in aarch64-unknown-linux-gnu; do
+    rustup target list --installed | grep -qx "$triple" || rustup target add "$triple"
+  done
 fi
 # oteltap (PyPI), a real OTLP/HTTP receiver that the trace tests export to, in its own virtual
 # environment under target/ (where the tests look for it).

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every test, on a fresh machine too: installs what the tests need (scripts/setup.sh), runs
+# Every test, on a fresh machine too: installs what the tests need (scripts/setup.sh), builds
+# the static binary (scripts/build-static.sh) for the empty-root test, runs
 # `cargo test --workspace`, and ends with the tests that skipped, and why. A test that cannot
 # run here (no root for `unshare`, no cgroup v2, a tool missing) says `SKIPPED ...` on stderr;
 # libtest hides a passing test's output, so it is shown (`--show-output`) and gathered here,
@@ -10,6 +11,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${DROVER_SKIP_SETUP:-}" != 1 ]; then
   bash scripts/setup.sh
+fi
+# The static binary for the empty-root test (crates/drover/tests/drover/static_root.rs).
+if [ -z "${DROVER_STATIC_BIN:-}" ]; then
+  bash scripts/build-static.sh glibc
+  export DROVER_STATIC_BIN="$PWD/target/x86_64-unknown-linux-gnu/release/drover"
 fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -10,7 +10,7 @@
 # killed by the pid it recorded.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-binary="${DROVER_STATIC_BIN:-target/x86_64-unknown-linux-musl/release/drover}"
+binary="${DROVER_STATIC_BIN:-target/x86_64-unknown-linux-gnu/release/drover}"
 busybox="${BUSYBOX:-/bin/busybox}"
 fail() { echo "smoke: FAIL: $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || fail "needs root (namespaces, chroot)"

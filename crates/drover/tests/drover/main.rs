@@ -16,5 +16,6 @@ mod probes;
 mod reload;
 mod run;
 mod signals;
+mod static_root;
 mod systemd;
 mod util;
