@@ -12,7 +12,9 @@ use std::time::Duration;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
-/// The static binary and a static busybox, or why this test cannot run.
+/// The static binary and a static busybox, or why this test cannot run (said on stderr, where
+/// scripts/test.sh gathers the SKIPPED lines).
+#[allow(clippy::print_stderr)]
 fn static_binaries(test: &str) -> Option<(PathBuf, PathBuf)> {
     let skip = |why: String| {
         eprintln!("SKIPPED {test}: {why}");
