@@ -141,8 +141,15 @@ impl ServiceManager {
     }
 }
 
+/// The shortest watchdog period drover keeps to (a ping every 2 ms): below it, timers of zero
+/// length would panic, and no manager asks for less.
+const SHORTEST_WATCHDOG: Duration = Duration::from_millis(4);
+/// The longest: a year, as every duration of the manifest.
+const LONGEST_WATCHDOG: Duration = Duration::from_secs(31_557_600);
+
 /// The watchdog period asked for: `WATCHDOG_USEC` microseconds (more than 0), when
-/// `WATCHDOG_PID` is unset or names `own_pid` (as `sd_watchdog_enabled(3)` reads them).
+/// `WATCHDOG_PID` is unset or names `own_pid` (as `sd_watchdog_enabled(3)` reads them); kept
+/// within [`SHORTEST_WATCHDOG`] and [`LONGEST_WATCHDOG`].
 fn watchdog_period(usec: Option<&str>, pid: Option<&str>, own_pid: u32) -> Option<Duration> {
     let usec: u64 = usec?.trim().parse().ok().filter(|&u| u > 0)?;
     if let Some(pid) = pid {
@@ -150,7 +157,7 @@ fn watchdog_period(usec: Option<&str>, pid: Option<&str>, own_pid: u32) -> Optio
             return None;
         }
     }
-    Some(Duration::from_micros(usec))
+    Some(Duration::from_micros(usec).clamp(SHORTEST_WATCHDOG, LONGEST_WATCHDOG))
 }
 
 /// Ready: every service is `ready`, or is a one-shot that exited 0.
@@ -181,5 +188,14 @@ mod tests {
         assert_eq!(watchdog_period(Some("0"), None, 7), None);
         assert_eq!(watchdog_period(Some("soon"), None, 7), None);
         assert_eq!(watchdog_period(None, Some("7"), 7), None);
+        // Timers of zero length would panic; a period of centuries would be no watchdog.
+        assert_eq!(
+            watchdog_period(Some("1"), None, 7),
+            Some(Duration::from_millis(4))
+        );
+        assert_eq!(
+            watchdog_period(Some(&u64::MAX.to_string()), None, 7),
+            Some(Duration::from_secs(31_557_600))
+        );
     }
 }

@@ -219,3 +219,36 @@ fn as_pid1_tini_options_and_byte_arguments_hold() {
     );
     assert_eq!(run.stdout, b"\xff\0--help\0\0");
 }
+
+#[test]
+fn as_pid1_every_forwarded_signal_reaches_cmd() {
+    if !unshare_works("as_pid1_every_forwarded_signal_reaches_cmd") {
+        return;
+    }
+    let mut unshare = Drover::start(
+        tempfile::tempdir().expect("tempdir"),
+        &[
+            "unshare",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+            env!("CARGO_BIN_EXE_drover"),
+            "--",
+            "python3",
+            "-c",
+            crate::init::REPORTER,
+        ],
+        None,
+    );
+    let mut drover = 0;
+    wait_until(SECS(10), "drover under unshare", || {
+        drover = children_of(unshare.pid()).first().map_or(0, |c| c.0);
+        drover != 0
+    });
+    // A PID 1 gets from outside only the signals it has a handler for: drover has one for each.
+    crate::init::each_forwarded_signal_reaches_cmd(&unshare, drover);
+    send(drover, SIGTERM);
+    assert_eq!(unshare.wait(SECS(10)), 0, "{}", unshare.stderr());
+    assert!(unshare.stdout().ends_with("\n15\n"));
+}
