@@ -129,7 +129,7 @@ pub(crate) fn listen(
     owner: Option<(u32, u32)>,
     unit: usize,
     watchdog: Option<Duration>,
-    notices: mpsc::UnboundedSender<(usize, NotifyMessage)>,
+    notices: mpsc::Sender<(usize, NotifyMessage)>,
 ) -> std::io::Result<NotifyUnit> {
     // The subdirectory stays root's, 0700, until the socket in it is bound and chowned:
     // nothing of the service's user can get in between.
@@ -162,7 +162,9 @@ pub(crate) fn listen(
         loop {
             match socket.recv().await {
                 Ok(message) => {
-                    if notices.send((unit, message)).is_err() {
+                    // Bounded: a service that floods its socket waits here (and then on its
+                    // own full socket), never fills drover's memory.
+                    if notices.send((unit, message)).await.is_err() {
                         break;
                     }
                 }

@@ -36,6 +36,9 @@ const EVENT_BUFFER: usize = 4096;
 /// While a process group is being emptied, how often to look whether it is (besides every
 /// reaped orphan). Only runs while some group is stopping.
 const GROUP_POLL: Duration = Duration::from_millis(10);
+/// sd_notify messages read from the services' sockets and not yet handled; a listener whose
+/// message finds the queue full waits.
+const NOTICES_QUEUED: usize = 256;
 
 /// A request to the running supervisor.
 #[derive(Debug)]
@@ -137,7 +140,7 @@ impl Supervisor {
             .write(true)
             .open("/dev/null")
             .map_err(Error::DevNull)?;
-        let (notices, notices_rx) = mpsc::unbounded_channel();
+        let (notices, notices_rx) = mpsc::channel(NOTICES_QUEUED);
         let supervising = Arc::new(AtomicBool::new(true));
         let mut driver = Driver {
             core,
@@ -310,7 +313,7 @@ struct Driver {
     /// Bounds the warnings about messages from outside a service (anybody may send them).
     notify_warnings: crate::ratelimit::LogRateLimit,
     /// Where notify sockets send what they receive.
-    notices: mpsc::UnboundedSender<(usize, NotifyMessage)>,
+    notices: mpsc::Sender<(usize, NotifyMessage)>,
     /// Each service's running probe tasks.
     probes: Vec<Vec<tokio::task::AbortHandle>>,
     sink: Option<OutputSink>,
@@ -517,7 +520,7 @@ impl Driver {
         mut self,
         inputs: mpsc::UnboundedReceiver<Input>,
         control: mpsc::UnboundedReceiver<Control>,
-        notices: mpsc::UnboundedReceiver<(usize, NotifyMessage)>,
+        notices: mpsc::Receiver<(usize, NotifyMessage)>,
     ) -> i32 {
         let code = self.supervise(inputs, control, notices).await;
         for unit in 0..self.probes.len() {
@@ -553,7 +556,7 @@ impl Driver {
         &mut self,
         mut inputs: mpsc::UnboundedReceiver<Input>,
         mut control: mpsc::UnboundedReceiver<Control>,
-        mut notices: mpsc::UnboundedReceiver<(usize, NotifyMessage)>,
+        mut notices: mpsc::Receiver<(usize, NotifyMessage)>,
     ) -> i32 {
         let actions = self.core.start(Instant::now());
         if let Some(code) = self.perform(actions) {
@@ -570,16 +573,8 @@ impl Driver {
             let input = tokio::select! {
                 biased;
                 Some(input) = inputs.recv() => input,
-                Some((unit, message)) = notices.recv() => match self.on_notify(unit, message) {
-                    Some(input) => input,
-                    None => continue,
-                },
-                () = sleep_until_some(watchdog.map(|(_, at)| at)), if watchdog.is_some() => {
-                    match watchdog.and_then(|(unit, _)| self.watchdog_expired(unit)) {
-                        Some(input) => input,
-                        None => continue,
-                    }
-                }
+                // Requests before notify datagrams: a service flooding its socket cannot hold
+                // up a stop, a reload or the watchdog's ping.
                 request = control.recv(), if control_open => match request {
                     Some(Control::Shutdown) => Input::Shutdown,
                     Some(Control::Kill) => Input::Kill,
@@ -604,6 +599,16 @@ impl Driver {
                         continue;
                     }
                 },
+                Some((unit, message)) = notices.recv() => match self.on_notify(unit, message) {
+                    Some(input) => input,
+                    None => continue,
+                },
+                () = sleep_until_some(watchdog.map(|(_, at)| at)), if watchdog.is_some() => {
+                    match watchdog.and_then(|(unit, _)| self.watchdog_expired(unit)) {
+                        Some(input) => input,
+                        None => continue,
+                    }
+                }
                 () = self.processes.orphan_reaped(), if watching => {
                     if let Some(code) = self.check_groups() { return code; }
                     continue;

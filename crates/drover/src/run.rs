@@ -107,15 +107,20 @@ pub(crate) async fn run(start: Start) -> anyhow::Result<i32> {
     let watchdog = manager.as_ref().and_then(|m| m.feed_watchdog(&supervisor));
     let code = done.await.context("the supervisor task failed")?;
     relay.abort();
+    // Once STOPPING=1 is sent the manager stops enforcing its watchdog: sent here for an exit
+    // that no signal began (every service ended), before the cleanup below takes its time.
+    for task in [announce, watchdog].into_iter().flatten() {
+        task.abort();
+    }
+    if let Some(manager) = &manager {
+        manager.stopping().await;
+    }
     // Dropping the reloader closes the metrics endpoint and stops the watcher.
     reloads.abort();
     let _ = reloads.await;
     if let Some((task, stop)) = lifecycle {
         let _ = stop.send(());
         let _ = task.await;
-    }
-    for task in [announce, watchdog].into_iter().flatten() {
-        task.abort();
     }
     let leftovers = processes.end_descendants(DESCENDANT_GRACE).await;
     if leftovers > 0 {
@@ -335,10 +340,12 @@ impl Signals {
             if stops == 1 {
                 drain.begin(stop);
                 tracing::info!(signal = stop.as_str(), "draining: stopping every service");
-                if let Some(manager) = &manager {
-                    manager.stopping();
-                }
                 supervisor.send(Control::Shutdown);
+                if let Some(manager) = manager.clone() {
+                    // Its own task: a full manager queue delays neither the drain nor the
+                    // handling of a second signal.
+                    tokio::spawn(async move { manager.stopping().await });
+                }
             } else {
                 tracing::warn!(signal = stop.as_str(), "told again: killing every service");
                 supervisor.send(Control::Kill);

@@ -357,10 +357,12 @@ fn an_invalid_metrics_address_is_a_usage_error() {
 
 #[test]
 fn reloads_are_counted_and_the_endpoint_follows_its_address() {
-    // Both held until both are known, so that they differ.
+    // Both held until both are known, so that they differ. The second is later bound on every
+    // address: it is picked free on every address (a port free on 127.0.0.1 may be a client's
+    // local port on another address, and 0.0.0.0 could never be bound there: CI saw it).
     let (first, second) = {
         let one = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let two = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let two = TcpListener::bind("0.0.0.0:0").expect("bind");
         (
             one.local_addr().expect("addr").port(),
             two.local_addr().expect("addr").port(),

@@ -12,23 +12,32 @@ const SECS: fn(u64) -> Duration = Duration::from_secs;
 /// A manager's socket: what drover sends it, read with a deadline.
 struct Manager(UnixDatagram);
 
+/// The longest any test here reads from its manager.
+const READ_LIMIT: Duration = Duration::from_secs(20);
+
 impl Manager {
-    /// The next message, or a panic naming `what` after 15 s.
-    fn recv(&self, what: &str) -> String {
-        self.0.set_read_timeout(Some(SECS(15))).expect("timeout");
+    /// The next message, waiting until `deadline` at most (then a panic naming `what`).
+    fn recv_by(&self, deadline: Instant, what: &str) -> String {
+        let left = deadline
+            .checked_duration_since(Instant::now())
+            .filter(|left| !left.is_zero())
+            .unwrap_or_else(|| panic!("{what}: not within {READ_LIMIT:?}"));
+        self.0.set_read_timeout(Some(left)).expect("timeout");
         let mut buffer = [0u8; 4096];
         let n = self
             .0
             .recv(&mut buffer)
-            .unwrap_or_else(|err| panic!("{what} within 15 s: {err}"));
+            .unwrap_or_else(|err| panic!("{what}: not within {READ_LIMIT:?}: {err}"));
         String::from_utf8_lossy(&buffer[..n]).into_owned()
     }
 
-    /// Reads messages until one has the line `line`; returns the messages read before it.
+    /// Reads messages until one has the line `line` (within [`READ_LIMIT`] in all); returns
+    /// the messages read before it.
     fn recv_until(&self, line: &str) -> Vec<String> {
+        let deadline = Instant::now() + READ_LIMIT;
         let mut before = Vec::new();
         loop {
-            let message = self.recv(line);
+            let message = self.recv_by(deadline, line);
             if message.lines().any(|l| l == line) {
                 return before;
             }
@@ -69,7 +78,7 @@ fn drover_tells_its_service_manager_ready_then_stopping() {
     assert_eq!(drover.wait(SECS(10)), 0);
 }
 
-/// `WatchdogSec=`: systemd sets `WATCHDOG_USEC`; drover answers with `WATCHDOG=1` every half
+/// `WatchdogSec=`: systemd sets `WATCHDOG_USEC`; drover answers with `WATCHDOG=1` every quarter
 /// period while its loop runs, from the start to the drain. The socket is in the abstract
 /// namespace (`@name`), which systemd and other managers may use.
 #[test]
@@ -90,14 +99,16 @@ fn drover_feeds_the_service_managers_watchdog_through_an_abstract_socket() {
         None,
         &[
             ("NOTIFY_SOCKET", &notify_socket),
-            ("WATCHDOG_USEC", "200000"),
+            // 2 s: a ping every half second, and room for a busy machine's stalls.
+            ("WATCHDOG_USEC", "2000000"),
         ],
     );
     // Pings come before READY=1 (the watchdog runs from the start), and go on after it.
+    let deadline = Instant::now() + READ_LIMIT;
     let mut pings = 0;
     let mut ready = false;
-    while pings < 5 || !ready {
-        let message = manager.recv("five WATCHDOG=1 and READY=1");
+    while pings < 3 || !ready {
+        let message = manager.recv_by(deadline, "three WATCHDOG=1 and READY=1");
         pings += message.lines().filter(|l| *l == "WATCHDOG=1").count();
         ready |= message.lines().any(|l| l == "READY=1");
     }
@@ -150,4 +161,71 @@ fn a_watchdog_meant_for_another_process_is_not_fed() {
             .stderr()
             .contains("feeding the service manager's watchdog")
     );
+}
+
+/// The manager's queue (`net.unix.max_dgram_qlen` datagrams) is full when the service
+/// becomes ready: `READY=1` waits for room rather than being lost, or systemd would time the
+/// start out and kill drover.
+#[test]
+fn ready_is_not_lost_to_a_full_manager_queue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket_path = dir.path().join("manager.sock");
+    let manager = Manager(UnixDatagram::bind(&socket_path).expect("bind"));
+    // Filled by another sender before drover starts, and read only once drover says it waits.
+    let filler = UnixDatagram::unbound().expect("socket");
+    filler.set_nonblocking(true).expect("nonblocking");
+    let mut queued = 0;
+    loop {
+        match filler.send_to(b"X-FILLER=1", &socket_path) {
+            Ok(_) => queued += 1,
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(err) => panic!("fill the queue: {err}"),
+        }
+        assert!(queued < 100_000, "the queue never filled");
+    }
+    std::fs::write(dir.path().join("drover.yaml"), MANIFEST).expect("write manifest");
+    let socket = socket_path.to_string_lossy().into_owned();
+    let mut drover = Drover::start_with_env(
+        dir,
+        &[env!("CARGO_BIN_EXE_drover"), "run", "drover.yaml"],
+        None,
+        &[("NOTIFY_SOCKET", &socket)],
+    );
+    wait_until(SECS(10), "READY=1 waiting for room", || {
+        drover.stderr().contains("waiting for room")
+    });
+    let before = manager.recv_until("READY=1");
+    assert_eq!(before.len(), queued, "{before:?}");
+    drover.signal(SIGTERM);
+    manager.recv_until("STOPPING=1");
+    assert_eq!(drover.wait(SECS(10)), 0);
+}
+
+/// No signal: the services ended on their own (`on_exit: shutdown`). The manager still hears
+/// `STOPPING=1` before drover exits.
+#[test]
+fn stopping_is_sent_when_the_services_end_on_their_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket_path = dir.path().join("manager.sock");
+    let manager = Manager(UnixDatagram::bind(&socket_path).expect("bind"));
+    std::fs::write(
+        dir.path().join("drover.yaml"),
+        "services:
+  job:
+    command: \"sleep 0.3\"
+    on_exit: shutdown
+    restart: { policy: never }
+",
+    )
+    .expect("write manifest");
+    let socket = socket_path.to_string_lossy().into_owned();
+    let mut drover = Drover::start_with_env(
+        dir,
+        &[env!("CARGO_BIN_EXE_drover"), "run", "drover.yaml"],
+        None,
+        &[("NOTIFY_SOCKET", &socket)],
+    );
+    let before = manager.recv_until("STOPPING=1");
+    assert_eq!(drover.wait(SECS(10)), 0);
+    assert!(before.iter().all(|m| !m.contains("STOPPING")), "{before:?}");
 }
