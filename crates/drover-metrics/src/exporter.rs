@@ -17,6 +17,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::broadcast::error::RecvError;
 
 /// Upper bounds of the `drover_probe_duration_seconds` buckets: 1 ms to 10 s.
+/// How long `/healthz` waits for the supervisor's loop to answer (a Kubernetes probe's
+/// default timeout is 1 s too).
+pub const HEALTH_PING: Duration = Duration::from_secs(1);
+
 const PROBE_BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -140,9 +144,10 @@ impl Exporter {
             .collect()
     }
 
-    /// Whether the supervisor's loop still runs.
-    pub fn healthy(&self) -> bool {
-        self.supervisor.is_running()
+    /// Whether the supervisor's loop runs and answers a ping within [`HEALTH_PING`]: false once
+    /// it has ended, and while it is wedged.
+    pub async fn healthy(&self) -> bool {
+        self.supervisor.responsive(HEALTH_PING).await
     }
 
     /// The Prometheus text exposition of every metric, as of now.

@@ -205,10 +205,10 @@ async fn respond(exporter: Arc<Exporter>, request: Request<Incoming>) -> Respons
             );
             response
         }
-        "/healthz" if exporter.healthy() => text(StatusCode::OK, "ok\n"),
+        "/healthz" if exporter.healthy().await => text(StatusCode::OK, "ok\n"),
         "/healthz" => text(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the supervisor has stopped\n",
+            "the supervisor has stopped or does not answer\n",
         ),
         _ => {
             let waiting = exporter.not_ready();

@@ -167,7 +167,12 @@ async fn connect(host: &str, port: u16) -> std::io::Result<TcpStream> {
             Ok(stream) => Ok(stream),
             Err(v4_err) => TcpStream::connect((std::net::Ipv6Addr::LOCALHOST, port))
                 .await
-                .map_err(|_| v4_err),
+                .map_err(|v6_err| {
+                    std::io::Error::new(
+                        v4_err.kind(),
+                        format!("127.0.0.1: {v4_err}; [::1]: {v6_err}"),
+                    )
+                }),
         };
     }
     TcpStream::connect((host, port)).await
