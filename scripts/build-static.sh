@@ -2,6 +2,7 @@
 # Builds drover as one static binary, the one the container image, the empty-root test, the
 # container smoke test and the systemd unit use:
 #   bash scripts/build-static.sh            # x86_64, static glibc (the default)
+#   bash scripts/build-static.sh native     # this machine's own target, static glibc
 #   bash scripts/build-static.sh aarch64    # aarch64, static glibc, by Debian's cross gcc
 #   bash scripts/build-static.sh musl       # x86_64-unknown-linux-musl, for comparison
 #   bash scripts/build-static.sh aarch64-musl   # aarch64 musl, linked by rust-lld
@@ -15,6 +16,11 @@ cd "$(dirname "$0")/.."
 flavour="${1:-glibc}"
 case "$flavour" in
   glibc) triple=x86_64-unknown-linux-gnu; flags="-C target-feature=+crt-static" ;;
+  native) triple="$(rustc -vV | sed -n 's/^host: //p')"; flags="-C target-feature=+crt-static"
+    case "$triple" in
+      *-linux-gnu) ;;
+      *) echo "build-static: the native flavour wants a *-linux-gnu host, not '$triple'" >&2; exit 2 ;;
+    esac ;;
   aarch64) triple=aarch64-unknown-linux-gnu
     flags="-C target-feature=+crt-static -C linker=aarch64-linux-gnu-gcc"
     if ! command -v aarch64-linux-gnu-gcc >/dev/null || [ ! -e /usr/aarch64-linux-gnu/lib/libc.a ]; then
@@ -24,7 +30,7 @@ case "$flavour" in
     fi ;;
   musl) triple=x86_64-unknown-linux-musl; flags="" ;;
   aarch64-musl) triple=aarch64-unknown-linux-musl; flags="-C linker=rust-lld -C linker-flavor=ld.lld" ;;
-  *) echo "build-static: unknown flavour '$flavour' (glibc, aarch64, musl or aarch64-musl)" >&2; exit 2 ;;
+  *) echo "build-static: unknown flavour '$flavour' (glibc, native, aarch64, musl or aarch64-musl)" >&2; exit 2 ;;
 esac
 if command -v rustup >/dev/null 2>&1; then
   rustup target list --installed | grep -qx "$triple" || rustup target add "$triple"

@@ -29,8 +29,10 @@ from cloudcoil.models.prometheus_operator.v1 import PodMonitor
 
 MANIFEST = "drover.yaml"
 KUSTOMIZATION = "kustomization.yaml"
-# After the drain's deadline drover still flushes its log (at most 1 s) and spans (at most 2 s).
-EXIT_MARGIN_SECONDS = 3
+# After the drain's deadline drover still ends processes that outlived their services (at most
+# 2 s), flushes its log (at most 1 s) and its spans (at most 2 s), and shuts its runtime down
+# (1 s allowed).
+EXIT_MARGIN_SECONDS = 6
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
