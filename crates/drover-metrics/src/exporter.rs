@@ -7,7 +7,7 @@
 use crate::Error;
 use crate::usage;
 use drover_supervisor::{
-    CheckOutcome, Event, ProbeKind, Processes, RestartReason, ServiceSnapshot, State, Supervisor,
+    CheckOutcome, Event, ProbeKind, Processes, ServiceSnapshot, State, Supervisor,
 };
 use prometheus::{Encoder, Registry, TextEncoder};
 use std::collections::HashMap;
@@ -244,7 +244,7 @@ impl Exporter {
             "Restarts decided, by reason.",
             &|out| {
                 for s in services {
-                    for (reason, count) in RestartReason::ALL.iter().zip(s.restarts_by_reason) {
+                    for (reason, count) in s.restarts_by_reason.iter() {
                         sample(
                             out,
                             "drover_service_restarts_total",

@@ -221,15 +221,8 @@ fn read_stat(file: &File, buffer: &mut [u8; STAT_LIMIT]) -> Option<usize> {
 
 /// (process group, utime + stime in ticks, rss in pages) from the text of `/proc/<pid>/stat`.
 fn parse_stat(stat: &str) -> Option<(i32, u64, u64)> {
-    // The command name may hold spaces and parentheses: fields start after the last ')'.
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    // Field 3 of stat(5) is the first here: state, ppid, pgrp, ... utime is field 14.
-    let mut fields = rest.split(' ');
-    let group = fields.nth(2)?.parse().ok()?;
-    let utime: u64 = fields.nth(8)?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    let rss: i64 = fields.nth(8)?.parse().ok()?;
-    Some((group, utime + stime, u64::try_from(rss).unwrap_or(0)))
+    let stat = drover_supervisor::procfs::ProcStat::parse(stat)?;
+    Some((stat.pgrp, stat.cpu_ticks, stat.rss_pages))
 }
 
 fn clock_ticks() -> f64 {
@@ -253,12 +246,6 @@ fn page_size() -> u64 {
 mod tests {
     use super::*;
     use std::path::PathBuf;
-
-    #[test]
-    fn stat_lines_parse_even_with_odd_names() {
-        let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 100 1000000 256 18446744073709551615";
-        assert_eq!(parse_stat(stat), Some((42, 10, 256)));
-    }
 
     #[test]
     fn this_process_group_uses_memory() {

@@ -145,7 +145,8 @@ pub enum RestartReason {
 }
 
 impl RestartReason {
-    /// Every reason, in a fixed order (the index of [`ServiceSnapshot::restarts_by_reason`]).
+    /// Every reason, in the order metrics print them (a reason missing here has no
+    /// [`RestartCounts`] field either: `get` and `slot` match every reason).
     pub const ALL: [RestartReason; 6] = [
         RestartReason::Exit,
         RestartReason::Signal,
@@ -166,9 +167,51 @@ impl RestartReason {
             RestartReason::Reload => "reload",
         }
     }
+}
 
-    fn index(self) -> usize {
-        self as usize
+/// Restarts counted by reason: one field per [`RestartReason`], reached by an exhaustive
+/// match, so a new reason cannot be counted out of bounds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RestartCounts {
+    exit: u64,
+    signal: u64,
+    liveness: u64,
+    startup: u64,
+    watchdog: u64,
+    reload: u64,
+}
+
+impl RestartCounts {
+    /// Restarts for `reason` so far.
+    pub fn get(&self, reason: RestartReason) -> u64 {
+        match reason {
+            RestartReason::Exit => self.exit,
+            RestartReason::Signal => self.signal,
+            RestartReason::Liveness => self.liveness,
+            RestartReason::Startup => self.startup,
+            RestartReason::Watchdog => self.watchdog,
+            RestartReason::Reload => self.reload,
+        }
+    }
+
+    /// Every reason with its count, in [`RestartReason::ALL`]'s order.
+    pub fn iter(&self) -> impl Iterator<Item = (RestartReason, u64)> + '_ {
+        RestartReason::ALL
+            .iter()
+            .map(|&reason| (reason, self.get(reason)))
+    }
+
+    /// Counts one restart for `reason`.
+    fn count(&mut self, reason: RestartReason) {
+        let slot = match reason {
+            RestartReason::Exit => &mut self.exit,
+            RestartReason::Signal => &mut self.signal,
+            RestartReason::Liveness => &mut self.liveness,
+            RestartReason::Startup => &mut self.startup,
+            RestartReason::Watchdog => &mut self.watchdog,
+            RestartReason::Reload => &mut self.reload,
+        };
+        *slot = slot.saturating_add(1);
     }
 }
 
@@ -204,8 +247,8 @@ pub struct ServiceSnapshot {
     pub backoff: Option<Duration>,
     /// The last `STATUS=` it sent over sd_notify.
     pub status: Option<String>,
-    /// Restarts by reason, indexed as [`RestartReason::ALL`].
-    pub restarts_by_reason: [u64; 6],
+    /// Restarts by reason.
+    pub restarts_by_reason: RestartCounts,
     /// How its runs ended.
     pub exits: ExitCounts,
     /// When its current or last run started.
@@ -411,7 +454,7 @@ struct Unit {
     status: Option<String>,
     /// Some probe of the current run has been started and not stopped.
     probing: bool,
-    restarts_by_reason: [u64; 6],
+    restarts_by_reason: RestartCounts,
     exits: ExitCounts,
     /// The startup probe of the current run has passed (or there is none).
     startup_passed: bool,
@@ -448,7 +491,7 @@ impl Unit {
             probe_failure: None,
             status: None,
             probing: false,
-            restarts_by_reason: [0; 6],
+            restarts_by_reason: RestartCounts::default(),
             exits: ExitCounts::default(),
             startup_passed: false,
             next_spec: None,
@@ -1173,7 +1216,7 @@ impl Core {
             u.ever_started = false;
             u.ever_succeeded = false;
             u.restarts += 1;
-            u.restarts_by_reason[RestartReason::Reload.index()] += 1;
+            u.restarts_by_reason.count(RestartReason::Reload);
             self.ending_on_request = true;
             self.publish_state(
                 unit,
@@ -1223,7 +1266,7 @@ impl Core {
                     None if matches!(status, ExitStatus::Signaled(_)) => RestartReason::Signal,
                     None => RestartReason::Exit,
                 };
-                u.restarts_by_reason[reason.index()] += 1;
+                u.restarts_by_reason.count(reason);
                 u.backoff = Some(delay);
                 u.token += 1;
                 let token = u.token;

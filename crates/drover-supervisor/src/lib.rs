@@ -21,13 +21,15 @@ pub mod output;
 mod passwd;
 mod probes;
 pub mod process;
+pub mod procfs;
 pub mod ratelimit;
 pub mod restart;
 pub mod runtime;
 mod sys;
 
 pub use crate::core::{
-    Event, ExitCounts, ProbeEvent, RestartReason, ServiceSnapshot, State, StateChange,
+    Event, ExitCounts, ProbeEvent, RestartCounts, RestartReason, ServiceSnapshot, State,
+    StateChange,
 };
 pub use crate::process::{Processes, SpawnError, SpawnRequest};
 pub use crate::runtime::{Control, Error, Supervisor};

@@ -1,0 +1,91 @@
+//! The one parser of `/proc/<pid>/stat` text (proc_pid_stat(5)): the supervisor reads parent
+//! pids from it, the metrics read process groups, CPU time and RSS. The text comes from the
+//! kernel but holds a name any process may choose (spaces, parentheses, newlines), so the
+//! parser never indexes blindly and never panics: a line it cannot read is `None`.
+
+/// The fields of one `/proc/<pid>/stat` line that drover uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcStat {
+    /// Field 4: the parent's pid.
+    pub ppid: i32,
+    /// Field 5: the process group.
+    pub pgrp: i32,
+    /// Fields 14 and 15, added (saturating): user and system CPU time, in clock ticks.
+    pub cpu_ticks: u64,
+    /// Field 24: resident set size, in pages (0 if the kernel printed a negative number).
+    pub rss_pages: u64,
+}
+
+impl ProcStat {
+    /// Parses the text of a stat file; `None` when a field is missing or not a number.
+    pub fn parse(stat: &str) -> Option<ProcStat> {
+        // The name may hold spaces and parentheses: the fields start after the last ')'.
+        let after_name = stat.get(stat.rfind(')')?..)?;
+        let mut fields = after_name.get(1..)?.split_ascii_whitespace();
+        // Field 3 (state) is the first here.
+        let ppid = fields.nth(1)?.parse().ok()?;
+        let pgrp = fields.next()?.parse().ok()?;
+        let utime: u64 = fields.nth(8)?.parse().ok()?;
+        let stime: u64 = fields.next()?.parse().ok()?;
+        let rss: i64 = fields.nth(8)?.parse().ok()?;
+        Some(ProcStat {
+            ppid,
+            pgrp,
+            cpu_ticks: utime.saturating_add(stime),
+            rss_pages: u64::try_from(rss).unwrap_or(0),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProcStat;
+
+    #[test]
+    fn names_with_spaces_and_parentheses_are_skipped() {
+        let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 100 1000000 256 18446744073709551615";
+        assert_eq!(
+            ProcStat::parse(stat),
+            Some(ProcStat {
+                ppid: 1,
+                pgrp: 42,
+                cpu_ticks: 10,
+                rss_pages: 256
+            })
+        );
+    }
+
+    #[test]
+    fn anything_short_or_odd_is_none_never_a_panic() {
+        for stat in [
+            "",
+            ")",
+            "1 (x)",
+            "1 (x) S",
+            "1 (x) S 1 2",
+            "1 (x) S one 2 3",
+            "1 (é)é S 1 2 3",
+            "1 (x) S 1 2 0 -1 -1 4194560 100 0 0 0 18446744073709551615 18446744073709551615 0 0 20 0 1 0 100 1000000 -5",
+        ] {
+            let parsed = ProcStat::parse(stat);
+            if stat.ends_with("-5") {
+                // Saturated, not wrapped; a negative RSS is 0.
+                assert_eq!(
+                    parsed.map(|p| (p.cpu_ticks, p.rss_pages)),
+                    Some((u64::MAX, 0))
+                );
+            } else {
+                assert_eq!(parsed, None, "{stat:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn this_process_parses() {
+        let stat = std::fs::read_to_string("/proc/self/stat").expect("read");
+        let parsed = ProcStat::parse(&stat).expect("parse");
+        assert_eq!(parsed.pgrp, nix::unistd::getpgrp().as_raw());
+        assert_eq!(parsed.ppid, nix::unistd::getppid().as_raw());
+        assert!(parsed.rss_pages > 0);
+    }
+}
