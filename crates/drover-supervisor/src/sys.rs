@@ -6,7 +6,7 @@
 //! nothing, and takes no lock.
 
 use nix::errno::Errno;
-use nix::sys::signal::{self, Signal};
+use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use std::io;
@@ -78,35 +78,48 @@ pub(crate) fn reap_one() -> io::Result<Reaped> {
     }
 }
 
+/// kill(2), the one wrapper: `target` is a pid, or minus a process group; `signal` 0 only
+/// checks. Targets that mean "every process" (-1) or "my own group" (0) are refused, whoever
+/// asks: a service's group is never 1 or 0, and a bug must not signal the whole machine.
+fn kill(target: libc::pid_t, signal: libc::c_int) -> io::Result<()> {
+    if matches!(target, -1 | 0) {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    let result = unsafe { libc::kill(target, signal) };
+    Errno::result(result).map(drop).map_err(io::Error::from)
+}
+
+/// `kill` with ESRCH (nobody there) as `Ok(false)`.
+fn kill_existing(target: libc::pid_t, signal: libc::c_int) -> io::Result<bool> {
+    match kill(target, signal) {
+        Ok(()) => Ok(true),
+        Err(err) if err.raw_os_error() == Some(libc::ESRCH) => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
 /// Sends `signal` to every process of group `pgid`. `Ok(false)` when the group is empty.
 pub(crate) fn signal_group(pgid: Pid, signal: Option<Signal>) -> io::Result<bool> {
-    match signal::killpg(pgid, signal) {
-        Ok(()) => Ok(true),
-        Err(Errno::ESRCH) => Ok(false),
-        Err(err) => Err(err.into()),
-    }
+    let group = pgid.as_raw().checked_neg().filter(|&g| g < 0);
+    let group = group.ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    kill_existing(group, signal.map_or(0, |s| s as libc::c_int))
 }
 
 /// Whether process group `pgid` still has a member (zombies count until they are reaped).
 pub(crate) fn group_alive(pgid: Pid) -> bool {
     // EPERM means a member exists that we may not signal: still alive.
-    !matches!(signal::killpg(pgid, None), Err(Errno::ESRCH))
+    !matches!(signal_group(pgid, None), Ok(false))
 }
 
 /// Sends `signal` to one process. `Ok(false)` when it no longer exists.
 pub(crate) fn signal_process(pid: Pid, signal: Signal) -> io::Result<bool> {
-    match signal::kill(pid, signal) {
-        Ok(()) => Ok(true),
-        Err(Errno::ESRCH) => Ok(false),
-        Err(err) => Err(err.into()),
-    }
+    kill_existing(pid.as_raw(), signal as libc::c_int)
 }
 
 /// Sends a raw signal number (any catchable one, real-time included) to one process.
 pub fn send_signal(pid: i32, signal: i32) -> io::Result<()> {
-    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
-    let result = unsafe { libc::kill(pid, signal) };
-    Errno::result(result).map(drop).map_err(io::Error::from)
+    kill(pid, signal)
 }
 
 /// Ignores signal `number` in this process (for drover's guard).
@@ -251,9 +264,8 @@ impl InheritedSignals {
     }
 
     fn read() -> InheritedSignals {
-        let mut mask = empty_sigset();
-        // SAFETY: a null new set only reads the current mask into `mask`, which we own.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, std::ptr::null(), &mut mask) };
+        // Reading the mask cannot fail; an empty one if it somehow did.
+        let mask = thread_sigmask(libc::SIG_SETMASK, None).unwrap_or_else(|_| empty_sigset());
         // Rust's runtime ignores SIGPIPE before `main`, so its original disposition is lost;
         // std's spawn resets it to the default, and so do we.
         let ignored = KERNEL_SIGNALS
@@ -277,14 +289,21 @@ fn empty_sigset() -> libc::sigset_t {
 /// of drover can run in it before [`ChildSetup`] has set its dispositions and mask.
 pub(crate) fn block_signals_on_this_thread() -> io::Result<()> {
     let mut all = empty_sigset();
-    // SAFETY: sigfillset fills a set we own; pthread_sigmask only reads it and changes the mask
-    // of this thread, and returns an error number rather than setting errno.
-    let result = unsafe {
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut())
-    };
-    match result {
-        0 => Ok(()),
+    // SAFETY: sigfillset fills a set we own.
+    unsafe { libc::sigfillset(&mut all) };
+    thread_sigmask(libc::SIG_BLOCK, Some(&all)).map(drop)
+}
+
+/// pthread_sigmask(3), the one wrapper: changes this thread's mask by `how` with `set` (`None`
+/// only reads it) and returns the mask before. Async-signal-safe (it allocates nothing), so a
+/// forked child may call it.
+fn thread_sigmask(how: libc::c_int, set: Option<&libc::sigset_t>) -> io::Result<libc::sigset_t> {
+    let mut old = empty_sigset();
+    let set = set.map_or(std::ptr::null(), |set| set as *const libc::sigset_t);
+    // SAFETY: `set` is null or a live set we borrow; `old` is a set we own, written by the
+    // call. pthread_sigmask returns an error number rather than setting errno.
+    match unsafe { libc::pthread_sigmask(how, set, &mut old) } {
+        0 => Ok(old),
         errno => Err(io::Error::from_raw_os_error(errno)),
     }
 }
@@ -296,16 +315,9 @@ pub(crate) fn block_signals_on_this_thread() -> io::Result<()> {
 /// raised.
 pub fn block_sigpipe_on_this_thread() -> io::Result<()> {
     let mut set = empty_sigset();
-    // SAFETY: sigaddset adds to a set we own; pthread_sigmask only reads it and changes the mask
-    // of this thread, and returns an error number rather than setting errno.
-    let result = unsafe {
-        libc::sigaddset(&mut set, libc::SIGPIPE);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut())
-    };
-    match result {
-        0 => Ok(()),
-        errno => Err(io::Error::from_raw_os_error(errno)),
-    }
+    // SAFETY: sigaddset adds to a set we own.
+    unsafe { libc::sigaddset(&mut set, libc::SIGPIPE) };
+    thread_sigmask(libc::SIG_BLOCK, Some(&set)).map(drop)
 }
 
 /// The real-time signals available to applications (`SIGRTMIN..=SIGRTMAX`).
@@ -445,11 +457,7 @@ fn child_setup(setup: &ChildSetup, reset: SignalSet) -> io::Result<()> {
             Some(signals) => signals.mask,
             None => empty_sigset(),
         };
-        // pthread_sigmask returns an error number rather than -1 and errno.
-        let masked = libc::pthread_sigmask(libc::SIG_SETMASK, &mask, std::ptr::null_mut());
-        if masked != 0 {
-            return Err(io::Error::from_raw_os_error(masked));
-        }
+        thread_sigmask(libc::SIG_SETMASK, Some(&mask))?;
         if let Some(credentials) = credentials {
             // setgid, then the supplementary groups, then setuid: after setuid, the others
             // are no longer permitted.
@@ -490,12 +498,7 @@ fn child_setup(setup: &ChildSetup, reset: SignalSet) -> io::Result<()> {
         // close_range(2) with CLOSE_RANGE_CLOEXEC keeps std's exec-error pipe usable until exec;
         // kernels older than 5.11 lack it, and then only CLOEXEC descriptors are protected.
         if !*keep_inherited_fds {
-            libc::syscall(
-                libc::SYS_close_range,
-                3u32,
-                u32::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            );
+            let _ = close_range_above_stdio(libc::CLOSE_RANGE_CLOEXEC);
         }
     }
     Ok(())
@@ -516,19 +519,20 @@ fn child_setup(setup: &ChildSetup, reset: SignalSet) -> io::Result<()> {
 /// and with it the reaping of the services.
 pub fn private_fd_table() -> io::Result<()> {
     block_signals_on_this_thread()?;
-    // SAFETY: close_range takes integers and touches no memory of ours. With
-    // CLOSE_RANGE_UNSHARE the kernel first copies the table and closes the range in the copy,
-    // which only this thread uses: no descriptor owned by another thread (an `OwnedFd`, a
-    // socket of the runtime) is closed under its owner; this thread holds none (see above).
+    // With CLOSE_RANGE_UNSHARE the kernel first copies the table and closes the range in the
+    // copy, which only this thread uses: no descriptor owned by another thread (an `OwnedFd`,
+    // a socket of the runtime) is closed under its owner; this thread holds none (see above).
     // On failure the table is left as it was.
-    let result = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_UNSHARE,
-        )
-    };
+    close_range_above_stdio(libc::CLOSE_RANGE_UNSHARE)
+}
+
+/// close_range(2) of every descriptor above 2, the one wrapper: `CLOSE_RANGE_CLOEXEC` marks
+/// them close-on-exec (in a forked child), `CLOSE_RANGE_UNSHARE` closes them in a private copy
+/// of the table. Async-signal-safe.
+fn close_range_above_stdio(flags: libc::c_uint) -> io::Result<()> {
+    // SAFETY: close_range takes integers and touches no memory of ours; what it closes or
+    // marks is what the callers above say may go.
+    let result = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, flags) };
     if result == -1 {
         Err(io::Error::last_os_error())
     } else {
