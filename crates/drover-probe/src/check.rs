@@ -1,6 +1,7 @@
 //! One check of a probe: an HTTP GET, a TCP connect, or a command run through the supervisor
 //! (which owns every fork and every `waitpid`, so exec checks go through [`ExecCheck`]).
 
+use crate::Error;
 use drover_spec::model::ProbeAction;
 use std::future::Future;
 use std::pin::Pin;
@@ -140,13 +141,20 @@ impl Checker {
                 Checker::Tcp { host, port } => connect(host, *port)
                     .await
                     .map(|_| (CheckOutcome::Success, format!("connected to {host}:{port}")))
-                    .map_err(|err| format!("{host}:{port}: {err}")),
-                Checker::Exec(_) => Err("unreachable".into()),
+                    .map_err(|source| Error::Connect {
+                        host: host.clone(),
+                        port: *port,
+                        source,
+                    }),
+                // Exec checks never come here (the match above takes them).
+                Checker::Exec(_) => Ok((CheckOutcome::Failure, "not a network check".into())),
             }
         };
         match tokio::time::timeout(timeout, attempt).await {
             Ok(Ok((outcome, message))) => CheckResult::new(outcome, started.elapsed(), message),
-            Ok(Err(message)) => CheckResult::new(CheckOutcome::Failure, started.elapsed(), message),
+            Ok(Err(err)) => {
+                CheckResult::new(CheckOutcome::Failure, started.elapsed(), err.to_string())
+            }
             Err(_) => CheckResult::new(
                 CheckOutcome::Timeout,
                 started.elapsed(),
@@ -204,24 +212,26 @@ fn http_request(host: &str, port: u16, path: &str, headers: &[(String, String)])
 
 /// Sends `request` and reads the status: 200–399 pass. Redirects are not followed. At most
 /// [`HTTP_READ_LIMIT`] bytes are read, then the connection is dropped.
-async fn http_get(host: &str, port: u16, request: &[u8]) -> Result<(CheckOutcome, String), String> {
-    let mut stream = connect(host, port)
-        .await
-        .map_err(|err| format!("{host}:{port}: {err}"))?;
-    stream
-        .write_all(request)
-        .await
-        .map_err(|err| format!("{host}:{port}: sending the request: {err}"))?;
+async fn http_get(host: &str, port: u16, request: &[u8]) -> Result<(CheckOutcome, String), Error> {
+    let at = || (host.to_owned(), port);
+    let mut stream = connect(host, port).await.map_err(|source| {
+        let (host, port) = at();
+        Error::Connect { host, port, source }
+    })?;
+    stream.write_all(request).await.map_err(|source| {
+        let (host, port) = at();
+        Error::Send { host, port, source }
+    })?;
     let mut response = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     // Read the headers, then the body up to its Content-Length (or to the end, as
     // `Connection: close` asks), never beyond the limit: the server is not cut off mid-write.
     let mut body_end = None;
     while response.len() < HTTP_READ_LIMIT && body_end.is_none_or(|end| response.len() < end) {
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|err| format!("{host}:{port}: reading the response: {err}"))?;
+        let n = stream.read(&mut chunk).await.map_err(|source| {
+            let (host, port) = at();
+            Error::Read { host, port, source }
+        })?;
         if n == 0 {
             break;
         }
@@ -233,8 +243,10 @@ async fn http_get(host: &str, port: u16, request: &[u8]) -> Result<(CheckOutcome
             });
         }
     }
-    let status =
-        parse_status(&response).ok_or_else(|| format!("{host}:{port}: not an HTTP response"))?;
+    let status = parse_status(&response).ok_or_else(|| {
+        let (host, port) = at();
+        Error::NotHttp { host, port }
+    })?;
     let outcome = if (200..400).contains(&status) {
         CheckOutcome::Success
     } else {

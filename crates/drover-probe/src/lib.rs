@@ -7,11 +7,13 @@
 #![forbid(unsafe_code)]
 
 pub mod check;
+mod error;
 pub mod notify;
 pub mod prober;
 pub mod threshold;
 
 pub use check::{CheckFuture, CheckOutcome, CheckResult, Checker, ExecCheck};
+pub use error::Error;
 pub use notify::{NotifyMessage, NotifySocket, sender_in_group};
 pub use threshold::{Change, Thresholds};
 
