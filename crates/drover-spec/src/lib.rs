@@ -25,6 +25,7 @@ mod located;
 pub mod model;
 pub mod raw;
 mod schema;
+pub mod signal;
 mod source;
 mod suggest;
 mod validate;

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::raw::{LogFormat, OnExit, RestartPolicy, ServiceOutput};
+pub use crate::signal::Signal;
 pub use crate::values::Condition;
-pub use nix::sys::signal::Signal;
 
 /// A whole manifest.
 #[derive(Clone, Debug, PartialEq)]

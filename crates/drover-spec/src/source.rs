@@ -51,10 +51,9 @@ pub fn read_regular_file(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     }
     // And after it, on what was opened: the path may have been replaced in between. No
     // terminal becomes drover's controlling one, no FIFO open waits for a writer.
-    let flags = nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY;
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(flags.bits())
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)?;
     if !file.metadata()?.is_file() {
         return Err(not_regular());

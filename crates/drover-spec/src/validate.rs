@@ -603,7 +603,7 @@ pub fn parse_signal(spec: &SignalSpec) -> Result<Signal, String> {
     match spec {
         SignalSpec::Number(n) => i32::try_from(*n)
             .ok()
-            .and_then(|n| Signal::try_from(n).ok())
+            .and_then(Signal::from_number)
             .ok_or_else(|| format!("invalid signal number {n}")),
         SignalSpec::Name(name) => {
             let upper = name.trim().to_ascii_uppercase();
@@ -612,7 +612,7 @@ pub fn parse_signal(spec: &SignalSpec) -> Result<Signal, String> {
             } else {
                 format!("SIG{upper}")
             };
-            Signal::from_str(&full).map_err(|_| {
+            Signal::from_name(&full).ok_or_else(|| {
                 let mut message = format!("invalid signal `{}`", shorten_escaped(name));
                 let names = Signal::iterator().map(|s| s.as_str());
                 if let Some(best) = did_you_mean(&full, names) {

@@ -145,10 +145,7 @@ pub fn main() -> i32 {
     // drover is gone without saying `done`.
     for &pgid in &groups {
         if pgid > 1 {
-            let _ = crate::sys::signal_group(
-                nix::unistd::Pid::from_raw(pgid),
-                Some(nix::sys::signal::Signal::SIGKILL),
-            );
+            let _ = crate::sys::signal_group(nix::unistd::Pid::from_raw(pgid), Some(libc::SIGKILL));
         }
     }
     if let Some(root) = &cgroup {

@@ -8,7 +8,6 @@ use drover_probe::{
     CheckFuture, CheckOutcome, CheckResult, ExecCheck, NotifyMessage, NotifySocket,
 };
 use drover_spec::model::User;
-use nix::sys::signal::Signal;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
@@ -93,7 +92,7 @@ impl ExecProbe {
             Ok(Err(_)) => failure("its exit status was lost".into()),
             Err(_) => {
                 // The whole group: a probe script's children go with it.
-                let _ = sys::signal_group(pid, Some(Signal::SIGKILL));
+                let _ = sys::signal_group(pid, Some(libc::SIGKILL));
                 let _ = tokio::time::timeout(KILLED_PROBE_WAIT, &mut status).await;
                 CheckResult::new(
                     CheckOutcome::Timeout,

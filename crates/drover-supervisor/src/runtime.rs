@@ -643,7 +643,7 @@ impl Driver {
             if !self.owns_group(unit, pgid) {
                 continue;
             }
-            if let Err(err) = sys::signal_group(pgid, Some(signal)) {
+            if let Err(err) = sys::signal_group(pgid, Some(signal.number())) {
                 tracing::warn!(pgid = pgid.as_raw(), %signal, error = %err, "cannot forward a signal");
             }
         }
@@ -705,7 +705,7 @@ impl Driver {
                 Action::SignalGroup { unit, pgid, signal } => {
                     if !self.owns_group(unit, pgid) {
                         tracing::debug!(service = %self.core.spec(unit).name, pgid = pgid.as_raw(), "its process group is gone; not signalled");
-                    } else if let Err(err) = sys::signal_group(pgid, Some(signal)) {
+                    } else if let Err(err) = sys::signal_group(pgid, Some(signal.number())) {
                         tracing::warn!(service = %self.core.spec(unit).name, %signal, error = %err, "cannot signal a process group");
                     }
                     // The last resort reaches what left the group, too.

@@ -99,11 +99,12 @@ fn kill_existing(target: libc::pid_t, signal: libc::c_int) -> io::Result<bool> {
     }
 }
 
-/// Sends `signal` to every process of group `pgid`. `Ok(false)` when the group is empty.
-pub(crate) fn signal_group(pgid: Pid, signal: Option<Signal>) -> io::Result<bool> {
+/// Sends signal number `signal` to every process of group `pgid` (`None` only checks).
+/// `Ok(false)` when the group is empty.
+pub(crate) fn signal_group(pgid: Pid, signal: Option<libc::c_int>) -> io::Result<bool> {
     let group = pgid.as_raw().checked_neg().filter(|&g| g < 0);
     let group = group.ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
-    kill_existing(group, signal.map_or(0, |s| s as libc::c_int))
+    kill_existing(group, signal.unwrap_or(0))
 }
 
 /// Whether process group `pgid` still has a member (zombies count until they are reaped).
@@ -735,6 +736,29 @@ impl OwnDir {
 mod tests {
     use super::*;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    /// The manifest's signal numbers (drover-spec's own table) are the C library's, name for
+    /// name, on the target this is built for; and every standard signal is in the table.
+    #[test]
+    fn the_manifests_signal_numbers_are_this_targets() {
+        let names: Vec<_> = drover_spec::model::Signal::iterator()
+            .map(|s| (s.as_str(), s.number()))
+            .collect();
+        let system: Vec<_> = Signal::iterator().map(|s| (s.as_str(), s as i32)).collect();
+        assert_eq!(names, system);
+    }
+
+    /// kill(2) of every process (-1) or of drover's own group (0) is refused before the call.
+    #[test]
+    fn kill_refuses_everybody_and_its_own_group() {
+        for target in [-1, 0] {
+            let err = kill(target, 0).expect_err("refused");
+            assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+        }
+        assert!(signal_group(Pid::from_raw(1), Some(libc::SIGKILL)).is_err());
+        assert!(signal_group(Pid::from_raw(0), None).is_err());
+        assert!(kill(std::process::id() as i32, 0).is_ok());
+    }
 
     #[test]
     fn a_private_dir_is_new_unpredictable_and_has_its_mode() {

@@ -23,13 +23,30 @@ const DESCENDANT_GRACE: Duration = Duration::from_secs(2);
 /// threads that write to drover's stdout and stderr block it, so one their writes raise stays
 /// pending there and is never taken for one sent to drover.
 fn forwarded_signals() -> Vec<i32> {
-    use drover_spec::model::Signal::*;
     let mut numbers: Vec<i32> = [
-        SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGPIPE, SIGALRM, SIGTERM, SIGSTKFLT, SIGCONT,
-        SIGTSTP, SIGURG, SIGXCPU, SIGXFSZ, SIGVTALRM, SIGPROF, SIGWINCH, SIGIO, SIGPWR,
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGUSR1",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCONT",
+        "SIGTSTP",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
     ]
     .into_iter()
-    .map(|s| s as i32)
+    .filter_map(drover_spec::model::Signal::from_name)
+    .map(drover_spec::model::Signal::number)
     .collect();
     numbers.extend(drover_supervisor::realtime_signals());
     numbers
@@ -129,4 +146,18 @@ pub(crate) async fn init(options: InitOptions, inherited: InheritedSignals) -> a
     let remapped = matches!(status, drover_supervisor::ExitStatus::Exited(c)
         if u8::try_from(c).is_ok_and(|c| options.remap_to_zero.contains(&c)));
     Ok(if remapped { 0 } else { code })
+}
+
+#[cfg(test)]
+mod tests {
+    /// tini's 19 standard signals (every name known to the manifest's table), then every
+    /// real-time one.
+    #[test]
+    fn every_forwarded_name_is_a_signal() {
+        let numbers = super::forwarded_signals();
+        let realtime = drover_supervisor::realtime_signals().count();
+        assert_eq!(numbers.len(), 19 + realtime);
+        // SIGPIPE (13) included, SIGCHLD (17) not.
+        assert!(numbers.contains(&13) && !numbers.contains(&17));
+    }
 }

@@ -133,7 +133,7 @@ fn parse_signal(text: &str) -> Result<i32, String> {
         Ok(number) => drover_spec::values::SignalSpec::Number(number),
         Err(_) => drover_spec::values::SignalSpec::Name(text.to_string()),
     };
-    drover_spec::parse_signal(&spec).map(|signal| signal as i32)
+    drover_spec::parse_signal(&spec).map(|signal| signal.number())
 }
 
 /// `did you mean drover check?` for a command not found whose name is close to a subcommand
