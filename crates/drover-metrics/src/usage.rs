@@ -32,7 +32,7 @@ const READER_PATIENCE: Duration = Duration::from_secs(5);
 /// Kept files cut the cost of a pass by about a third (see [`StatFiles`]), but in drover's
 /// shared table every `fork` would copy them and every `exec` close them again: 1000 kept
 /// files add 0.1 to 0.2 ms to each spawn. So the thread first takes a private table with only
-/// 0, 1 and 2 in it ([`drover_supervisor::private_fd_table`], `close_range` with
+/// 0, 1 and 2 in it ([`drover_sys::private_fd_table`], `close_range` with
 /// `CLOSE_RANGE_UNSHARE`); forks, which happen on other threads, never see its files. Nothing
 /// on this thread may write to a descriptor above 2 that it did not open. Where that call is
 /// refused (Linux before 5.9, a seccomp profile without `close_range`), no thread runs and
@@ -57,7 +57,7 @@ impl UsageReader {
         let thread = std::thread::Builder::new()
             .name("drover-proc".into())
             .spawn(move || {
-                let private = drover_supervisor::private_fd_table();
+                let private = drover_sys::private_fd_table();
                 let failed = private.as_ref().err().map(ToString::to_string);
                 let _ = started.send(failed);
                 if private.is_err() {
@@ -221,7 +221,7 @@ fn read_stat(file: &File, buffer: &mut [u8; STAT_LIMIT]) -> Option<usize> {
 
 /// (process group, utime + stime in ticks, rss in pages) from the text of `/proc/<pid>/stat`.
 fn parse_stat(stat: &str) -> Option<(i32, u64, u64)> {
-    let stat = drover_supervisor::procfs::ProcStat::parse(stat)?;
+    let stat = drover_sys::procfs::ProcStat::parse(stat)?;
     Some((stat.pgrp, stat.cpu_ticks, stat.rss_pages))
 }
 

@@ -1,8 +1,9 @@
 //! drover-supervisor: spawning, reaping, restart policy, dependency order and stop.
 //!
 //! It owns every child process drover starts. Its parts, from the kernel up:
-//! - `sys`: every raw syscall and every `unsafe` block, wrapped once (spawn setup in the
-//!   child, waitpid, kill, prctl);
+//! - `sys` (the `drover-sys` crate): every raw syscall and every `unsafe` block, wrapped once
+//!   (spawn setup in the child, waitpid, kill, prctl), and the `/proc` parser; this crate
+//!   forbids `unsafe`;
 //! - `process`: the process table, the one spawner thread and the one SIGCHLD-driven reaper
 //!   (the design `../shared/DEPS.md` measured: no exit status is ever lost or stolen);
 //! - `restart`: backoff maths and the retry count, pure functions;
@@ -13,6 +14,7 @@
 //!
 //! **Boundary**: the supervisor publishes [`Event`]s and [`ServiceSnapshot`]s and never knows
 //! who consumes them (metrics, tracing, a control API).
+#![forbid(unsafe_code)]
 
 mod cgroup;
 pub mod core;
@@ -21,11 +23,10 @@ pub mod output;
 mod passwd;
 mod probes;
 pub mod process;
-pub mod procfs;
 pub mod ratelimit;
 pub mod restart;
 pub mod runtime;
-mod sys;
+use drover_sys as sys;
 
 pub use crate::core::{
     Event, ExitCounts, ProbeEvent, RestartCounts, RestartReason, ServiceSnapshot, State,

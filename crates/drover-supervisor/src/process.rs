@@ -436,7 +436,7 @@ fn process_parents() -> Vec<(Pid, Pid)> {
             let entry = entry.ok()?;
             let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
             let stat = read_bounded(&entry.path().join("stat"))?;
-            let ppid = crate::procfs::ProcStat::parse(&stat)?.ppid;
+            let ppid = drover_sys::procfs::ProcStat::parse(&stat)?.ppid;
             Some((Pid::from_raw(pid), Pid::from_raw(ppid)))
         })
         .collect()

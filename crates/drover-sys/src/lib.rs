@@ -1,9 +1,14 @@
-//! Every raw syscall and every `unsafe` block of drover, wrapped once.
+//! drover-sys: every raw syscall and every `unsafe` block of drover, wrapped once, and the one
+//! parser of `/proc/<pid>/stat` ([`procfs`]). Below the supervisor and the metrics; the other
+//! crates forbid `unsafe`.
 //!
 //! What runs in a forked child before `exec` lives here too ([`ChildSetup`]): after `fork` in a
 //! multi-threaded process only async-signal-safe functions may run (signal-safety(7)), so the
 //! child code below calls raw `libc` functions on values prepared in the parent, allocates
 //! nothing, and takes no lock.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+pub mod procfs;
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
@@ -51,7 +56,7 @@ impl std::fmt::Display for ExitStatus {
 }
 
 /// One reaped child, or none left to reap right now.
-pub(crate) enum Reaped {
+pub enum Reaped {
     /// A child ended.
     Child(Pid, ExitStatus),
     /// Children exist, but none has ended.
@@ -61,7 +66,7 @@ pub(crate) enum Reaped {
 }
 
 /// `waitpid(-1, WNOHANG)`: reaps one ended child of this process, whoever started it.
-pub(crate) fn reap_one() -> io::Result<Reaped> {
+pub fn reap_one() -> io::Result<Reaped> {
     loop {
         return match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, code)) => Ok(Reaped::Child(pid, ExitStatus::Exited(code))),
@@ -101,20 +106,20 @@ fn kill_existing(target: libc::pid_t, signal: libc::c_int) -> io::Result<bool> {
 
 /// Sends signal number `signal` to every process of group `pgid` (`None` only checks).
 /// `Ok(false)` when the group is empty.
-pub(crate) fn signal_group(pgid: Pid, signal: Option<libc::c_int>) -> io::Result<bool> {
+pub fn signal_group(pgid: Pid, signal: Option<libc::c_int>) -> io::Result<bool> {
     let group = pgid.as_raw().checked_neg().filter(|&g| g < 0);
     let group = group.ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
     kill_existing(group, signal.unwrap_or(0))
 }
 
 /// Whether process group `pgid` still has a member (zombies count until they are reaped).
-pub(crate) fn group_alive(pgid: Pid) -> bool {
+pub fn group_alive(pgid: Pid) -> bool {
     // EPERM means a member exists that we may not signal: still alive.
     !matches!(signal_group(pgid, None), Ok(false))
 }
 
 /// Sends `signal` to one process. `Ok(false)` when it no longer exists.
-pub(crate) fn signal_process(pid: Pid, signal: Signal) -> io::Result<bool> {
+pub fn signal_process(pid: Pid, signal: Signal) -> io::Result<bool> {
     kill_existing(pid.as_raw(), signal as libc::c_int)
 }
 
@@ -124,7 +129,7 @@ pub fn send_signal(pid: i32, signal: i32) -> io::Result<()> {
 }
 
 /// Ignores signal `number` in this process (for drover's guard).
-pub(crate) fn ignore_signal(number: libc::c_int) {
+pub fn ignore_signal(number: libc::c_int) {
     set_ignored(number, true);
 }
 
@@ -288,7 +293,7 @@ fn empty_sigset() -> libc::sigset_t {
 /// Blocks every signal on the calling thread, for the spawner thread: signals are then handled
 /// on the runtime's threads, and a forked child starts with all of them blocked, so no handler
 /// of drover can run in it before [`ChildSetup`] has set its dispositions and mask.
-pub(crate) fn block_signals_on_this_thread() -> io::Result<()> {
+pub fn block_signals_on_this_thread() -> io::Result<()> {
     let mut all = empty_sigset();
     // SAFETY: sigfillset fills a set we own.
     unsafe { libc::sigfillset(&mut all) };
@@ -341,28 +346,28 @@ fn signals_to_reset() -> SignalSet {
 /// What the child does between `fork` and `exec`, beyond what `std::process::Command` does
 /// (std has already set up stdio, the working directory and an empty signal mask by then).
 #[derive(Clone)]
-pub(crate) struct ChildSetup {
+pub struct ChildSetup {
     /// `setsid()`: a new session and process group (services). Otherwise `setpgid(0, 0)`.
-    pub(crate) new_session: bool,
+    pub new_session: bool,
     /// Make the new group the terminal's foreground group, when stdin is a terminal.
-    pub(crate) foreground: bool,
+    pub foreground: bool,
     /// `None`: every signal at its default and an empty mask (services). `Some`: the mask and
     /// ignored signals drover started with (`drover -- CMD`).
-    pub(crate) inherit_signals: Option<InheritedSignals>,
+    pub inherit_signals: Option<InheritedSignals>,
     /// Credentials to switch to.
-    pub(crate) credentials: Option<Credentials>,
+    pub credentials: Option<Credentials>,
     /// The pid of drover, to detect that it died before PR_SET_PDEATHSIG was armed.
-    pub(crate) parent: Pid,
+    pub parent: Pid,
     /// The directory to enter, after the credentials change: a user must not reach, through
     /// drover, a directory it could not enter itself.
-    pub(crate) working_dir: Option<std::ffi::CString>,
+    pub working_dir: Option<std::ffi::CString>,
     /// A cgroup's `cgroup.procs`, open for writing: the child joins it first thing.
-    pub(crate) cgroup_procs: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
+    pub cgroup_procs: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
     /// Killed when drover dies (PR_SET_PDEATHSIG): every process but drover's guard.
-    pub(crate) parent_death_signal: bool,
+    pub parent_death_signal: bool,
     /// Keep the descriptors above 2 that drover inherited (`drover -- CMD`, as tini does:
     /// socket activation, a caller's pipe); those drover opened itself are all close-on-exec.
-    pub(crate) keep_inherited_fds: bool,
+    pub keep_inherited_fds: bool,
 }
 
 /// Added to the errno of a failed `chdir` in the child, so that the parent can tell it from a
@@ -371,32 +376,38 @@ pub(crate) struct ChildSetup {
 const CHDIR_ERROR_BASE: i32 = 1 << 16;
 
 /// The errno of a failed `chdir` in [`spawn`]'s child, if `error` is one.
-pub(crate) fn chdir_error(error: &io::Error) -> Option<io::Error> {
+pub fn chdir_error(error: &io::Error) -> Option<io::Error> {
     let raw = error.raw_os_error()?;
     (raw > CHDIR_ERROR_BASE).then(|| io::Error::from_raw_os_error(raw - CHDIR_ERROR_BASE))
 }
 
 /// Resolved user and groups for `user:`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Credentials {
-    pub(crate) uid: libc::uid_t,
-    pub(crate) gid: libc::gid_t,
-    pub(crate) groups: Vec<libc::gid_t>,
+pub struct Credentials {
+    /// The user id to switch to.
+    pub uid: libc::uid_t,
+    /// The primary group.
+    pub gid: libc::gid_t,
+    /// The supplementary groups.
+    pub groups: Vec<libc::gid_t>,
     /// The passwd entry's name, home directory and shell, when there is one.
-    pub(crate) account: Option<Account>,
+    pub account: Option<Account>,
 }
 
 /// What `HOME`, `USER`, `LOGNAME` and `SHELL` are set from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Account {
-    pub(crate) name: String,
-    pub(crate) home: std::path::PathBuf,
-    pub(crate) shell: std::path::PathBuf,
+pub struct Account {
+    /// The user's name.
+    pub name: String,
+    /// Its home directory.
+    pub home: std::path::PathBuf,
+    /// Its login shell.
+    pub shell: std::path::PathBuf,
 }
 
 /// Spawns `command` with `setup` applied in the child. The returned `Child` must never be
 /// waited on: the reaper owns `waitpid` (`../shared/DEPS.md`, "Reaping").
-pub(crate) fn spawn(command: &mut Command, setup: ChildSetup) -> io::Result<Child> {
+pub fn spawn(command: &mut Command, setup: ChildSetup) -> io::Result<Child> {
     let reset = signals_to_reset();
     // SAFETY: the closure runs in the child between fork and exec. It only calls
     // async-signal-safe functions (setsid, setpgid, tcsetpgrp, sigaction, sigprocmask, prctl,
@@ -423,8 +434,9 @@ fn child_setup(setup: &ChildSetup, reset: SignalSet) -> io::Result<()> {
     } = setup;
     let (new_session, foreground, parent) = (*new_session, *foreground, *parent);
     let inherit = inherit_signals.as_ref();
-    // SAFETY (whole function): every call below is async-signal-safe and works on integers or
-    // on memory owned by this stack frame or captured, initialised, before the fork.
+    // (Whole function.)
+    // SAFETY: every call below is async-signal-safe and works on integers or on memory owned
+    // by this stack frame or captured, initialised, before the fork.
     unsafe {
         if let Some(procs) = cgroup_procs {
             // Before anything else: whatever this process starts is in the cgroup too.
@@ -550,7 +562,7 @@ fn check(result: libc::c_int) -> io::Result<()> {
 }
 
 /// The effective uid of drover.
-pub(crate) fn effective_uid() -> u32 {
+pub fn effective_uid() -> u32 {
     nix::unistd::geteuid().as_raw()
 }
 
@@ -577,16 +589,18 @@ pub fn raise_open_file_limit() -> io::Result<(u64, u64)> {
 }
 
 /// The pid of this process.
-pub(crate) fn own_pid() -> Pid {
+pub fn own_pid() -> Pid {
     nix::unistd::getpid()
 }
 
 /// A directory this process made itself and holds open: its path, for names handed to
 /// services, and its descriptor, for everything done inside it.
 #[derive(Debug)]
-pub(crate) struct OwnDir {
-    pub(crate) path: std::path::PathBuf,
-    pub(crate) fd: std::os::fd::OwnedFd,
+pub struct OwnDir {
+    /// Where it is.
+    pub path: std::path::PathBuf,
+    /// It, open (`O_DIRECTORY | O_NOFOLLOW`).
+    pub fd: std::os::fd::OwnedFd,
 }
 
 /// Opens directory `name` under `at` (or the path `name` itself when `at` is `None`) without
@@ -622,7 +636,7 @@ fn trusted_dir(stat: &nix::sys::stat::FileStat, uid: u32) -> bool {
 /// already exists as a real directory (never a symlink) owned by this process's user, with no
 /// write permission for anyone else; its mode is set on the descriptor. For fixed names such
 /// as `/run/drover`, whose parent only root can write.
-pub(crate) fn own_dir(parent: &std::path::Path, name: &str, mode: u32) -> io::Result<OwnDir> {
+pub fn own_dir(parent: &std::path::Path, name: &str, mode: u32) -> io::Result<OwnDir> {
     use nix::sys::stat::{Mode, fchmod, fstat, mkdirat};
     let parent_fd = std::fs::File::open(parent)?;
     let uid = effective_uid();
@@ -661,11 +675,7 @@ pub(crate) fn own_dir(parent: &std::path::Path, name: &str, mode: u32) -> io::Re
 /// created atomically, mode 0700, failing rather than adopting anything that exists), then
 /// sets `mode` on its descriptor. Refuses a parent that other users could change, unless it
 /// is sticky.
-pub(crate) fn new_private_dir(
-    parent: &std::path::Path,
-    prefix: &str,
-    mode: u32,
-) -> io::Result<OwnDir> {
+pub fn new_private_dir(parent: &std::path::Path, prefix: &str, mode: u32) -> io::Result<OwnDir> {
     use nix::sys::stat::{Mode, fchmod, fstat};
     let parent_stat = nix::sys::stat::stat(parent)?;
     if !trusted_dir(&parent_stat, effective_uid()) {
@@ -690,7 +700,7 @@ pub(crate) fn new_private_dir(
 impl OwnDir {
     /// Makes subdirectory `name`, owned by `owner` (uid, gid) and usable by it alone (0700),
     /// ownership and mode set on its descriptor.
-    pub(crate) fn subdir_for(&self, name: &str, owner: Option<(u32, u32)>) -> io::Result<OwnDir> {
+    pub fn subdir_for(&self, name: &str, owner: Option<(u32, u32)>) -> io::Result<OwnDir> {
         use nix::sys::stat::{Mode, fchmod, mkdirat};
         use std::os::fd::AsFd;
         mkdirat(self.fd.as_fd(), name, Mode::from_bits_truncate(0o700))?;
@@ -706,7 +716,7 @@ impl OwnDir {
     }
 
     /// Gives entry `name` of this directory to `owner`, without following a symlink.
-    pub(crate) fn chown_entry(&self, name: &str, (uid, gid): (u32, u32)) -> io::Result<()> {
+    pub fn chown_entry(&self, name: &str, (uid, gid): (u32, u32)) -> io::Result<()> {
         use nix::fcntl::AtFlags;
         use std::os::fd::AsFd;
         nix::unistd::fchownat(
@@ -720,7 +730,7 @@ impl OwnDir {
     }
 
     /// Removes entry `name` (a file or socket) and, with `dir`, an empty directory `name`.
-    pub(crate) fn remove_entry(&self, name: &str, dir: bool) -> io::Result<()> {
+    pub fn remove_entry(&self, name: &str, dir: bool) -> io::Result<()> {
         use nix::unistd::UnlinkatFlags;
         use std::os::fd::AsFd;
         let flags = if dir {
