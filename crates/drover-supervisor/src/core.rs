@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-pub use nix::unistd::Pid;
+pub(crate) use nix::unistd::Pid;
 
 /// The states of the contract.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -259,7 +259,7 @@ pub struct ServiceSnapshot {
 
 /// Something that happened, for the state machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Input {
+pub(crate) enum Input {
     /// The spawner started service `unit` as `pid` (also its process group).
     Spawned {
         /// Service index.
@@ -342,7 +342,7 @@ pub enum Input {
 
 /// Something to do, for the runtime.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Spawn service `unit`; answer with `Spawned` or `SpawnFailed`.
     Spawn(usize),
     /// Send `signal` to process group `pgid`.
@@ -392,7 +392,7 @@ pub enum Action {
 }
 
 /// How long drover waits for process groups to empty after sending SIGKILL to all of them.
-pub const KILL_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// How a service ended for good.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -511,7 +511,7 @@ impl Unit {
 }
 
 /// The state machine of every service of a manifest.
-pub struct Core {
+pub(crate) struct Core {
     units: Vec<Unit>,
     /// `dependents[i]`: the services that depend on service `i`.
     dependents: Vec<Vec<usize>>,
@@ -532,7 +532,7 @@ pub struct Core {
 impl Core {
     /// A state machine for `services` (a checked manifest: every dependency exists). `seed`
     /// feeds the backoff jitter.
-    pub fn new(
+    pub(crate) fn new(
         services: impl IntoIterator<Item = Service>,
         shutdown_timeout: Duration,
         seed: u64,
@@ -582,39 +582,34 @@ impl Core {
     }
 
     /// Number of services.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.units.len()
     }
 
-    /// Whether there are no services.
-    pub fn is_empty(&self) -> bool {
-        self.units.is_empty()
-    }
-
     /// The spec of service `unit`.
-    pub fn spec(&self, unit: usize) -> &Arc<Service> {
+    pub(crate) fn spec(&self, unit: usize) -> &Arc<Service> {
         &self.units[unit].spec
     }
 
     /// The spec service `unit`'s next run starts with (after a reload that changed its
     /// process, not the running one's).
-    pub fn next_spec(&self, unit: usize) -> &Arc<Service> {
+    pub(crate) fn next_spec(&self, unit: usize) -> &Arc<Service> {
         self.units[unit].effective_spec()
     }
 
     /// Whether the supervisor still keeps services alive (not draining, not done): a reload
     /// applies only then.
-    pub fn is_supervising(&self) -> bool {
+    pub(crate) fn is_supervising(&self) -> bool {
         self.phase == Phase::Supervising
     }
 
     /// Whether a reload removed service `unit` (it may still be stopping).
-    pub fn is_removed(&self, unit: usize) -> bool {
+    pub(crate) fn is_removed(&self, unit: usize) -> bool {
         self.units[unit].retired
     }
 
     /// Whether a reload removed service `unit` and it has stopped: it is gone.
-    pub fn is_gone(&self, unit: usize) -> bool {
+    pub(crate) fn is_gone(&self, unit: usize) -> bool {
         let u = &self.units[unit];
         u.retired && !u.active()
     }
@@ -623,7 +618,7 @@ impl Core {
     /// replaces the process of those whose process keys changed, updates the others in place,
     /// stops and forgets the removed ones, and never touches an unchanged one. `None` while
     /// draining: a reload then changes nothing.
-    pub fn reload(
+    pub(crate) fn reload(
         &mut self,
         services: Vec<Service>,
         shutdown_timeout: Duration,
@@ -831,17 +826,12 @@ impl Core {
     }
 
     /// The process group of service `unit`'s current run, while it may have members.
-    pub fn group(&self, unit: usize) -> Option<Pid> {
+    pub(crate) fn group(&self, unit: usize) -> Option<Pid> {
         self.units[unit].pgid
     }
 
-    /// The process groups that may have members, for forwarding signals.
-    pub fn live_groups(&self) -> impl Iterator<Item = Pid> + '_ {
-        self.units.iter().filter_map(|u| u.pgid)
-    }
-
     /// What is known about service `unit` now.
-    pub fn snapshot(&self, unit: usize) -> ServiceSnapshot {
+    pub(crate) fn snapshot(&self, unit: usize) -> ServiceSnapshot {
         let u = &self.units[unit];
         ServiceSnapshot {
             name: u.name.clone(),
@@ -868,14 +858,14 @@ impl Core {
     }
 
     /// The first actions: start every service whose dependencies allow it.
-    pub fn start(&mut self, now: Instant) -> Vec<Action> {
+    pub(crate) fn start(&mut self, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         self.schedule(now, &mut out);
         out
     }
 
     /// Applies one input; returns what to do.
-    pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
+    pub(crate) fn handle(&mut self, input: Input, now: Instant) -> Vec<Action> {
         let mut out = Vec::new();
         match input {
             Input::Spawned { unit, pid } => self.on_spawned(unit, pid, now, &mut out),

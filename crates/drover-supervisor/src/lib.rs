@@ -17,15 +17,15 @@
 #![forbid(unsafe_code)]
 
 mod cgroup;
-pub mod core;
+mod core;
 pub mod guard;
-pub mod output;
+mod output;
 mod passwd;
 mod probes;
-pub mod process;
+mod process;
 pub mod ratelimit;
-pub mod restart;
-pub mod runtime;
+mod restart;
+mod runtime;
 use drover_sys as sys;
 
 pub use crate::core::{

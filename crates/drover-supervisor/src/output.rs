@@ -19,19 +19,19 @@ use std::time::Duration;
 use tokio::net::unix::pipe;
 
 /// Longest line written as one; longer lines are split into pieces of this size.
-pub const MAX_LINE_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_LINE_BYTES: usize = 16 * 1024;
 /// Lines waiting for the writer before readers start dropping.
-pub const QUEUE_LINES: usize = 4096;
+pub(crate) const QUEUE_LINES: usize = 4096;
 /// Bytes of line text waiting for the writer before readers start dropping: lines of binary
 /// output are long (16 KiB, up to three times that once invalid UTF-8 is replaced), and a
 /// bound in lines alone let the queue grow to 200 MB.
-pub const QUEUE_BYTES: usize = 4 << 20;
+pub(crate) const QUEUE_BYTES: usize = 4 << 20;
 /// A last line without its newline is written after this much silence.
-pub const PARTIAL_LINE_WAIT: Duration = Duration::from_millis(100);
+pub(crate) const PARTIAL_LINE_WAIT: Duration = Duration::from_millis(100);
 
 /// Which stream a line came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stream {
+pub(crate) enum Stream {
     /// Standard output, written to drover's stdout.
     Stdout,
     /// Standard error, written to drover's stderr.
@@ -55,7 +55,7 @@ struct Line {
 }
 
 /// The writer thread and its queue.
-pub struct OutputSink {
+pub(crate) struct OutputSink {
     queue: mpsc::SyncSender<Line>,
     /// Bytes of text in `queue`.
     queued_bytes: Arc<ByteBudget>,
@@ -66,18 +66,18 @@ pub struct OutputSink {
 
 /// Dropped-line count of one service.
 #[derive(Debug, Default)]
-pub struct DropCounter(AtomicU64);
+pub(crate) struct DropCounter(AtomicU64);
 
 impl DropCounter {
     /// Lines dropped so far.
-    pub fn get(&self) -> u64 {
+    pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
 }
 
 impl OutputSink {
     /// Starts the writer thread. `width` is the longest service name, for alignment.
-    pub fn start(format: LogFormat, width: usize) -> io::Result<OutputSink> {
+    pub(crate) fn start(format: LogFormat, width: usize) -> io::Result<OutputSink> {
         let (queue, lines) = mpsc::sync_channel::<Line>(QUEUE_LINES);
         let (done, finished) = mpsc::channel::<()>();
         let colour = std::env::var_os("NO_COLOR").is_none();
@@ -108,7 +108,7 @@ impl OutputSink {
     /// Once every service has ended and the write ends are closed: lets the readers reach the
     /// end of their pipes and the writer write what is queued, waiting at most `limit` (a
     /// blocked stdout must not keep drover from exiting).
-    pub async fn finish(self, limit: Duration) {
+    pub(crate) async fn finish(self, limit: Duration) {
         let OutputSink {
             queue,
             queued_bytes: _,
@@ -126,7 +126,7 @@ impl OutputSink {
     }
 
     /// Reads `read_end` until it closes and queues each line as `service`'s.
-    pub fn read_pipe(
+    pub(crate) fn read_pipe(
         &mut self,
         service: Arc<str>,
         colour: usize,
@@ -248,13 +248,13 @@ impl LineSender {
 
 /// Cuts a byte stream into lines of at most [`MAX_LINE_BYTES`], replacing invalid UTF-8.
 #[derive(Default)]
-pub struct LineSplitter {
+pub(crate) struct LineSplitter {
     partial: Vec<u8>,
 }
 
 impl LineSplitter {
     /// Feeds bytes; calls `emit` with every complete line (without its newline).
-    pub fn push(&mut self, mut bytes: &[u8], mut emit: impl FnMut(String)) {
+    pub(crate) fn push(&mut self, mut bytes: &[u8], mut emit: impl FnMut(String)) {
         while !bytes.is_empty() {
             let room = MAX_LINE_BYTES - self.partial.len();
             let (take, complete) = match bytes.iter().position(|&b| b == b'\n') {
@@ -275,12 +275,12 @@ impl LineSplitter {
     }
 
     /// Whether a line has begun without ending yet.
-    pub fn has_partial(&self) -> bool {
+    pub(crate) fn has_partial(&self) -> bool {
         !self.partial.is_empty()
     }
 
     /// Emits what is left (a last line without a newline).
-    pub fn finish(&mut self, mut emit: impl FnMut(String)) {
+    pub(crate) fn finish(&mut self, mut emit: impl FnMut(String)) {
         if !self.partial.is_empty() {
             emit(String::from_utf8_lossy(&self.partial).into_owned());
             self.partial.clear();

@@ -24,11 +24,11 @@ use tokio::sync::{Notify, oneshot};
 
 /// Called once, on the reaper task, with the pid and exit status of the process it was
 /// registered for.
-pub type Waiter = Box<dyn FnOnce(Pid, ExitStatus) + Send>;
+pub(crate) type Waiter = Box<dyn FnOnce(Pid, ExitStatus) + Send>;
 
 /// Called once, on the spawner thread, with the outcome of a spawn. On success it runs while
 /// the table is still locked, so whatever it sends is sent before the exit can be reaped.
-pub type OnSpawn = Box<dyn FnOnce(Result<Pid, SpawnError>) + Send>;
+pub(crate) type OnSpawn = Box<dyn FnOnce(Result<Pid, SpawnError>) + Send>;
 
 /// Why a process could not be started.
 #[derive(Debug, thiserror::Error)]

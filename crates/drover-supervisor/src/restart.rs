@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// How a run ended, as far as the restart policy cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RunEnd {
+pub(crate) enum RunEnd {
     /// Exit status 0.
     Success,
     /// A non-zero status, a signal, or a liveness/startup/watchdog failure.
@@ -21,7 +21,7 @@ pub enum RunEnd {
 
 /// What to do after a run ended.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Start it again after this delay.
     Restart(Duration),
     /// Its policy does not restart it: it ended for good.
@@ -33,19 +33,19 @@ pub enum Decision {
 /// The restart state of one service: how many restarts in a row have not reached
 /// `reset_after`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RestartTracker {
+pub(crate) struct RestartTracker {
     consecutive: u32,
 }
 
 impl RestartTracker {
     /// Restarts in a row so far (the exponent of the next backoff delay).
-    pub fn consecutive(&self) -> u32 {
+    pub(crate) fn consecutive(&self) -> u32 {
         self.consecutive
     }
 
     /// Decides what follows a run that lasted `ran_for` and ended as `end`. `random` is a
     /// uniform number in `[0, 1)` for the jitter.
-    pub fn on_end(
+    pub(crate) fn on_end(
         &mut self,
         policy: &Restart,
         end: RunEnd,
@@ -75,7 +75,7 @@ impl RestartTracker {
 /// The delay before restart number `attempt` (0 for the first restart in a row):
 /// `initial * factor^attempt`, moved by up to `±jitter` of itself (`random` in `[0, 1)` picks
 /// where), and never more than `max`.
-pub fn backoff_delay(backoff: &Backoff, attempt: u32, random: f64) -> Duration {
+pub(crate) fn backoff_delay(backoff: &Backoff, attempt: u32, random: f64) -> Duration {
     let max = backoff.max.as_secs_f64();
     let exponent = i32::try_from(attempt).unwrap_or(i32::MAX);
     let base = (backoff.initial.as_secs_f64() * backoff.factor.powi(exponent)).min(max);
