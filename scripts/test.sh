@@ -4,7 +4,8 @@
 # `cargo test --workspace`, and ends with the tests that skipped, and why. A test that cannot
 # run here (no root for `unshare`, no cgroup v2, a tool missing) says `SKIPPED ...` on stderr;
 # libtest hides a passing test's output, so it is shown (`--show-output`) and gathered here,
-# and the last line of the run says how many skipped.
+# and the last line of the run says how many skipped. With DROVER_NO_SKIPS=1 (CI sets it, on
+# a root machine where every test can run) a skipped test fails the run.
 #
 #   scripts/test.sh [CARGO TEST ARGS...]
 set -euo pipefail
@@ -26,6 +27,10 @@ echo
 if [ -n "$skipped" ]; then
   echo "== $(printf '%s\n' "$skipped" | wc -l) test(s) or parts skipped:"
   printf '%s\n' "$skipped"
+  if [ "${DROVER_NO_SKIPS:-0}" = 1 ] && [ "$status" -eq 0 ]; then
+    echo "== DROVER_NO_SKIPS=1: a skipped test is a failure here"
+    status=1
+  fi
 else
   echo "== no test skipped"
 fi
