@@ -13,7 +13,7 @@
 //! as the failed ones ([`drover_watch::digest`]) are not tried again.
 
 use crate::logging::LogFormatHandle;
-use crate::run::Metrics;
+use drover_metrics::Endpoint;
 use drover_spec::Manifest;
 use drover_supervisor::{Control, Supervisor};
 use drover_watch::Watcher;
@@ -45,7 +45,7 @@ pub(crate) struct Reloader {
     /// The last manifest applied.
     pub(crate) running: Manifest,
     pub(crate) supervisor: Supervisor,
-    pub(crate) metrics: Metrics,
+    pub(crate) metrics: Endpoint,
     pub(crate) log_format: LogFormatHandle,
     /// Digest of the watched files when the last reload failed; a change on disk that reads
     /// the same is not tried again.
@@ -61,7 +61,7 @@ impl Reloader {
         path: PathBuf,
         running: Manifest,
         supervisor: Supervisor,
-        metrics: Metrics,
+        metrics: Endpoint,
         log_format: LogFormatHandle,
         files: mpsc::UnboundedSender<()>,
     ) -> Reloader {

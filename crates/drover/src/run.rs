@@ -9,7 +9,7 @@ use crate::reload::Reloader;
 use anyhow::Context as _;
 use drover_spec::model::{Manifest, Signal};
 use drover_supervisor::{Control, Processes, Supervisor};
-use std::sync::{Arc, PoisonError};
+use std::sync::PoisonError;
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -71,15 +71,12 @@ pub(crate) async fn run(start: Start) -> anyhow::Result<i32> {
     let processes = Processes::start().context("cannot start the process reaper")?;
     let (supervisor, done) = Supervisor::start(manifest.clone(), processes.clone())
         .context("cannot start the supervisor")?;
-    let mut endpoint = Metrics {
-        supervisor: supervisor.clone(),
-        processes: processes.clone(),
-        exporter: None,
-        tasks: Vec::new(),
-        address: manifest.settings.metrics_listen,
-        bound: None,
-        pinned: metrics_pinned,
-    };
+    let mut endpoint = drover_metrics::Endpoint::new(
+        supervisor.clone(),
+        processes.clone(),
+        manifest.settings.metrics_listen,
+        metrics_pinned,
+    );
     if let Some(listener) = metrics {
         endpoint.serve(listener)?;
     }
@@ -133,162 +130,6 @@ pub(crate) async fn run(start: Start) -> anyhow::Result<i32> {
     drain.end(code);
     tracing::info!(code, orphans_reaped = processes.orphans_reaped(), "exiting");
     Ok(code)
-}
-
-/// A move of the metrics endpoint, prepared by [`Metrics::prepare`].
-pub(crate) enum EndpointMove {
-    /// Where it is.
-    Stay,
-    /// Closed.
-    Close,
-    /// To this listener, already bound.
-    To(std::net::TcpListener),
-    /// To this address on the port the endpoint holds now (`127.0.0.1:9464` to
-    /// `0.0.0.0:9464`): it can only be bound once the current listener is closed.
-    Rebind(std::net::SocketAddr),
-}
-
-/// The metrics endpoint: its exporter (made at the first bind) and its tasks, and the address
-/// it follows across reloads.
-pub(crate) struct Metrics {
-    supervisor: Supervisor,
-    processes: Processes,
-    exporter: Option<Arc<drover_metrics::Exporter>>,
-    /// The server and the probe-counting task.
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    /// `settings.metrics.listen` as last applied.
-    address: Option<std::net::SocketAddr>,
-    /// Where the endpoint listens now.
-    bound: Option<std::net::SocketAddr>,
-    pinned: bool,
-}
-
-impl Metrics {
-    /// Serves on `listener` from now on (closing the previous listener, if any).
-    fn serve(&mut self, listener: std::net::TcpListener) -> anyhow::Result<()> {
-        let exporter = match &self.exporter {
-            Some(exporter) => exporter.clone(),
-            None => {
-                let exporter =
-                    drover_metrics::Exporter::new(self.supervisor.clone(), self.processes.clone())
-                        .context("cannot set up the metrics")?;
-                self.tasks.push(exporter.record_probes());
-                self.exporter.insert(exporter).clone()
-            }
-        };
-        listener
-            .set_nonblocking(true)
-            .context("cannot set up the metrics listener")?;
-        let address = listener.local_addr().context("metrics listener")?;
-        let listener = tokio::net::TcpListener::from_std(listener)
-            .context("cannot set up the metrics listener")?;
-        self.close();
-        self.bound = Some(address);
-        tracing::info!(%address, "metrics on http://{address}/metrics");
-        self.tasks
-            .push(tokio::spawn(drover_metrics::serve(listener, exporter)));
-        Ok(())
-    }
-
-    /// Stops serving (the probe counts go on); the listener closes when its task next runs.
-    fn close(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
-        self.bound = None;
-        // The first task, when there is an exporter, counts probes; the others serve.
-        let keep = usize::from(self.exporter.is_some());
-        let servers: Vec<_> = self.tasks.drain(keep..).collect();
-        for task in &servers {
-            task.abort();
-        }
-        servers
-    }
-
-    /// What moving the endpoint to `settings.metrics.listen` of a new manifest takes, unless
-    /// `--metrics-listen` pinned it: the new address is bound now, so that one that cannot be
-    /// is an error before anything changes; [`Metrics::commit`] then moves.
-    pub(crate) fn prepare(
-        &self,
-        wanted: Option<std::net::SocketAddr>,
-    ) -> anyhow::Result<EndpointMove> {
-        if self.pinned || wanted == self.address {
-            return Ok(EndpointMove::Stay);
-        }
-        match wanted {
-            None => Ok(EndpointMove::Close),
-            Some(address) => match std::net::TcpListener::bind(address) {
-                Ok(listener) => Ok(EndpointMove::To(listener)),
-                Err(err)
-                    if err.kind() == std::io::ErrorKind::AddrInUse
-                        && self.bound.is_some_and(|b| b.port() == address.port()) =>
-                {
-                    Ok(EndpointMove::Rebind(address))
-                }
-                Err(err) => {
-                    Err(err).with_context(|| format!("cannot listen for metrics on {address}"))
-                }
-            },
-        }
-    }
-
-    /// Moves the endpoint as prepared; `wanted` is the address it now follows.
-    pub(crate) async fn commit(
-        &mut self,
-        change: EndpointMove,
-        wanted: Option<std::net::SocketAddr>,
-    ) {
-        match change {
-            EndpointMove::Stay => return,
-            EndpointMove::Close => {
-                self.close();
-                tracing::info!("metrics endpoint closed (settings.metrics.listen)");
-            }
-            EndpointMove::To(listener) => {
-                if let Err(err) = self.serve(listener) {
-                    tracing::error!("{err:#}");
-                }
-            }
-            EndpointMove::Rebind(address) => self.rebind(address).await,
-        }
-        self.address = wanted;
-    }
-
-    /// Closes the listener, then binds `address` on the same port; back to the old address if
-    /// that fails.
-    async fn rebind(&mut self, address: std::net::SocketAddr) {
-        let old = self.bound;
-        for server in self.close() {
-            // Cancelled: its future, and the listener with it, is dropped once this returns.
-            let _ = server.await;
-        }
-        let bound = std::net::TcpListener::bind(address)
-            .with_context(|| format!("cannot listen for metrics on {address}"))
-            .and_then(|listener| self.serve(listener));
-        if let Err(err) = bound {
-            tracing::error!("{err:#}");
-            if let Some(old) = old {
-                let back = std::net::TcpListener::bind(old)
-                    .context("cannot listen for metrics again")
-                    .and_then(|listener| self.serve(listener));
-                if let Err(err) = back {
-                    tracing::error!("{err:#}; the metrics endpoint is closed");
-                }
-            }
-        }
-    }
-
-    /// Counts a reload in `drover_manifest_reloads_total`.
-    pub(crate) fn reload_recorded(&self, success: bool) {
-        if let Some(exporter) = &self.exporter {
-            exporter.reload_recorded(success);
-        }
-    }
-}
-
-impl Drop for Metrics {
-    fn drop(&mut self) {
-        for task in self.tasks.drain(..) {
-            task.abort();
-        }
-    }
 }
 
 struct Signals {
