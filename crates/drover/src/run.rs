@@ -177,11 +177,12 @@ impl Signals {
                 _ = self.user2.recv() => { supervisor.send(Control::Forward(Signal::SIGUSR2)); continue; }
                 _ = self.window.recv() => { supervisor.send(Control::Forward(Signal::SIGWINCH)); continue; }
             };
-            stops += 1;
+            // The supervisor's core decides what each one does (the first drains, a second
+            // kills at once: `Input::Shutdown`); here only the drain's span and the logs.
+            stops = stops.saturating_add(1);
             if stops == 1 {
                 drain.begin(stop);
                 tracing::info!(signal = stop.as_str(), "draining: stopping every service");
-                supervisor.send(Control::Shutdown);
                 if let Some(manager) = manager.clone() {
                     // Its own task: a full manager queue delays neither the drain nor the
                     // handling of a second signal.
@@ -189,8 +190,8 @@ impl Signals {
                 }
             } else {
                 tracing::warn!(signal = stop.as_str(), "told again: killing every service");
-                supervisor.send(Control::Kill);
             }
+            supervisor.send(Control::Shutdown);
         }
     }
 }
