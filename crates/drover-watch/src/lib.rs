@@ -127,12 +127,14 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// Watches `dirs`; each debounced burst of changes sends one `()` on `requests`. Call it
+    /// Watches `dirs`; each debounced burst of changes sends one `request` on `requests` (the
+    /// caller's own message, so that one channel can carry reloads of every origin). Call it
     /// inside a tokio runtime.
-    pub fn start(
+    pub fn start<T: Clone + Send + 'static>(
         dirs: Vec<WatchDir>,
         debounce: Duration,
-        requests: mpsc::UnboundedSender<()>,
+        requests: mpsc::UnboundedSender<T>,
+        request: T,
     ) -> Result<Watcher, Error> {
         let (events_tx, events) = mpsc::unbounded_channel();
         let filter = dirs.clone();
@@ -153,7 +155,7 @@ impl Watcher {
                     source,
                 })?;
         }
-        let debouncer = tokio::spawn(debounce_events(events, debounce, requests));
+        let debouncer = tokio::spawn(debounce_events(events, debounce, requests, request));
         Ok(Watcher {
             _watcher: watcher,
             debouncer,
@@ -193,10 +195,11 @@ fn later(after: Duration) -> Instant {
 
 /// Sends one request per burst of `events`: once `debounce` has passed since the last event, or
 /// [`MAX_DEBOUNCE_FACTOR`] × `debounce` after the first.
-async fn debounce_events(
+async fn debounce_events<T: Clone>(
     mut events: mpsc::UnboundedReceiver<()>,
     debounce: Duration,
-    requests: mpsc::UnboundedSender<()>,
+    requests: mpsc::UnboundedSender<T>,
+    request: T,
 ) {
     while events.recv().await.is_some() {
         let latest = later(debounce.saturating_mul(MAX_DEBOUNCE_FACTOR));
@@ -212,7 +215,7 @@ async fn debounce_events(
                 () = tokio::time::sleep_until(due) => break,
             }
         }
-        if requests.send(()).is_err() {
+        if requests.send(request.clone()).is_err() {
             return;
         }
     }
@@ -366,7 +369,7 @@ mod tests {
         let dirs = dirs_to_watch(&path, &running);
         assert!(dirs.iter().any(|w| w.dir == root), "{dirs:?}");
         let (tx, mut requests) = mpsc::unbounded_channel();
-        let _watcher = Watcher::start(dirs, Duration::from_millis(300), tx).expect("watch");
+        let _watcher = Watcher::start(dirs, Duration::from_millis(300), tx, ()).expect("watch");
         let before = digest(&path, &dirs_to_watch(&path, &running));
 
         // The ConfigMap swap: a new version directory, a new link, renamed over `..data`.
@@ -407,6 +410,7 @@ mod tests {
             dirs_to_watch(&path, &running),
             Duration::from_millis(500),
             tx,
+            (),
         )
         .expect("watch");
         // 20 writes 10 ms apart: a burst shorter than MAX_DEBOUNCE_FACTOR periods.

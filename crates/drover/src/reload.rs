@@ -51,7 +51,7 @@ pub(crate) struct Reloader {
     /// the same is not tried again.
     failed_digest: Option<u64>,
     watcher: Option<Watcher>,
-    files: mpsc::UnboundedSender<()>,
+    files: mpsc::UnboundedSender<Trigger>,
 }
 
 impl Reloader {
@@ -63,7 +63,7 @@ impl Reloader {
         supervisor: Supervisor,
         metrics: Endpoint,
         log_format: LogFormatHandle,
-        files: mpsc::UnboundedSender<()>,
+        files: mpsc::UnboundedSender<Trigger>,
     ) -> Reloader {
         let mut reloader = Reloader {
             path,
@@ -78,23 +78,14 @@ impl Reloader {
         // A change between the start's read of the manifest and the watcher's start is looked
         // at now (the plan is empty if there was none).
         if reloader.rewatch() {
-            let _ = reloader.files.send(());
+            let _ = reloader.files.send(Trigger::Files);
         }
         reloader
     }
 
-    /// Reloads on every trigger until both channels close.
-    pub(crate) async fn run(
-        mut self,
-        mut files: mpsc::UnboundedReceiver<()>,
-        mut hangups: mpsc::UnboundedReceiver<()>,
-    ) {
-        loop {
-            let trigger = tokio::select! {
-                Some(()) = files.recv() => Trigger::Files,
-                Some(()) = hangups.recv() => Trigger::Hangup,
-                else => return,
-            };
+    /// Reloads on every trigger (file changes and SIGHUP, on one channel) until it closes.
+    pub(crate) async fn run(mut self, mut triggers: mpsc::UnboundedReceiver<Trigger>) {
+        while let Some(trigger) = triggers.recv().await {
             self.reload(trigger).await;
         }
     }
@@ -200,7 +191,7 @@ impl Reloader {
         }
         // What changed while no watcher ran is looked at now.
         if rewatch && self.rewatch() {
-            let _ = self.files.send(());
+            let _ = self.files.send(Trigger::Files);
         }
     }
 
@@ -226,7 +217,12 @@ impl Reloader {
             return false;
         }
         let dirs = drover_watch::dirs_to_watch(&self.path, &self.running);
-        match Watcher::start(dirs, settings.reload_debounce, self.files.clone()) {
+        match Watcher::start(
+            dirs,
+            settings.reload_debounce,
+            self.files.clone(),
+            Trigger::Files,
+        ) {
             Ok(watcher) => {
                 tracing::debug!(dirs = ?watcher.dirs(), "watching the manifest");
                 self.watcher = Some(watcher);

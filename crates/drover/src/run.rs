@@ -82,22 +82,22 @@ pub(crate) async fn run(start: Start) -> anyhow::Result<i32> {
     }
     let lifecycle = tracer.map(|tracer| crate::telemetry::trace_lifecycle(&supervisor, tracer));
     let drain = DrainSpan::default();
-    let (hangups_tx, hangups) = mpsc::unbounded_channel();
-    let (files_tx, files) = mpsc::unbounded_channel();
+    // One channel for every reload trigger: the watcher's, SIGHUP's (and, next, requests').
+    let (triggers_tx, triggers) = mpsc::unbounded_channel();
     let reloader = Reloader::new(
         path,
         manifest,
         supervisor.clone(),
         endpoint,
         log_format,
-        files_tx,
+        triggers_tx.clone(),
     );
-    let reloads = tokio::spawn(reloader.run(files, hangups));
+    let reloads = tokio::spawn(reloader.run(triggers));
     let manager = crate::systemd::ServiceManager::from_env();
     let relay = tokio::spawn(signals.relay(
         supervisor.clone(),
         drain.clone(),
-        hangups_tx,
+        triggers_tx,
         manager.clone(),
     ));
     let announce = manager.as_ref().map(|m| m.announce_ready(&supervisor));
@@ -159,7 +159,7 @@ impl Signals {
         mut self,
         supervisor: Supervisor,
         drain: DrainSpan,
-        hangups: mpsc::UnboundedSender<()>,
+        reloads: mpsc::UnboundedSender<crate::reload::Trigger>,
         manager: Option<crate::systemd::ServiceManager>,
     ) {
         let mut stops = 0u32;
@@ -170,7 +170,7 @@ impl Signals {
                 _ = self.quit.recv() => Signal::SIGQUIT,
                 _ = self.hangup.recv() => {
                     tracing::info!("SIGHUP: reloading the manifest");
-                    let _ = hangups.send(());
+                    let _ = reloads.send(crate::reload::Trigger::Hangup);
                     continue;
                 }
                 _ = self.user1.recv() => { supervisor.send(Control::Forward(Signal::SIGUSR1)); continue; }
