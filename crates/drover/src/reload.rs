@@ -51,19 +51,20 @@ pub(crate) struct Reloader {
     /// the same is not tried again.
     failed_digest: Option<u64>,
     watcher: Option<Watcher>,
-    files: mpsc::UnboundedSender<Trigger>,
+    /// The trigger channel, for the watcher's `Trigger::Files`.
+    triggers: mpsc::UnboundedSender<Trigger>,
 }
 
 impl Reloader {
     /// A reloader for `running`, loaded from `path`; its watcher, if `settings.reload.watch`,
-    /// sends on `files`.
+    /// sends on `triggers`.
     pub(crate) fn new(
         path: PathBuf,
         running: Manifest,
         supervisor: Supervisor,
         metrics: Endpoint,
         log_format: LogFormatHandle,
-        files: mpsc::UnboundedSender<Trigger>,
+        triggers: mpsc::UnboundedSender<Trigger>,
     ) -> Reloader {
         let mut reloader = Reloader {
             path,
@@ -73,12 +74,12 @@ impl Reloader {
             log_format,
             failed_digest: None,
             watcher: None,
-            files,
+            triggers,
         };
         // A change between the start's read of the manifest and the watcher's start is looked
         // at now (the plan is empty if there was none).
         if reloader.rewatch() {
-            let _ = reloader.files.send(Trigger::Files);
+            let _ = reloader.triggers.send(Trigger::Files);
         }
         reloader
     }
@@ -191,7 +192,7 @@ impl Reloader {
         }
         // What changed while no watcher ran is looked at now.
         if rewatch && self.rewatch() {
-            let _ = self.files.send(Trigger::Files);
+            let _ = self.triggers.send(Trigger::Files);
         }
     }
 
@@ -220,7 +221,7 @@ impl Reloader {
         match Watcher::start(
             dirs,
             settings.reload_debounce,
-            self.files.clone(),
+            self.triggers.clone(),
             Trigger::Files,
         ) {
             Ok(watcher) => {
