@@ -17,8 +17,7 @@ pub struct Usage {
     pub rss_bytes: u64,
 }
 
-/// Longer than any `/proc/<pid>/stat` line (52 numbers and a 64-byte name at most).
-const STAT_LIMIT: usize = 4096;
+use drover_sys::procfs::STAT_LIMIT;
 
 /// Most stat files kept open, whatever the file limit.
 const MAX_KEPT_OPEN: usize = 16_384;

@@ -435,27 +435,11 @@ fn process_parents() -> Vec<(Pid, Pid)> {
         .filter_map(|entry| {
             let entry = entry.ok()?;
             let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
-            let stat = read_bounded(&entry.path().join("stat"))?;
-            let ppid = drover_sys::procfs::ProcStat::parse(&stat)?.ppid;
+            let ppid = drover_sys::procfs::ProcStat::read(&entry.path().join("stat"))?.ppid;
             Some((Pid::from_raw(pid), Pid::from_raw(ppid)))
         })
         .collect()
 }
-
-/// A `/proc` file's text, [`PROC_STAT_LIMIT`] bytes at most.
-fn read_bounded(path: &std::path::Path) -> Option<String> {
-    use std::io::Read as _;
-    let mut text = String::new();
-    std::fs::File::open(path)
-        .ok()?
-        .take(PROC_STAT_LIMIT)
-        .read_to_string(&mut text)
-        .ok()?;
-    Some(text)
-}
-
-/// Longer than any `/proc/<pid>/stat` line (52 numbers and a 64-byte name at most).
-const PROC_STAT_LIMIT: u64 = 4096;
 
 /// drover's direct children.
 fn children() -> Vec<Pid> {

@@ -16,7 +16,23 @@ pub struct ProcStat {
     pub rss_pages: u64,
 }
 
+/// Longer than any `/proc/<pid>/stat` line (52 numbers and a 64-byte name at most).
+pub const STAT_LIMIT: usize = 4096;
+
 impl ProcStat {
+    /// Reads and parses the stat file at `path` (`/proc/<pid>/stat`), [`STAT_LIMIT`] bytes at
+    /// most; `None` when it is gone or unreadable.
+    pub fn read(path: &std::path::Path) -> Option<ProcStat> {
+        use std::io::Read as _;
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .ok()?
+            .take(STAT_LIMIT as u64)
+            .read_to_string(&mut text)
+            .ok()?;
+        ProcStat::parse(&text)
+    }
+
     /// Parses the text of a stat file; `None` when a field is missing or not a number.
     pub fn parse(stat: &str) -> Option<ProcStat> {
         // The name may hold spaces and parentheses: the fields start after the last ')'.
@@ -82,8 +98,7 @@ mod tests {
 
     #[test]
     fn this_process_parses() {
-        let stat = std::fs::read_to_string("/proc/self/stat").expect("read");
-        let parsed = ProcStat::parse(&stat).expect("parse");
+        let parsed = ProcStat::read("/proc/self/stat".as_ref()).expect("read and parse");
         assert_eq!(parsed.pgrp, nix::unistd::getpgrp().as_raw());
         assert_eq!(parsed.ppid, nix::unistd::getppid().as_raw());
         assert!(parsed.rss_pages > 0);

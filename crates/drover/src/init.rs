@@ -23,31 +23,15 @@ const DESCENDANT_GRACE: Duration = Duration::from_secs(2);
 /// threads that write to drover's stdout and stderr block it, so one their writes raise stays
 /// pending there and is never taken for one sent to drover.
 fn forwarded_signals() -> Vec<i32> {
-    let mut numbers: Vec<i32> = [
-        "SIGHUP",
-        "SIGINT",
-        "SIGQUIT",
-        "SIGUSR1",
-        "SIGUSR2",
-        "SIGPIPE",
-        "SIGALRM",
-        "SIGTERM",
-        "SIGSTKFLT",
-        "SIGCONT",
-        "SIGTSTP",
-        "SIGURG",
-        "SIGXCPU",
-        "SIGXFSZ",
-        "SIGVTALRM",
-        "SIGPROF",
-        "SIGWINCH",
-        "SIGIO",
-        "SIGPWR",
-    ]
-    .into_iter()
-    .filter_map(drover_spec::model::Signal::from_name)
-    .map(drover_spec::model::Signal::number)
-    .collect();
+    // And the two that cannot be caught.
+    const NOT_FORWARDED: [&str; 12] = [
+        "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE", "SIGKILL", "SIGSEGV", "SIGCHLD",
+        "SIGSTOP", "SIGTTIN", "SIGTTOU", "SIGSYS",
+    ];
+    let mut numbers: Vec<i32> = drover_spec::model::Signal::iterator()
+        .filter(|signal| !NOT_FORWARDED.contains(&signal.as_str()))
+        .map(drover_spec::model::Signal::number)
+        .collect();
     numbers.extend(drover_supervisor::realtime_signals());
     numbers
 }

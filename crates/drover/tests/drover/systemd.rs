@@ -46,6 +46,30 @@ impl Manager {
     }
 }
 
+/// A manager's socket bound at `manager.sock` in `dir`, and its path for `NOTIFY_SOCKET`.
+fn manager_in(dir: &tempfile::TempDir) -> (Manager, std::path::PathBuf) {
+    let path = dir.path().join("manager.sock");
+    (Manager(UnixDatagram::bind(&path).expect("bind")), path)
+}
+
+/// `drover run` on `manifest` in `dir`, with `NOTIFY_SOCKET=socket` and `env`.
+fn run_notified(
+    dir: tempfile::TempDir,
+    manifest: &str,
+    socket: &str,
+    env: &[(&str, &str)],
+) -> Drover {
+    std::fs::write(dir.path().join("drover.yaml"), manifest).expect("write manifest");
+    let mut all = vec![("NOTIFY_SOCKET", socket)];
+    all.extend_from_slice(env);
+    Drover::start_with_env(
+        dir,
+        &[env!("CARGO_BIN_EXE_drover"), "run", "drover.yaml"],
+        None,
+        &all,
+    )
+}
+
 /// A service whose readiness drover must wait for, that records what it inherited.
 const MANIFEST: &str = "services:
   app:
@@ -56,16 +80,9 @@ const MANIFEST: &str = "services:
 #[test]
 fn drover_tells_its_service_manager_ready_then_stopping() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let socket_path = dir.path().join("manager.sock");
-    let manager = Manager(UnixDatagram::bind(&socket_path).expect("bind"));
-    std::fs::write(dir.path().join("drover.yaml"), MANIFEST).expect("write manifest");
+    let (manager, socket_path) = manager_in(&dir);
     let socket = socket_path.to_string_lossy().into_owned();
-    let mut drover = Drover::start_with_env(
-        dir,
-        &[env!("CARGO_BIN_EXE_drover"), "run", "drover.yaml"],
-        None,
-        &[("NOTIFY_SOCKET", &socket)],
-    );
+    let mut drover = run_notified(dir, MANIFEST, &socket, &[]);
     manager.recv_until("READY=1");
     // Its readiness probe passed (the log line is written before READY=1 is sent).
     wait_until(SECS(10), "the probe's log line", || {
@@ -91,17 +108,13 @@ fn drover_feeds_the_service_managers_watchdog_through_an_abstract_socket() {
     );
     let address = SocketAddr::from_abstract_name(name.as_bytes()).expect("abstract name");
     let manager = Manager(UnixDatagram::bind_addr(&address).expect("bind"));
-    std::fs::write(dir.path().join("drover.yaml"), MANIFEST).expect("write manifest");
     let notify_socket = format!("@{name}");
-    let mut drover = Drover::start_with_env(
+    // 2 s: a ping every half second, and room for a busy machine's stalls.
+    let mut drover = run_notified(
         dir,
-        &[env!("CARGO_BIN_EXE_drover"), "run", "drover.yaml"],
-        None,
-        &[
-            ("NOTIFY_SOCKET", &notify_socket),
-            // 2 s: a ping every half second, and room for a busy machine's stalls.
-            ("WATCHDOG_USEC", "2000000"),
-        ],
+        MANIFEST,
+        &notify_socket,
+        &[("WATCHDOG_USEC", "2000000")],
     );
     // Pings come before READY=1 (the watchdog runs from the start), and go on after it.
     let deadline = Instant::now() + READ_LIMIT;
@@ -133,20 +146,14 @@ fn drover_feeds_the_service_managers_watchdog_through_an_abstract_socket() {
 #[test]
 fn a_watchdog_meant_for_another_process_is_not_fed() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let socket_path = dir.path().join("manager.sock");
-    let manager = Manager(UnixDatagram::bind(&socket_path).expect("bind"));
-    std::fs::write(dir.path().join("drover.yaml"), MANIFEST).expect("write manifest");
+    let (manager, socket_path) = manager_in(&dir);
     let socket = socket_path.to_string_lossy().into_owned();
-    let mut drover = Drover::start_with_env(
+    // pid 1 is never drover's pid here.
+    let mut drover = run_notified(
         dir,
-        &[env!("CARGO_BIN_EXE_drover"), "run", "drover.yaml"],
-        None,
-        &[
-            ("NOTIFY_SOCKET", &socket),
-            ("WATCHDOG_USEC", "100000"),
-            // pid 1 is never drover's pid here.
-            ("WATCHDOG_PID", "1"),
-        ],
+        MANIFEST,
+        &socket,
+        &[("WATCHDOG_USEC", "100000"), ("WATCHDOG_PID", "1")],
     );
     // READY=1 takes at least one 50 ms probe period: two would-be pings.
     let before = manager.recv_until("READY=1");
@@ -169,8 +176,7 @@ fn a_watchdog_meant_for_another_process_is_not_fed() {
 #[test]
 fn ready_is_not_lost_to_a_full_manager_queue() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let socket_path = dir.path().join("manager.sock");
-    let manager = Manager(UnixDatagram::bind(&socket_path).expect("bind"));
+    let (manager, socket_path) = manager_in(&dir);
     // Filled by another sender before drover starts, and read only once drover says it waits.
     let filler = UnixDatagram::unbound().expect("socket");
     filler.set_nonblocking(true).expect("nonblocking");
@@ -183,14 +189,8 @@ fn ready_is_not_lost_to_a_full_manager_queue() {
         }
         assert!(queued < 100_000, "the queue never filled");
     }
-    std::fs::write(dir.path().join("drover.yaml"), MANIFEST).expect("write manifest");
     let socket = socket_path.to_string_lossy().into_owned();
-    let mut drover = Drover::start_with_env(
-        dir,
-        &[env!("CARGO_BIN_EXE_drover"), "run", "drover.yaml"],
-        None,
-        &[("NOTIFY_SOCKET", &socket)],
-    );
+    let mut drover = run_notified(dir, MANIFEST, &socket, &[]);
     wait_until(SECS(10), "READY=1 waiting for room", || {
         drover.stderr().contains("waiting for room")
     });
@@ -206,24 +206,18 @@ fn ready_is_not_lost_to_a_full_manager_queue() {
 #[test]
 fn stopping_is_sent_when_the_services_end_on_their_own() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let socket_path = dir.path().join("manager.sock");
-    let manager = Manager(UnixDatagram::bind(&socket_path).expect("bind"));
-    std::fs::write(
-        dir.path().join("drover.yaml"),
+    let (manager, socket_path) = manager_in(&dir);
+    let socket = socket_path.to_string_lossy().into_owned();
+    let mut drover = run_notified(
+        dir,
         "services:
   job:
     command: \"sleep 0.3\"
     on_exit: shutdown
     restart: { policy: never }
 ",
-    )
-    .expect("write manifest");
-    let socket = socket_path.to_string_lossy().into_owned();
-    let mut drover = Drover::start_with_env(
-        dir,
-        &[env!("CARGO_BIN_EXE_drover"), "run", "drover.yaml"],
-        None,
-        &[("NOTIFY_SOCKET", &socket)],
+        &socket,
+        &[],
     );
     let before = manager.recv_until("STOPPING=1");
     assert_eq!(drover.wait(SECS(10)), 0);
