@@ -1,6 +1,7 @@
 //! What the runtime needs to run probes: the exec probe runner (through the process table, so
 //! the one reaper sees the probe's exit) and each service's sd_notify socket and watchdog.
 
+use crate::core::ServiceId;
 use crate::process::{Processes, SpawnRequest};
 use crate::ratelimit::LogRateLimit;
 use crate::sys::{self, ExitStatus};
@@ -126,9 +127,9 @@ pub(crate) fn listen(
     dir: &sys::OwnDir,
     name: &str,
     owner: Option<(u32, u32)>,
-    unit: usize,
+    unit: ServiceId,
     watchdog: Option<Duration>,
-    notices: mpsc::Sender<(usize, NotifyMessage)>,
+    notices: mpsc::Sender<(ServiceId, NotifyMessage)>,
 ) -> std::io::Result<NotifyUnit> {
     // The subdirectory stays root's, 0700, until the socket in it is bound and chowned:
     // nothing of the service's user can get in between.
@@ -169,7 +170,7 @@ pub(crate) fn listen(
                 }
                 Err(err) => {
                     if let Some(held) = warnings.allow(Instant::now()) {
-                        tracing::warn!(unit, error = %err, held_back = held, "cannot read a notify socket");
+                        tracing::warn!(service = %unit, error = %err, held_back = held, "cannot read a notify socket");
                     }
                     // A persistent error must not spin: wait before the next read.
                     tokio::time::sleep(Duration::from_millis(100)).await;

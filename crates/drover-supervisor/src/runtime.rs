@@ -5,7 +5,9 @@
 //! **Boundary**: observers get [`Event`]s on a broadcast channel and [`ServiceSnapshot`]s from
 //! [`Supervisor::snapshot`]; the supervisor never knows who they are.
 
-use crate::core::{Action, Core, Event, Input, ProbeEvent, ServiceSnapshot, StateChange};
+use crate::core::{
+    Action, Core, Event, Input, ProbeEvent, ServiceId, ServiceSnapshot, StateChange,
+};
 use crate::output::{DropCounter, OutputSink, Stream};
 use crate::probes::{ExecProbe, NotifyUnit};
 use crate::process::{Processes, SpawnRequest};
@@ -13,8 +15,10 @@ use crate::sys;
 use drover_probe::{
     CheckOutcome, CheckResult, Checker, NotifyMessage, ProbeKind, prober, sender_in_group,
 };
+use drover_spec::diff::Plan;
 use drover_spec::model::{Manifest, Probe, ProbeAction, Service, ServiceOutput, Signal};
 use nix::unistd::Pid;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::OwnedFd;
@@ -55,8 +59,8 @@ pub enum Control {
     Reload {
         /// The new manifest.
         manifest: Box<Manifest>,
-        /// Answered `true` once applied, `false` when ignored.
-        applied: Option<tokio::sync::oneshot::Sender<bool>>,
+        /// Answered with the plan once applied, `None` when ignored.
+        applied: Option<tokio::sync::oneshot::Sender<Option<Arc<Plan>>>>,
     },
     /// Answered as soon as the loop reads it: proof that the loop still turns
     /// ([`Supervisor::responsive`]).
@@ -96,14 +100,19 @@ pub struct Supervisor {
     /// Whether it still keeps services alive (not draining): reloads apply only then.
     supervising: Arc<AtomicBool>,
     events: broadcast::Sender<Event>,
-    snapshots: Snapshots,
-    dropped_lines: DroppedLines,
+    published: Published,
 }
 
-/// Each service's latest snapshot, by unit; `None` once a removed service has stopped.
-type Snapshots = Arc<Mutex<Vec<Option<ServiceSnapshot>>>>;
-/// Each service's count of dropped output lines, by unit; `None` once it is gone.
-type DroppedLines = Arc<Mutex<Vec<Option<(Arc<str>, Arc<DropCounter>)>>>>;
+/// What observers read of each service, by id; a removed service leaves once it has stopped.
+type Published = Arc<Mutex<BTreeMap<ServiceId, Observed>>>;
+
+/// What observers read of one service.
+struct Observed {
+    /// Its latest snapshot.
+    snapshot: ServiceSnapshot,
+    /// Its output lines dropped so far.
+    dropped: Arc<DropCounter>,
+}
 
 impl Supervisor {
     /// Starts supervising `manifest`; the task resolves to drover's exit code. Call it inside
@@ -117,8 +126,10 @@ impl Supervisor {
         } = manifest;
         let seed = random_seed();
         let core = Core::new(services.into_values(), settings.shutdown_timeout, seed);
-        let width = (0..core.len())
-            .map(|i| core.spec(i).name.len())
+        let width = core
+            .ids()
+            .into_iter()
+            .filter_map(|id| Some(core.spec(id)?.name.len()))
             .max()
             .unwrap_or(0);
         let sink = match settings.service_output {
@@ -130,10 +141,10 @@ impl Supervisor {
             )?),
             _ => None,
         };
+        let core_len = core.len();
         let (control, control_rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let snapshots = Arc::new(Mutex::new(Vec::with_capacity(core.len())));
-        let dropped_lines = Arc::new(Mutex::new(Vec::with_capacity(core.len())));
+        let published = Arc::new(Mutex::new(BTreeMap::new()));
         let (inputs, inputs_rx) = mpsc::unbounded_channel();
         let null = std::fs::OpenOptions::new()
             .read(true)
@@ -147,28 +158,24 @@ impl Supervisor {
             supervising: supervising.clone(),
             processes,
             service_output: settings.service_output,
-            stdio: Vec::new(),
-            notify: Vec::new(),
+            services: HashMap::with_capacity(core_len),
             notify_units: Vec::new(),
             notify_dir: None,
             notify_sockets: 0,
             notify_warnings: crate::ratelimit::LogRateLimit::new(5, Duration::from_secs(10)),
             notices,
-            probes: Vec::new(),
             null: OwnedFd::from(null),
             sink,
             inputs,
             events: events.clone(),
-            snapshots: snapshots.clone(),
-            dropped_lines: dropped_lines.clone(),
+            published: published.clone(),
             watched: Vec::new(),
             cgroups: None,
-            unit_cgroups: Vec::new(),
             guard: None,
         };
         driver.start_containment();
-        for unit in 0..driver.core.len() {
-            driver.add_unit(unit)?;
+        for id in driver.core.ids() {
+            driver.add_unit(id)?;
         }
         let task = tokio::spawn(driver.run(inputs_rx, control_rx, notices_rx));
         Ok((
@@ -176,8 +183,7 @@ impl Supervisor {
                 control,
                 supervising,
                 events,
-                snapshots,
-                dropped_lines,
+                published,
             },
             task,
         ))
@@ -201,23 +207,17 @@ impl Supervisor {
 
     /// The state of every service now.
     pub fn snapshot(&self) -> Vec<ServiceSnapshot> {
-        self.snapshots
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .flatten()
-            .cloned()
+        lock(&self.published)
+            .values()
+            .map(|observed| observed.snapshot.clone())
             .collect()
     }
 
     /// Output lines dropped so far, per service, because drover's own output was too slow.
     pub fn dropped_lines(&self) -> Vec<(Arc<str>, u64)> {
-        self.dropped_lines
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .flatten()
-            .map(|(name, counter)| (name.clone(), counter.get()))
+        lock(&self.published)
+            .values()
+            .map(|observed| (observed.snapshot.name.clone(), observed.dropped.get()))
             .collect()
     }
 
@@ -293,19 +293,43 @@ impl ServiceIo {
     }
 }
 
+/// What the runtime holds for one service (the core holds its state): created with the
+/// service, dropped when the core forgets it.
+struct ServiceResources {
+    /// Where its stdout and stderr go.
+    io: ServiceIo,
+    /// Its sd_notify socket, if it has a `notify` readiness probe.
+    notify: Option<NotifyUnit>,
+    /// Its running probe tasks.
+    probes: Vec<tokio::task::AbortHandle>,
+    /// Its cgroup, if there is a subtree.
+    cgroup: Option<Arc<crate::cgroup::ServiceCgroup>>,
+}
+
+impl ServiceResources {
+    fn stop_probes(&mut self) {
+        for task in self.probes.drain(..) {
+            task.abort();
+        }
+        if let Some(notify) = self.notify.as_mut() {
+            notify.accepting = None;
+            notify.deadline = None;
+        }
+    }
+}
+
 struct Driver {
     core: Core,
     supervising: Arc<AtomicBool>,
     processes: Processes,
     /// Where services' output goes (fixed for drover's life).
     service_output: ServiceOutput,
-    stdio: Vec<ServiceIo>,
+    /// What each service of the core holds here, by the core's id.
+    services: HashMap<ServiceId, ServiceResources>,
     /// `/dev/null`, opened once.
     null: OwnedFd,
-    /// Each service's sd_notify socket, if it has a `notify` readiness probe.
-    notify: Vec<Option<NotifyUnit>>,
     /// The services that have a notify socket (usually few; scanned on every turn).
-    notify_units: Vec<usize>,
+    notify_units: Vec<ServiceId>,
     /// Where the notify sockets are, removed at exit.
     notify_dir: Option<crate::sys::OwnDir>,
     /// Notify sockets made so far (a replaced one gets a new name).
@@ -313,20 +337,15 @@ struct Driver {
     /// Bounds the warnings about messages from outside a service (anybody may send them).
     notify_warnings: crate::ratelimit::LogRateLimit,
     /// Where notify sockets send what they receive.
-    notices: mpsc::Sender<(usize, NotifyMessage)>,
-    /// Each service's running probe tasks.
-    probes: Vec<Vec<tokio::task::AbortHandle>>,
+    notices: mpsc::Sender<(ServiceId, NotifyMessage)>,
     sink: Option<OutputSink>,
     inputs: mpsc::UnboundedSender<Input>,
     events: broadcast::Sender<Event>,
-    snapshots: Snapshots,
-    dropped_lines: DroppedLines,
+    published: Published,
     /// Process groups to report as `GroupGone` once empty.
-    watched: Vec<(usize, Pid)>,
+    watched: Vec<(ServiceId, Pid)>,
     /// drover's cgroup subtree, where it could make one.
     cgroups: Option<crate::cgroup::Cgroups>,
-    /// Each service's cgroup, if there is a subtree.
-    unit_cgroups: Vec<Option<Arc<crate::cgroup::ServiceCgroup>>>,
     /// The process that cleans up if drover is killed (none as PID 1).
     guard: Option<crate::guard::GuardLink>,
 }
@@ -376,19 +395,15 @@ impl Driver {
         }
     }
 
-    /// Sets up what service `unit` (new in the core) needs: its output pipes, its notify
-    /// socket, its snapshot. Every per-service vector gets its entry even on error (the
-    /// service's output is then discarded), so indexes stay aligned with the core's.
-    fn add_unit(&mut self, unit: usize) -> Result<(), Error> {
-        let name: Arc<str> = Arc::from(self.core.spec(unit).name.as_str());
+    /// Sets up what service `id` (new in the core) needs: its output pipes, its notify
+    /// socket, its cgroup, its snapshot. On error it still gets its entry (its output is then
+    /// discarded).
+    fn add_unit(&mut self, id: ServiceId) -> Result<(), Error> {
+        let Some(spec) = self.core.spec(id) else {
+            return Ok(());
+        };
+        let name: Arc<str> = Arc::from(spec.name.as_str());
         let dropped = Arc::new(DropCounter::default());
-        self.stdio
-            .push(ServiceIo::Direct(match self.service_output {
-                ServiceOutput::Prefix => ServiceOutput::Discard,
-                other => other,
-            }));
-        self.probes.push(Vec::new());
-        self.notify.push(None);
         let cgroup = self.cgroups.as_mut().and_then(|cgroups| match cgroups.make() {
             Ok(cgroup) => Some(Arc::new(cgroup)),
             Err(err) => {
@@ -396,37 +411,61 @@ impl Driver {
                 None
             }
         });
-        self.unit_cgroups.push(cgroup);
-        lock(&self.dropped_lines).push(Some((name.clone(), dropped.clone())));
-        lock(&self.snapshots).push(Some(self.core.snapshot(unit)));
-        if let Some(sink) = &mut self.sink {
-            self.stdio[unit] =
-                ServiceIo::piped(sink, &name, unit, &dropped).map_err(|source| Error::Output {
-                    service: name.to_string(),
-                    source,
-                })?;
+        let direct = ServiceIo::Direct(match self.service_output {
+            ServiceOutput::Prefix => ServiceOutput::Discard,
+            other => other,
+        });
+        let (io, io_error) = match &mut self.sink {
+            Some(sink) => match ServiceIo::piped(sink, &name, id.index(), &dropped) {
+                Ok(io) => (io, None),
+                Err(source) => (direct, Some(source)),
+            },
+            None => (direct, None),
+        };
+        self.services.insert(
+            id,
+            ServiceResources {
+                io,
+                notify: None,
+                probes: Vec::new(),
+                cgroup,
+            },
+        );
+        if let Some(snapshot) = self.core.snapshot(id) {
+            lock(&self.published).insert(id, Observed { snapshot, dropped });
         }
-        self.set_notify(unit).map_err(|source| Error::Notify {
+        if let Some(source) = io_error {
+            return Err(Error::Output {
+                service: name.to_string(),
+                source,
+            });
+        }
+        self.set_notify(id).map_err(|source| Error::Notify {
             service: name.to_string(),
             source,
         })
     }
 
-    /// Gives service `unit` the notify socket its next run needs (none without a `notify`
+    /// Gives service `id` the notify socket its next run needs (none without a `notify`
     /// readiness probe), replacing the one it has if that differs.
-    fn set_notify(&mut self, unit: usize) -> io::Result<()> {
-        let spec = self.core.next_spec(unit).clone();
+    fn set_notify(&mut self, id: ServiceId) -> io::Result<()> {
+        let Some(spec) = self.core.next_spec(id).cloned() else {
+            return Ok(());
+        };
+        let Some(resources) = self.services.get_mut(&id) else {
+            return Ok(());
+        };
         let wanted = match spec.readiness_probe.as_ref().map(|p| &p.action) {
             Some(ProbeAction::Notify { watchdog }) => Some(*watchdog),
             _ => None,
         };
-        if self.notify[unit].as_ref().map(|n| n.watchdog) == wanted {
+        if resources.notify.as_ref().map(|n| n.watchdog) == wanted {
             return Ok(());
         }
-        if let Some(old) = self.notify[unit].take() {
+        if let Some(old) = resources.notify.take() {
             old.listener.abort();
         }
-        self.notify_units.retain(|&u| u != unit);
+        self.notify_units.retain(|&u| u != id);
         let Some(watchdog) = wanted else {
             return Ok(());
         };
@@ -453,66 +492,68 @@ impl Driver {
             .and_then(|user| crate::process::resolve_user(user).ok())
             .map(|c| (c.uid, c.gid));
         let listener =
-            crate::probes::listen(dir, &name, owner, unit, watchdog, self.notices.clone())?;
-        self.notify[unit] = Some(listener);
-        self.notify_units.push(unit);
+            crate::probes::listen(dir, &name, owner, id, watchdog, self.notices.clone())?;
+        if let Some(resources) = self.services.get_mut(&id) {
+            resources.notify = Some(listener);
+            self.notify_units.push(id);
+        }
         Ok(())
     }
 
-    /// Applies a new manifest: the core decides, then new services get their resources, changed
-    /// ones the notify socket of their next run, and gone ones lose theirs.
-    /// Whether it was applied (not while draining), and the exit code if everything is over.
-    fn reload(&mut self, manifest: Manifest) -> (bool, Option<i32>) {
-        let before = self.core.len();
+    /// Applies a new manifest: the core decides, then new services get their resources and
+    /// the others the notify socket of their next run. `None` while draining (nothing is
+    /// applied); otherwise the plan, and the exit code if everything is over.
+    fn reload(&mut self, manifest: Manifest) -> Option<(Arc<Plan>, Option<i32>)> {
         let services = manifest.services.into_values().collect();
-        let Some((plan, actions)) =
+        let Some(reloaded) =
             self.core
                 .reload(services, manifest.settings.shutdown_timeout, Instant::now())
         else {
             tracing::warn!("draining: the new manifest is not applied");
-            return (false, None);
+            return None;
         };
-        for unit in before..self.core.len() {
-            if let Err(err) = self.add_unit(unit) {
+        for &id in &reloaded.added {
+            if let Err(err) = self.add_unit(id) {
                 tracing::error!(error = %err, "a new service cannot be set up fully");
             }
         }
-        for unit in 0..before {
-            if self.core.is_removed(unit) {
+        for id in self.core.ids() {
+            if reloaded.added.contains(&id) {
                 continue;
             }
-            if let Err(err) = self.set_notify(unit) {
-                tracing::error!(service = %self.core.spec(unit).name, error = %err, "cannot create the notify socket");
+            if let Err(err) = self.set_notify(id) {
+                let service = self.core.spec(id).map(|spec| spec.name.clone());
+                tracing::error!(service, error = %err, "cannot create the notify socket");
             }
         }
-        let _ = self.events.send(Event::Reload(Arc::new(plan)));
-        let code = self.perform(actions);
+        let plan = Arc::new(reloaded.plan);
+        let _ = self.events.send(Event::Reload(plan.clone()));
+        let code = self.perform(reloaded.actions);
         // Probes may have changed without any state change: every snapshot anew.
-        let mut snapshots = lock(&self.snapshots);
-        for (unit, slot) in snapshots.iter_mut().enumerate() {
-            if slot.is_some() {
-                *slot = Some(self.core.snapshot(unit));
+        let mut published = lock(&self.published);
+        for (&id, observed) in published.iter_mut() {
+            if let Some(snapshot) = self.core.snapshot(id) {
+                observed.snapshot = snapshot;
             }
         }
-        (true, code)
+        Some((plan, code))
     }
 
-    /// Forgets the resources of a removed service once it has stopped.
-    fn forget_if_gone(&mut self, unit: usize) {
-        if !self.core.is_gone(unit) {
+    /// Drops what belonged to a removed service that has stopped.
+    fn forget(&mut self, id: ServiceId) {
+        lock(&self.published).remove(&id);
+        self.notify_units.retain(|&u| u != id);
+        let Some(mut resources) = self.services.remove(&id) else {
             return;
-        }
-        // Our copies of its pipes' write ends: the readers end once the service's are closed.
-        self.stdio[unit] = ServiceIo::Direct(ServiceOutput::Discard);
-        if let Some(notify) = self.notify[unit].take() {
+        };
+        resources.stop_probes();
+        // Our copies of its pipes' write ends go with `resources`: the readers end once the
+        // service's are closed.
+        if let Some(notify) = resources.notify.take() {
             notify.listener.abort();
         }
-        self.notify_units.retain(|&u| u != unit);
-        if let Some(cgroup) = self.unit_cgroups.get_mut(unit).and_then(Option::take) {
+        if let Some(cgroup) = resources.cgroup.take() {
             cgroup.remove();
-        }
-        if let Some(slot) = lock(&self.dropped_lines).get_mut(unit) {
-            *slot = None;
         }
     }
 
@@ -520,17 +561,17 @@ impl Driver {
         mut self,
         inputs: mpsc::UnboundedReceiver<Input>,
         control: mpsc::UnboundedReceiver<Control>,
-        notices: mpsc::Receiver<(usize, NotifyMessage)>,
+        notices: mpsc::Receiver<(ServiceId, NotifyMessage)>,
     ) -> i32 {
         let code = self.supervise(inputs, control, notices).await;
-        for unit in 0..self.probes.len() {
-            self.stop_probes(unit);
-        }
-        // An aborted listener drops its socket (and files) only when the runtime gets to it,
-        // which may be after drover has gone: remove the files here, now.
-        for notify in self.notify.iter().flatten() {
-            notify.listener.abort();
-            notify.remove_files();
+        for resources in self.services.values_mut() {
+            resources.stop_probes();
+            // An aborted listener drops its socket (and files) only when the runtime gets to
+            // it, which may be after drover has gone: remove the files here, now.
+            if let Some(notify) = &resources.notify {
+                notify.listener.abort();
+                notify.remove_files();
+            }
         }
         if let Some(dir) = self.notify_dir.take() {
             let _ = std::fs::remove_dir(dir.path);
@@ -545,7 +586,7 @@ impl Driver {
         }
         // Every service has ended: close our write ends so that the readers see the end of
         // each pipe, and let the last lines out.
-        self.stdio.clear();
+        self.services.clear();
         if let Some(sink) = self.sink.take() {
             sink.finish(OUTPUT_FLUSH_LIMIT).await;
         }
@@ -556,7 +597,7 @@ impl Driver {
         &mut self,
         mut inputs: mpsc::UnboundedReceiver<Input>,
         mut control: mpsc::UnboundedReceiver<Control>,
-        mut notices: mpsc::Receiver<(usize, NotifyMessage)>,
+        mut notices: mpsc::Receiver<(ServiceId, NotifyMessage)>,
     ) -> i32 {
         let actions = self.core.start(Instant::now());
         if let Some(code) = self.perform(actions) {
@@ -587,9 +628,10 @@ impl Driver {
                         continue;
                     }
                     Some(Control::Reload { manifest, applied }) => {
-                        let (accepted, code) = self.reload(*manifest);
+                        let reloaded = self.reload(*manifest);
+                        let code = reloaded.as_ref().and_then(|(_, code)| *code);
                         if let Some(applied) = applied {
-                            let _ = applied.send(accepted);
+                            let _ = applied.send(reloaded.map(|(plan, _)| plan));
                         }
                         if let Some(code) = code { return code; }
                         continue;
@@ -636,11 +678,11 @@ impl Driver {
 
     fn forward(&self, signal: Signal) {
         // Each group is checked against the one service it belongs to.
-        for unit in 0..self.core.len() {
-            let Some(pgid) = self.core.group(unit) else {
+        for id in self.core.ids() {
+            let Some(pgid) = self.core.group(id) else {
                 continue;
             };
-            if !self.owns_group(unit, pgid) {
+            if !self.owns_group(id, pgid) {
                 continue;
             }
             if let Err(err) = sys::signal_group(pgid, Some(signal.number())) {
@@ -653,30 +695,30 @@ impl Driver {
     /// group must be in it (a group id is reused once the group has emptied, and drover must
     /// never signal a group it no longer owns). Without one there is no way to tell, and the
     /// group counts as the service's while it has a member (the window is the 10 ms poll).
-    fn owns_group(&self, unit: usize, pgid: Pid) -> bool {
-        match self.unit_cgroups.get(unit).and_then(Option::as_ref) {
+    fn owns_group(&self, id: ServiceId, pgid: Pid) -> bool {
+        match self.cgroup_of(id) {
             Some(cgroup) => cgroup.has_group(pgid),
             None => true,
         }
     }
 
+    /// Service `id`'s cgroup, if it has one.
+    fn cgroup_of(&self, id: ServiceId) -> Option<&Arc<crate::cgroup::ServiceCgroup>> {
+        self.services.get(&id)?.cgroup.as_ref()
+    }
+
     fn check_groups(&mut self) -> Option<i32> {
         let mut gone = Vec::new();
-        let cgroups = &self.unit_cgroups;
+        let services = &self.services;
         self.watched.retain(|&(unit, pgid)| {
-            let in_cgroup = |unit: usize| {
-                cgroups
-                    .get(unit)
-                    .and_then(Option::as_ref)
-                    .is_none_or(|cgroup| cgroup.has_group(pgid))
-            };
-            if sys::group_alive(pgid) && in_cgroup(unit) {
+            let cgroup = services.get(&unit).and_then(|s| s.cgroup.as_ref());
+            if sys::group_alive(pgid) && cgroup.is_none_or(|cgroup| cgroup.has_group(pgid)) {
                 return true;
             }
             // The group is empty, but processes that left it (`setsid` daemons) are still in
             // the service's cgroup: the run is over, so they go too, and the run ends once
             // they have.
-            if let Some(cgroup) = cgroups.get(unit).and_then(Option::as_ref)
+            if let Some(cgroup) = cgroup
                 && cgroup.populated()
             {
                 let _ = cgroup.kill();
@@ -703,14 +745,19 @@ impl Driver {
             match action {
                 Action::Spawn(unit) => self.spawn(unit),
                 Action::SignalGroup { unit, pgid, signal } => {
+                    let service = self.core.spec(unit).map(|spec| spec.name.clone());
                     if !self.owns_group(unit, pgid) {
-                        tracing::debug!(service = %self.core.spec(unit).name, pgid = pgid.as_raw(), "its process group is gone; not signalled");
+                        tracing::debug!(
+                            service,
+                            pgid = pgid.as_raw(),
+                            "its process group is gone; not signalled"
+                        );
                     } else if let Err(err) = sys::signal_group(pgid, Some(signal.number())) {
-                        tracing::warn!(service = %self.core.spec(unit).name, %signal, error = %err, "cannot signal a process group");
+                        tracing::warn!(service, %signal, error = %err, "cannot signal a process group");
                     }
                     // The last resort reaches what left the group, too.
                     if signal == Signal::SIGKILL
-                        && let Some(cgroup) = self.unit_cgroups.get(unit).and_then(Option::as_ref)
+                        && let Some(cgroup) = self.cgroup_of(unit)
                     {
                         let _ = cgroup.kill();
                     }
@@ -741,7 +788,12 @@ impl Driver {
                         self.start_probe(unit, run, kind);
                     }
                 }
-                Action::StopProbes(unit) => self.stop_probes(unit),
+                Action::StopProbes(unit) => {
+                    if let Some(resources) = self.services.get_mut(&unit) {
+                        resources.stop_probes();
+                    }
+                }
+                Action::Forget(unit) => self.forget(unit),
                 Action::Exit(code) => exit = Some(code),
             }
         }
@@ -765,12 +817,12 @@ impl Driver {
         });
     }
 
-    fn publish(&mut self, unit: usize, event: StateChange) {
-        let snapshot = (!self.core.is_gone(unit)).then(|| self.core.snapshot(unit));
-        if let Some(slot) = lock(&self.snapshots).get_mut(unit) {
-            *slot = snapshot;
+    fn publish(&mut self, unit: ServiceId, event: StateChange) {
+        if let Some(snapshot) = self.core.snapshot(unit)
+            && let Some(observed) = lock(&self.published).get_mut(&unit)
+        {
+            observed.snapshot = snapshot;
         }
-        self.forget_if_gone(unit);
         tracing::info!(
             service = %event.service,
             from = %event.from,
@@ -781,13 +833,15 @@ impl Driver {
         let _ = self.events.send(Event::State(event));
     }
 
-    fn start_probe(&mut self, unit: usize, run: u64, kind: ProbeKind) {
-        let spec = self.core.spec(unit).clone();
+    fn start_probe(&mut self, unit: ServiceId, run: u64, kind: ProbeKind) {
+        let Some(spec) = self.core.spec(unit).cloned() else {
+            return;
+        };
         let Some(probe) = probe_of(&spec, kind).cloned() else {
             return;
         };
         if let ProbeAction::Notify { watchdog } = probe.action {
-            if let Some(notify) = self.notify[unit].as_mut() {
+            if let Some(notify) = self.services.get_mut(&unit).and_then(|s| s.notify.as_mut()) {
                 notify.accepting = Some(run);
                 notify.deadline = watchdog.and_then(|w| Instant::now().checked_add(w));
             }
@@ -835,29 +889,23 @@ impl Driver {
             })
             .await;
         });
-        self.probes[unit].push(task.abort_handle());
-    }
-
-    fn stop_probes(&mut self, unit: usize) {
-        for task in self.probes[unit].drain(..) {
-            task.abort();
-        }
-        if let Some(notify) = self.notify[unit].as_mut() {
-            notify.accepting = None;
-            notify.deadline = None;
+        match self.services.get_mut(&unit) {
+            Some(resources) => resources.probes.push(task.abort_handle()),
+            None => task.abort(),
         }
     }
 
     /// A datagram on service `unit`'s notify socket: what it means, if its sender may speak for
     /// the service (a process of its current process group).
-    fn on_notify(&mut self, unit: usize, message: NotifyMessage) -> Option<Input> {
-        let service: Arc<str> = Arc::from(self.core.spec(unit).name.as_str());
-        let notify = self.notify[unit].as_mut()?;
+    fn on_notify(&mut self, unit: ServiceId, message: NotifyMessage) -> Option<Input> {
+        let service: Arc<str> = Arc::from(self.core.spec(unit)?.name.as_str());
+        let group = self.core.group(unit);
+        let notify = self.services.get_mut(&unit)?.notify.as_mut()?;
         let Some(run) = notify.accepting else {
             tracing::debug!(%service, "sd_notify message while no run is probed; ignored");
             return None;
         };
-        let group = self.core.group(unit)?;
+        let group = group?;
         let trusted = message
             .pid
             .is_some_and(|pid| pid == group.as_raw() || sender_in_group(pid, group.as_raw()));
@@ -919,15 +967,15 @@ impl Driver {
     }
 
     /// The service whose watchdog expires first, and when.
-    fn next_watchdog(&self) -> Option<(usize, Instant)> {
+    fn next_watchdog(&self) -> Option<(ServiceId, Instant)> {
         self.notify_units
             .iter()
-            .filter_map(|&unit| Some((unit, self.notify[unit].as_ref()?.deadline?)))
+            .filter_map(|&unit| Some((unit, self.services.get(&unit)?.notify.as_ref()?.deadline?)))
             .min_by_key(|&(_, at)| at)
     }
 
-    fn watchdog_expired(&mut self, unit: usize) -> Option<Input> {
-        let notify = self.notify[unit].as_mut()?;
+    fn watchdog_expired(&mut self, unit: ServiceId) -> Option<Input> {
+        let notify = self.services.get_mut(&unit)?.notify.as_mut()?;
         let run = notify.accepting?;
         notify.deadline = None;
         let within = notify.watchdog.unwrap_or_default();
@@ -939,9 +987,9 @@ impl Driver {
     }
 
     /// The variables a service's processes get on top of drover's own environment.
-    fn environment_of(&self, unit: usize, spec: &Service) -> Vec<(String, String)> {
+    fn environment_of(&self, unit: ServiceId, spec: &Service) -> Vec<(String, String)> {
         let mut environment = spec.extra_environment();
-        if let Some(notify) = &self.notify[unit] {
+        if let Some(notify) = self.services.get(&unit).and_then(|s| s.notify.as_ref()) {
             environment.push((
                 "NOTIFY_SOCKET".into(),
                 notify.path.to_string_lossy().into_owned(),
@@ -953,8 +1001,10 @@ impl Driver {
         environment
     }
 
-    fn spawn(&mut self, unit: usize) {
-        let spec = self.core.spec(unit).clone();
+    fn spawn(&mut self, unit: ServiceId) {
+        let Some(spec) = self.core.spec(unit).cloned() else {
+            return;
+        };
         let inputs = self.inputs.clone();
         let request = match self.request_for(unit, &spec) {
             Ok(request) => request,
@@ -983,12 +1033,16 @@ impl Driver {
         );
     }
 
-    fn request_for(&self, unit: usize, spec: &Service) -> io::Result<SpawnRequest> {
+    fn request_for(&self, unit: ServiceId, spec: &Service) -> io::Result<SpawnRequest> {
         let argv = spec.command.argv();
         let mut command = command_for(&argv, &self.environment_of(unit, spec))?;
-        self.stdio[unit].apply(&mut command, &self.null)?;
+        let resources = self
+            .services
+            .get(&unit)
+            .ok_or_else(|| io::Error::other("the service is gone"))?;
+        resources.io.apply(&mut command, &self.null)?;
         let inputs = self.inputs.clone();
-        let cgroup = self.unit_cgroups.get(unit).cloned().flatten();
+        let cgroup = resources.cgroup.clone();
         Ok(SpawnRequest {
             command,
             new_session: true,

@@ -15,9 +15,11 @@
 use crate::logging::LogFormatHandle;
 use drover_metrics::Endpoint;
 use drover_spec::Manifest;
+use drover_spec::diff::Plan;
 use drover_supervisor::{Control, Supervisor};
 use drover_watch::Watcher;
 use std::path::PathBuf;
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 /// What asked for a reload.
@@ -36,6 +38,22 @@ impl Trigger {
             Trigger::Hangup => "SIGHUP",
         }
     }
+}
+
+/// What one reload did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ReloadOutcome {
+    /// The new manifest runs: its services' plan (settings applied too).
+    Applied(Arc<Plan>),
+    /// The files changed in nothing that matters (touched, a comment): nothing to apply.
+    Unchanged,
+    /// The files read as when the last reload failed: not tried again.
+    StillFailing,
+    /// drover is draining: nothing is applied.
+    Draining,
+    /// The new manifest cannot be used, for these reasons (each `file:line:col: error: …`
+    /// where it has a place); the running one is kept.
+    Failed(Vec<String>),
 }
 
 /// Owns the running manifest and everything a reload changes outside the supervisor.
@@ -91,7 +109,9 @@ impl Reloader {
         }
     }
 
-    async fn reload(&mut self, trigger: Trigger) {
+    /// Reads, checks and applies the manifest once, for `trigger`; logs and counts what
+    /// happened, and returns it.
+    pub(crate) async fn reload(&mut self, trigger: Trigger) -> ReloadOutcome {
         let digest = {
             let (path, dirs) = (self.path.clone(), self.watched_dirs());
             tokio::task::spawn_blocking(move || drover_watch::digest(&path, &dirs))
@@ -100,11 +120,11 @@ impl Reloader {
         };
         if trigger == Trigger::Files && Some(digest) == self.failed_digest {
             tracing::debug!("the manifest still reads as when it last failed; nothing to do");
-            return;
+            return ReloadOutcome::StillFailing;
         }
         if !self.supervisor.is_supervising() {
             tracing::info!("draining: the manifest is not reloaded");
-            return;
+            return ReloadOutcome::Draining;
         }
         let path = self.path.clone();
         let started = std::time::Instant::now();
@@ -119,7 +139,7 @@ impl Reloader {
             // no reload to report.
             tracing::debug!("manifest changed on disk; nothing to apply");
             self.failed_digest = None;
-            return;
+            return ReloadOutcome::Unchanged;
         }
         // Created once there is something to report; it carries how long the read took.
         let span = tracing::info_span!(
@@ -132,16 +152,21 @@ impl Reloader {
         let new = match loaded {
             Ok(Ok(new)) => new,
             Ok(Err(err)) => {
-                for line in error_lines(&err) {
+                let lines = error_lines(&err);
+                for line in &lines {
                     tracing::error!(parent: &span, "reload: {line}");
                 }
                 self.failed(&span, digest, "the manifest is invalid");
-                return;
+                return ReloadOutcome::Failed(lines);
             }
             Err(err) => {
                 tracing::error!(parent: &span, error = %err, "reload: reading the manifest failed");
                 self.failed(&span, digest, "reading the manifest failed");
-                return;
+                let line = format!(
+                    "{}: error: cannot read manifest: {err}",
+                    self.path.display()
+                );
+                return ReloadOutcome::Failed(vec![line]);
             }
         };
         self.failed_digest = None;
@@ -150,9 +175,13 @@ impl Reloader {
         let endpoint = match self.metrics.prepare(new.settings.metrics_listen) {
             Ok(endpoint) => endpoint,
             Err(err) => {
+                let line = format!(
+                    "{}: error: settings.metrics.listen: {err:#}",
+                    self.path.display()
+                );
                 tracing::error!(parent: &span, "reload: {err:#}");
                 self.failed(&span, digest, "the new metrics address cannot be used");
-                return;
+                return ReloadOutcome::Failed(vec![line]);
             }
         };
         tracing::info!(parent: &span, "reload: {plan}");
@@ -161,11 +190,11 @@ impl Reloader {
             manifest: Box::new(new.clone()),
             applied: Some(applied),
         });
-        if !answer.await.unwrap_or(false) {
+        let Some(applied) = answer.await.ok().flatten() else {
             tracing::info!(parent: &span, "draining: the new manifest is not applied");
             span.record("result", "ignored");
-            return;
-        }
+            return ReloadOutcome::Draining;
+        };
         self.metrics
             .commit(endpoint, new.settings.metrics_listen)
             .await;
@@ -194,6 +223,10 @@ impl Reloader {
         if rewatch && self.rewatch() {
             let _ = self.triggers.send(Trigger::Files);
         }
+        // The services as the supervisor applied them, the settings as applied here.
+        let mut applied = Plan::clone(&applied);
+        applied.settings = plan.settings;
+        ReloadOutcome::Applied(Arc::new(applied))
     }
 
     /// The directories watched for the running manifest.

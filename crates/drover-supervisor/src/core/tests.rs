@@ -2,19 +2,20 @@
 //! with no process, clock or randomness involved.
 
 use super::*;
+use std::collections::HashMap;
 use std::path::Path;
 
 /// A state machine over `yaml` plus a virtual clock, recording actions as short strings.
 struct Sim {
     core: Core,
     now: Instant,
-    names: Vec<String>,
+    /// Every service the simulation has seen, gone ones included (to show their last actions).
+    names: HashMap<ServiceId, String>,
 }
 
 impl Sim {
     fn new(yaml: &str) -> (Sim, Vec<String>) {
         let manifest = drover_spec::load_str(yaml, Path::new("/t/drover.yaml")).expect("valid");
-        let names = manifest.services.keys().cloned().collect();
         let mut sim = Sim {
             core: Core::new(
                 manifest.services.into_values(),
@@ -22,25 +23,44 @@ impl Sim {
                 7,
             ),
             now: Instant::now(),
-            names,
+            names: HashMap::new(),
         };
+        sim.learn_names();
         let actions = sim.core.start(sim.now);
         let shown = sim.show(actions);
         (sim, shown)
     }
 
-    fn unit(&self, name: &str) -> usize {
-        (0..self.names.len())
-            .rev()
-            .find(|&u| self.names[u] == name && !self.core.units[u].retired)
-            .or_else(|| self.names.iter().position(|n| n == name))
-            .expect("known service")
+    fn learn_names(&mut self) {
+        for (id, u) in self.core.units.iter() {
+            self.names.insert(id, u.name.to_string());
+        }
+    }
+
+    /// The service named `name` now: the one in the manifest, else a removed one still
+    /// stopping.
+    fn id_of(&self, name: &str) -> Option<ServiceId> {
+        let named = |(_, u): &(ServiceId, &Unit)| *u.name == *name;
+        let mut units = self.core.units.iter().filter(named);
+        let all: Vec<_> = units.by_ref().collect();
+        all.iter()
+            .find(|(_, u)| u.removal.is_none())
+            .or(all.first())
+            .map(|(id, _)| *id)
+    }
+
+    fn unit(&self, name: &str) -> ServiceId {
+        self.id_of(name).expect("known service")
+    }
+
+    fn get(&self, name: &str) -> &Unit {
+        self.core.units.get(self.unit(name)).expect("present")
     }
 
     /// Applies manifest `yaml` as a reload: the plan's line and what it does.
     fn reload(&mut self, yaml: &str) -> (String, Vec<String>) {
         let manifest = drover_spec::load_str(yaml, Path::new("/t/drover.yaml")).expect("valid");
-        let (plan, actions) = self
+        let reloaded = self
             .core
             .reload(
                 manifest.services.into_values().collect(),
@@ -48,8 +68,8 @@ impl Sim {
                 self.now,
             )
             .expect("supervising");
-        self.names = self.core.units.iter().map(|u| u.name.to_string()).collect();
-        (plan.to_string(), self.show(actions))
+        self.learn_names();
+        (reloaded.plan.to_string(), self.show(reloaded.actions))
     }
 
     fn gone(&mut self, name: &str) -> Vec<String> {
@@ -96,27 +116,30 @@ impl Sim {
     }
 
     fn token(&self, name: &str) -> u64 {
-        self.core.units[self.unit(name)].token
+        self.get(name).token
     }
 
     fn state(&self, name: &str) -> State {
-        self.core.units[self.unit(name)].state
+        self.get(name).stage.state()
     }
 
     /// Actions as `spawn web`, `signal web SIGTERM`, `watch web`, `timer web 10s`,
-    /// `deadline 30s`, `exit 0`; state changes as `web: pending -> starting`.
+    /// `deadline 30s`, `exit 0`; state changes as `web: pending -> starting`. (`Forget` is
+    /// left out: `forget_if_removed`'s test looks at it.)
     fn show(&self, actions: Vec<Action>) -> Vec<String> {
         actions
             .into_iter()
+            .filter(|action| !matches!(action, Action::Forget(_)))
             .map(|action| match action {
-                Action::Spawn(u) => format!("spawn {}", self.names[u]),
+                Action::Forget(_) => unreachable!("filtered"),
+                Action::Spawn(u) => format!("spawn {}", self.names[&u]),
                 Action::SignalGroup { unit, signal, .. } => {
-                    format!("signal {} {}", self.names[unit], signal.as_str())
+                    format!("signal {} {}", self.names[&unit], signal.as_str())
                 }
-                Action::WatchGroup { unit, .. } => format!("watch {}", self.names[unit]),
+                Action::WatchGroup { unit, .. } => format!("watch {}", self.names[&unit]),
                 Action::SetTimer { unit, after, .. } => format!(
                     "timer {} {}",
-                    self.names[unit],
+                    self.names[&unit],
                     humantime::format_duration(after)
                 ),
                 Action::SetDrainDeadline(after) => {
@@ -129,14 +152,14 @@ impl Sim {
                 Action::Exit(code) => format!("exit {code}"),
                 Action::StartProbes { unit, kinds, .. } => format!(
                     "probes {} {}",
-                    self.names[unit],
+                    self.names[&unit],
                     kinds
                         .iter()
                         .map(|k| k.as_str())
                         .collect::<Vec<_>>()
                         .join(",")
                 ),
-                Action::StopProbes(unit) => format!("stop probes {}", self.names[unit]),
+                Action::StopProbes(unit) => format!("stop probes {}", self.names[&unit]),
             })
             .collect()
     }
@@ -188,7 +211,7 @@ fn completed_successfully_waits_for_exit_zero_and_blocks_on_failure() {
         after,
         ["job: ready -> exited", "app: pending -> pending", "exit 1"]
     );
-    let reason = &sim.core.units[sim.unit("app")].reason;
+    let reason = &sim.get("app").reason;
     assert_eq!(
         reason,
         "blocked: dependency `job` ended with exit code 1 before it was completed successfully"
@@ -474,7 +497,7 @@ fn a_drain_deadline_makes_the_exit_code_1_even_with_nothing_left_to_kill() {
 /// Feeds a change of verdict of probe `kind` of the current run of `name`.
 fn probe(sim: &mut Sim, name: &str, kind: ProbeKind, change: Change) -> Vec<String> {
     let unit = sim.unit(name);
-    let run = sim.core.units[unit].starts;
+    let run = sim.get(name).starts;
     sim.feed(Input::Probe {
         unit,
         run,
@@ -538,13 +561,13 @@ fn liveness_failure_stops_then_restarts_as_a_failure() {
     );
     let unit = sim.unit("db");
     assert!(
-        sim.core.units[unit]
+        sim.get("db")
             .reason
             .starts_with("liveness probe failed; exited with exit code 0; restarting"),
         "{}",
-        sim.core.units[unit].reason
+        sim.get("db").reason
     );
-    let snapshot = sim.core.snapshot(unit);
+    let snapshot = sim.core.snapshot(unit).expect("present");
     assert_eq!(
         snapshot.restarts_by_reason.iter().collect::<Vec<_>>(),
         RestartReason::ALL
@@ -618,7 +641,7 @@ fn restarts_are_counted_by_reason_and_exits_by_outcome() {
     sim.exited("a", 11, ExitStatus::Signaled(9), false);
     sim.spawned("a", 12);
     sim.exited("a", 12, EXIT0, false);
-    let snapshot = sim.core.snapshot(sim.unit("a"));
+    let snapshot = sim.core.snapshot(sim.unit("a")).expect("present");
     // exit, signal, exit (always restarts after 0 too).
     let counts = snapshot.restarts_by_reason;
     assert_eq!(
@@ -677,13 +700,14 @@ fn reload_restarts_only_what_changed_and_starts_what_is_added() {
         &**sim
             .core
             .spec(sim.unit("web"))
+            .expect("present")
             .command
             .argv()
             .last()
             .expect("arg"),
         "22"
     );
-    let web = sim.core.snapshot(sim.unit("web"));
+    let web = sim.core.snapshot(sim.unit("web")).expect("present");
     assert_eq!(web.restarts_by_reason.get(RestartReason::Reload), 1);
 }
 
@@ -705,8 +729,8 @@ fn reload_stops_removed_services_in_reverse_order_and_forgets_them() {
     );
     assert!(acts(after).starts_with(&["signal old SIGTERM".to_string()]));
     sim.exited("old", 12, ExitStatus::Signaled(15), false);
-    assert!(sim.core.is_gone(sim.unit("old")) && sim.core.is_gone(sim.unit("older")));
-    assert!(!sim.core.is_gone(sim.unit("db")));
+    assert!(sim.id_of("old").is_none() && sim.id_of("older").is_none());
+    assert!(sim.id_of("db").is_some());
     // A drain now stops the two that remain, and drover exits 0.
     let drain = acts(sim.feed(Input::Shutdown));
     assert_eq!(
@@ -813,11 +837,7 @@ fn a_blocked_service_starts_once_a_reload_fixes_its_dependency() {
     sim.spawned("db", 10);
     sim.spawned("other", 11);
     sim.exited("db", 10, EXIT1, false);
-    assert!(
-        sim.core.units[sim.unit("web")]
-            .reason
-            .starts_with("blocked")
-    );
+    assert!(sim.get("web").reason.starts_with("blocked"));
     let (plan, shown) = sim.reload(
         "services:
   db: { command: good, restart: { policy: never } }
@@ -826,7 +846,7 @@ fn a_blocked_service_starts_once_a_reload_fixes_its_dependency() {
     );
     assert_eq!(plan, "~db =web,other");
     assert_eq!(acts(shown), ["spawn db"]);
-    assert_eq!(sim.core.units[sim.unit("web")].reason, "waiting to start");
+    assert_eq!(sim.get("web").reason, "waiting to start");
     sim.spawned("db", 12);
     assert_eq!(acts(sim.exited("db", 12, EXIT0, false)), ["spawn web"]);
 }
@@ -854,5 +874,5 @@ fn a_service_added_back_while_it_stops_is_the_same_unit() {
         acts(sim.exited("web", 11, ExitStatus::Signaled(15), false)),
         ["spawn web"]
     );
-    assert!(!sim.core.is_removed(sim.unit("web")));
+    assert!(sim.get("web").removal.is_none());
 }
