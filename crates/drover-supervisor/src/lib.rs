@@ -15,6 +15,8 @@
 //! **Boundary**: the supervisor publishes [`Event`]s and [`ServiceSnapshot`]s and never knows
 //! who consumes them (metrics, tracing, a control API).
 #![forbid(unsafe_code)]
+// Index and slice by `get`: a panic here ends PID 1. (Tests index freely.)
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 mod cgroup;
 mod core;

@@ -204,7 +204,9 @@ fn read_ready(receiver: &pipe::Receiver, splitter: &mut LineSplitter, sender: &L
     READ_BUFFER.with_borrow_mut(|buffer| match receiver.try_read(buffer) {
         Ok(0) => Read::Ended,
         Ok(n) => {
-            splitter.push(&buffer[..n], |text| sender.send(text));
+            // `try_read` never reports more than the buffer holds.
+            let read = buffer.get(..n).unwrap_or_default();
+            splitter.push(read, |text| sender.send(text));
             if n == buffer.len() {
                 Read::Full
             } else {
@@ -256,14 +258,16 @@ impl LineSplitter {
     /// Feeds bytes; calls `emit` with every complete line (without its newline).
     pub(crate) fn push(&mut self, mut bytes: &[u8], mut emit: impl FnMut(String)) {
         while !bytes.is_empty() {
-            let room = MAX_LINE_BYTES - self.partial.len();
+            let room = MAX_LINE_BYTES.saturating_sub(self.partial.len());
             let (take, complete) = match bytes.iter().position(|&b| b == b'\n') {
                 Some(end) if end <= room => (end + 1, true),
                 _ if bytes.len() >= room => (room, true),
                 _ => (bytes.len(), false),
             };
-            self.partial.extend_from_slice(&bytes[..take]);
-            bytes = &bytes[take..];
+            // `take` is at most `bytes.len()` in every arm above.
+            let (line, rest) = bytes.split_at_checked(take).unwrap_or((bytes, &[]));
+            self.partial.extend_from_slice(line);
+            bytes = rest;
             if complete {
                 if self.partial.last() == Some(&b'\n') {
                     self.partial.pop();
@@ -353,7 +357,7 @@ fn format_line(line: &Line, style: &Style, colour: bool, out: &mut String) {
         LogFormat::Text => {
             let text = line.text.strip_suffix('\r').unwrap_or(&line.text);
             if colour {
-                let code = COLOURS[line.colour % COLOURS.len()];
+                let code = COLOURS.get(line.colour % COLOURS.len()).unwrap_or(&"36");
                 let _ = writeln!(
                     out,
                     "\x1b[{code}m{:width$} |\x1b[0m {text}",

@@ -456,16 +456,16 @@ fn descendants() -> Vec<Pid> {
     let parents = process_parents();
     let mut found = vec![sys::own_pid()];
     let mut next = 0;
-    while next < found.len() {
-        let parent = found[next];
-        found.extend(
-            parents
-                .iter()
-                .filter(|&&(_, p)| p == parent)
-                .map(|&(pid, _)| pid),
-        );
+    // Read at different moments, the table may hold a cycle (a reused pid): each process is
+    // listed at most once.
+    let mut listed: std::collections::HashSet<Pid> = found.iter().copied().collect();
+    while let Some(&parent) = found.get(next) {
+        for &(pid, p) in &parents {
+            if p == parent && listed.insert(pid) {
+                found.push(pid);
+            }
+        }
         next += 1;
     }
-    found.remove(0);
-    found
+    found.into_iter().skip(1).collect()
 }

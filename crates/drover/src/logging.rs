@@ -21,8 +21,8 @@ use tracing_subscriber::{Layer, fmt, reload};
 
 type LogLayer = Box<dyn Layer<Registry> + Send + Sync>;
 
-/// Switches the format of drover's log lines while it runs.
-#[derive(Clone)]
+/// Switches the format of drover's log lines while it runs (the default switches nothing).
+#[derive(Clone, Default)]
 pub(crate) struct LogFormatHandle(Option<reload::Handle<LogLayer, Registry>>);
 
 impl LogFormatHandle {

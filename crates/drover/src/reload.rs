@@ -287,3 +287,98 @@ pub(crate) fn error_lines(err: &drover_spec::Error) -> Vec<String> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drover_supervisor::Processes;
+
+    const SETTINGS: &str =
+        "settings: { reload: { watch: false }, log: { service_output: discard } }\n";
+
+    /// Each kind of reload, against a real supervisor running `sleep`, answers what it did.
+    #[tokio::test]
+    async fn every_reload_answers_what_it_did() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("drover.yaml");
+        let write = |services: &str| {
+            std::fs::write(&path, format!("{SETTINGS}services:\n{services}")).expect("write");
+        };
+        write("  a: { command: [sleep, \"60\"] }\n");
+        let manifest = drover_spec::load(&path).expect("valid");
+        let processes = Processes::start().expect("processes");
+        let (supervisor, done) =
+            Supervisor::start(manifest.clone(), processes.clone()).expect("start");
+        let endpoint = Endpoint::new(supervisor.clone(), processes, None, false);
+        let (triggers, _unused) = mpsc::unbounded_channel();
+        let mut reloader = Reloader::new(
+            path.clone(),
+            manifest,
+            supervisor.clone(),
+            endpoint,
+            LogFormatHandle::default(),
+            triggers,
+        );
+        let plan = |outcome: ReloadOutcome| match outcome {
+            ReloadOutcome::Applied(plan) => plan.to_string(),
+            other => panic!("not applied: {other:?}"),
+        };
+
+        // A file event with nothing changed applies nothing; SIGHUP always applies.
+        assert_eq!(
+            reloader.reload(Trigger::Files).await,
+            ReloadOutcome::Unchanged
+        );
+        assert_eq!(plan(reloader.reload(Trigger::Hangup).await), "=a");
+        write("  a: { command: [sleep, \"60\"] }\n  b: { command: [sleep, \"61\"] }\n");
+        assert_eq!(plan(reloader.reload(Trigger::Files).await), "+b =a");
+        let names: Vec<_> = supervisor
+            .snapshot()
+            .iter()
+            .map(|s| s.name.to_string())
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+
+        // An invalid manifest names the place; the same files are not tried again, except on
+        // SIGHUP; the running services stay.
+        write("  a: { command: [sleep, \"60\"], restart: { policy: sometimes } }\n");
+        let ReloadOutcome::Failed(lines) = reloader.reload(Trigger::Files).await else {
+            panic!("an invalid manifest fails");
+        };
+        let expected = format!("{}:3:", path.display());
+        assert!(
+            lines.len() == 1
+                && lines[0].starts_with(&expected)
+                && lines[0].contains("restart.policy"),
+            "{lines:?}"
+        );
+        assert_eq!(
+            reloader.reload(Trigger::Files).await,
+            ReloadOutcome::StillFailing
+        );
+        assert!(matches!(
+            reloader.reload(Trigger::Hangup).await,
+            ReloadOutcome::Failed(_)
+        ));
+        assert_eq!(supervisor.snapshot().len(), 2);
+
+        // While draining, nothing is applied.
+        supervisor.send(Control::Shutdown);
+        let draining = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while supervisor.is_supervising() {
+                tokio::task::yield_now().await;
+            }
+        });
+        draining.await.expect("draining within 10 s");
+        write("  a: { command: [sleep, \"62\"] }\n");
+        assert_eq!(
+            reloader.reload(Trigger::Hangup).await,
+            ReloadOutcome::Draining
+        );
+        let code = tokio::time::timeout(std::time::Duration::from_secs(20), done)
+            .await
+            .expect("drover exits within 20 s")
+            .expect("join");
+        assert_eq!(code, 0);
+    }
+}

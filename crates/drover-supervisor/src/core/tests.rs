@@ -876,3 +876,95 @@ fn a_service_added_back_while_it_stops_is_the_same_unit() {
     );
     assert!(sim.get("web").removal.is_none());
 }
+
+#[test]
+fn a_removed_service_frees_its_slot_and_its_stale_id_reaches_nothing() {
+    let (mut sim, _) = Sim::new("services:\n  a: { command: x }\n  b: { command: y }");
+    sim.spawned("a", 10);
+    sim.spawned("b", 11);
+    let old_b = sim.unit("b");
+    let old_token = sim.token("b");
+    sim.reload("services:\n  a: { command: x }");
+    // Its last change, then its id is forgotten.
+    let actions = sim.core.handle(
+        Input::Exited {
+            unit: old_b,
+            pid: Pid::from_raw(11),
+            status: ExitStatus::Signaled(15),
+            group_alive: false,
+        },
+        sim.now,
+    );
+    assert!(
+        matches!(actions.as_slice(), [Action::Publish(id, _), Action::Forget(gone)] if *id == old_b && *gone == old_b),
+        "{actions:?}"
+    );
+    assert!(sim.core.snapshot(old_b).is_none());
+    // A new service takes the freed slot under a new id.
+    let (plan, shown) = sim.reload("services:\n  a: { command: x }\n  c: { command: z }");
+    assert_eq!(plan, "+c =a");
+    assert_eq!(acts(shown), ["spawn c"]);
+    let c = sim.unit("c");
+    assert_eq!(c.index(), old_b.index());
+    assert_ne!(c, old_b);
+    sim.spawned("c", 12);
+    // Whatever still carries b's id (a late exit, timer, probe, spawn, watchdog, datagram)
+    // changes nothing, and c runs on.
+    let stale = [
+        Input::Exited {
+            unit: old_b,
+            pid: Pid::from_raw(12),
+            status: EXIT1,
+            group_alive: false,
+        },
+        Input::GroupGone { unit: old_b },
+        Input::Timer {
+            unit: old_b,
+            token: old_token + 1,
+        },
+        Input::Spawned {
+            unit: old_b,
+            pid: Pid::from_raw(13),
+        },
+        Input::SpawnFailed {
+            unit: old_b,
+            message: "m".into(),
+            code: 1,
+        },
+        Input::Probe {
+            unit: old_b,
+            run: 1,
+            kind: ProbeKind::Liveness,
+            change: Change::Failed,
+            message: "m".into(),
+        },
+        Input::Watchdog {
+            unit: old_b,
+            run: 1,
+            message: "m".into(),
+        },
+        Input::Status {
+            unit: old_b,
+            text: "t".into(),
+        },
+    ];
+    for input in stale {
+        assert!(sim.feed(input.clone()).is_empty(), "{input:?}");
+    }
+    assert_eq!(sim.state("c"), State::Ready);
+    assert_eq!(sim.get("c").starts, 1);
+}
+
+#[test]
+fn adding_and_removing_services_in_a_loop_reuses_the_same_slots() {
+    let (mut sim, _) = Sim::new("services:\n  a: { command: x }");
+    sim.spawned("a", 10);
+    for round in 0..100 {
+        sim.reload("services:\n  a: { command: x }\n  b: { command: y }");
+        sim.spawned("b", 100 + round);
+        sim.reload("services:\n  a: { command: x }");
+        sim.exited("b", 100 + round, ExitStatus::Signaled(15), false);
+        assert!(sim.id_of("b").is_none());
+    }
+    assert_eq!((sim.core.len(), sim.core.units.capacity()), (1, 2));
+}
