@@ -14,9 +14,10 @@
 //! - `slots`: [`ServiceId`], a generation-checked id, and the slots it names; an input that
 //!   names a service no longer there is dropped;
 //! - `events`: what the machine publishes (states, changes, counters, snapshots);
-//! - `lifecycle`: one service, its [`lifecycle::Stage`] (the state with the data that exists only
-//!   in it) and the inputs that move it: spawned, exited, probe verdicts, timers, the restart
-//!   decision;
+//! - `unit`: one service, [`unit::Unit`], and its [`unit::Stage`] (the state with the data that
+//!   exists only in it); the moves that need nothing of the others (spawn, stop, kill, probes);
+//! - `lifecycle`: the inputs that move one service (spawned, exited, group emptied, timers,
+//!   probe verdicts) and the restart decision once a run is over;
 //! - `gating`: the dependency graph: what may start now, what blocks for good, who still
 //!   depends on a service being stopped;
 //! - `reload`: a new manifest's services applied as a difference;
@@ -32,6 +33,7 @@ mod gating;
 mod lifecycle;
 mod reload;
 mod slots;
+mod unit;
 
 pub use events::{
     Event, ExitCounts, ProbeEvent, RestartCounts, RestartReason, ServiceSnapshot, State,
@@ -42,11 +44,11 @@ pub(crate) use slots::ServiceId;
 use crate::sys::ExitStatus;
 use drover_probe::{Change, ProbeKind};
 use drover_spec::model::{Service, Signal};
-use lifecycle::Unit;
 use slots::Slots;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
+use unit::Unit;
 
 pub(crate) use nix::unistd::Pid;
 
@@ -249,7 +251,7 @@ impl Core {
 
     /// The spec of service `id`'s current (or last) run.
     pub(crate) fn spec(&self, id: ServiceId) -> Option<&Arc<Service>> {
-        Some(self.units.get(id)?.spec())
+        Some(&self.units.get(id)?.spec)
     }
 
     /// The spec service `id`'s next run starts with (after a reload that changed its process,
@@ -314,7 +316,7 @@ impl Core {
             }
             Input::Status { unit, text } => {
                 if let Some(u) = self.units.get_mut(unit) {
-                    u.set_status(text);
+                    u.status = Some(text);
                 }
             }
             Input::Shutdown => self.on_shutdown(now, &mut out),

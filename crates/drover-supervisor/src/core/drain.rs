@@ -4,7 +4,7 @@
 //! or restarts meanwhile. The exit code: the `on_exit: shutdown` service's, else 1 if anything
 //! had to be killed, else 0.
 
-use super::lifecycle::{Stage, Transition};
+use super::unit::{Stage, Transition};
 use super::{Action, Core, KILL_WAIT, Phase};
 use tokio::time::Instant;
 

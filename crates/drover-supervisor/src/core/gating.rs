@@ -2,7 +2,7 @@
 //! start now, what never will (blocked by a dependency that ended for good), and whether a
 //! service still has an active dependent (a drain stops it only once it has none).
 
-use super::lifecycle::{Outcome, Stage, Transition};
+use super::unit::{Outcome, Stage, Transition};
 use super::{Action, Core, Phase, ServiceId};
 use crate::sys::ExitStatus;
 use drover_spec::model::Condition;

@@ -4,7 +4,7 @@
 //! stop in reverse dependency order and are then forgotten, and unchanged ones are never
 //! touched. A service added back while it still stops is the same service again.
 
-use super::lifecycle::{Removal, Stage, Transition, Unit};
+use super::unit::{Removal, Stage, Transition, Unit};
 use super::{Action, Core, Phase, ServiceId};
 use crate::restart::RestartTracker;
 use drover_spec::diff::{Plan, ServiceChange, compare, plan_services};
@@ -98,7 +98,7 @@ impl Core {
                 .filter(|&r| {
                     self.units
                         .get(r)
-                        .is_some_and(|u| u.spec().depends_on.iter().any(|d| *d.service == *name))
+                        .is_some_and(|u| u.spec.depends_on.iter().any(|d| *d.service == *name))
                 })
                 .collect();
             self.retire(id, dependents, &mut out);
@@ -139,7 +139,7 @@ impl Core {
             ServiceChange::Unchanged => {}
             ServiceChange::InPlace { .. } if u.next_spec.is_some() => u.next_spec = Some(new),
             ServiceChange::InPlace { probes } => {
-                u.set_spec(new);
+                u.spec = new;
                 if probes && is_up {
                     u.restart_probes(out);
                 }
@@ -156,7 +156,7 @@ impl Core {
             ServiceChange::Restart => {
                 // Not running (waiting for a dependency or a restart, or ended): the new spec
                 // starts afresh as soon as its dependencies allow.
-                u.set_spec(new);
+                u.spec = new;
                 u.token += 1;
                 u.tracker = RestartTracker::default();
                 // Its dependents wait for the new spec's run, not the old one's.

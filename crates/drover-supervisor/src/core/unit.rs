@@ -1,0 +1,485 @@
+//! One service: [`Unit`], its [`Stage`] (the contract's state with the data that exists only
+//! in it), its counters, and the moves of one service that need nothing of the others: spawn,
+//! stop, kill, probes started and stopped, readiness.
+//!
+//! **Invariant**: a stage is changed only through [`Unit::enter`] (or [`Unit::explain`] for a
+//! new reason in the same state), which publishes the change; nothing else records a state.
+
+use super::events::{
+    ExitCounts, RestartCounts, RestartReason, ServiceSnapshot, State, StateChange,
+};
+use super::{Action, Pid, ServiceId, pid_u32};
+use crate::restart::RestartTracker;
+use crate::sys::ExitStatus;
+use drover_probe::ProbeKind;
+use drover_spec::model::{Condition, Service, Signal};
+use std::sync::Arc;
+use tokio::time::{Duration, Instant};
+
+/// What a service is doing, with what only that state has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) enum Stage {
+    /// Not started: waiting for its dependencies. `blocked` once one of them ended before it
+    /// met its condition: the service has then ended for good without starting.
+    Pending { blocked: bool },
+    /// Being spawned; `Spawned` or `SpawnFailed` comes next.
+    Starting,
+    /// Its main process runs (`running`, or `ready` once readiness passed).
+    Up(Run),
+    /// Its stop signal went to its process group; waiting for the group to empty.
+    Stopping(Stop),
+    /// Waiting `delay` to restart.
+    Backoff { delay: Duration },
+    /// Ended. `completed`: the status of a last run its policy does not restart (ended for
+    /// good, counted in the exit code); `None` when drover stopped it (drain, removal).
+    Exited { completed: Option<ExitStatus> },
+    /// Ended for good as a failure: gave up after `max_retries`, or stopped by a probe under
+    /// `policy: never`.
+    Failed(ExitStatus),
+}
+
+/// A run whose main process is alive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Run {
+    /// Its main process, also its process group.
+    pub(super) pid: Pid,
+    /// Readiness passed (at once without a readiness probe).
+    pub(super) ready: bool,
+    /// Some probe of this run has been started and not stopped.
+    pub(super) probing: bool,
+    /// The startup probe passed, or there is none: readiness and liveness run.
+    pub(super) startup_passed: bool,
+}
+
+/// A run being stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Stop {
+    /// Its main process, until it is reaped.
+    pub(super) pid: Option<Pid>,
+    /// Its process group.
+    pub(super) pgid: Pid,
+    /// SIGKILL went to the group (after `stop.timeout`, or a kill).
+    pub(super) killed: bool,
+    /// Why a probe or the watchdog stopped the run, if one did: the run then counts as a
+    /// failure, whatever its exit status.
+    pub(super) failure: Option<RestartReason>,
+}
+
+impl Stage {
+    /// The contract's name of the stage.
+    pub(super) fn state(&self) -> State {
+        match self {
+            Stage::Pending { .. } => State::Pending,
+            Stage::Starting => State::Starting,
+            Stage::Up(run) if run.ready => State::Ready,
+            Stage::Up(_) => State::Running,
+            Stage::Stopping(_) => State::Stopping,
+            Stage::Backoff { .. } => State::Backoff,
+            Stage::Exited { .. } => State::Exited,
+            Stage::Failed(_) => State::Failed,
+        }
+    }
+}
+
+/// How a service ended for good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// Its policy does not restart it; its last run ended so.
+    Completed(ExitStatus),
+    /// It used up `max_retries`.
+    Failed(ExitStatus),
+    /// A dependency failed for good; it never started.
+    Blocked,
+}
+
+impl Outcome {
+    pub(super) fn code(self) -> i32 {
+        match self {
+            Outcome::Completed(status) | Outcome::Failed(status) => status.code(),
+            Outcome::Blocked => 1,
+        }
+    }
+}
+
+/// What a state change says besides its new state.
+pub(super) struct Transition {
+    pub(super) reason: String,
+    pub(super) exit: Option<ExitStatus>,
+    pub(super) restart: Option<RestartReason>,
+    pub(super) requested: bool,
+}
+
+impl Transition {
+    pub(super) fn new(reason: impl Into<String>) -> Transition {
+        Transition {
+            reason: reason.into(),
+            exit: None,
+            restart: None,
+            requested: false,
+        }
+    }
+
+    /// The change is about a run that ended with `status`.
+    pub(super) fn exit(mut self, status: ExitStatus) -> Transition {
+        self.exit = Some(status);
+        self
+    }
+
+    /// A restart for `reason` was decided with it.
+    pub(super) fn restart(mut self, reason: RestartReason) -> Transition {
+        self.restart = Some(reason);
+        self
+    }
+
+    /// It ends a run drover stopped on purpose ([`StateChange::requested`]).
+    pub(super) fn requested(mut self) -> Transition {
+        self.requested = true;
+        self
+    }
+}
+
+/// What a service's dependents wait for, since its spec last changed.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Milestones {
+    /// Some run started (`condition: started`).
+    pub(super) started: bool,
+    /// Some run exited 0 (`condition: completed_successfully`).
+    pub(super) succeeded: bool,
+}
+
+/// A reload removed the service: it is stopped (after `dependents`), then forgotten.
+pub(super) struct Removal {
+    /// Removed by the same reload and depending on it: they stop first.
+    pub(super) dependents: Vec<ServiceId>,
+}
+
+/// One service of the manifest.
+pub(super) struct Unit {
+    pub(super) id: ServiceId,
+    pub(super) name: Arc<str>,
+    pub(super) spec: Arc<Service>,
+    pub(super) stage: Stage,
+    pub(super) reason: String,
+    /// When its current or last run started.
+    pub(super) started_at: Option<Instant>,
+    pub(super) tracker: RestartTracker,
+    /// Current timer token; bumping it cancels the pending timer.
+    pub(super) token: u64,
+    /// Successful spawns: the number of the current run.
+    pub(super) starts: u64,
+    pub(super) restarts: RestartCounts,
+    pub(super) exits: ExitCounts,
+    pub(super) last_exit: Option<ExitStatus>,
+    pub(super) milestones: Milestones,
+    /// The last sd_notify `STATUS=`.
+    pub(super) status: Option<String>,
+    /// A reload changed its process: the spec its next run starts with, once the current one
+    /// has stopped.
+    pub(super) next_spec: Option<Arc<Service>>,
+    pub(super) removal: Option<Removal>,
+    /// Each `depends_on` entry of its next run's spec, resolved (`gating`).
+    pub(super) dependencies: Vec<(ServiceId, Condition)>,
+    /// The services whose `depends_on` names it (`gating`).
+    pub(super) dependents: Vec<ServiceId>,
+}
+
+impl Unit {
+    pub(super) fn new(id: ServiceId, spec: Service) -> Unit {
+        Unit {
+            id,
+            name: Arc::from(spec.name.as_str()),
+            spec: Arc::new(spec),
+            stage: Stage::Pending { blocked: false },
+            reason: "waiting to start".into(),
+            started_at: None,
+            tracker: RestartTracker::default(),
+            token: 0,
+            starts: 0,
+            restarts: RestartCounts::default(),
+            exits: ExitCounts::default(),
+            last_exit: None,
+            milestones: Milestones::default(),
+            status: None,
+            next_spec: None,
+            removal: None,
+            dependencies: Vec::new(),
+            dependents: Vec::new(),
+        }
+    }
+
+    /// The spec its next run will have.
+    pub(super) fn effective_spec(&self) -> &Arc<Service> {
+        self.next_spec.as_ref().unwrap_or(&self.spec)
+    }
+
+    /// Being spawned, running or being stopped: it has (or is about to have) processes.
+    pub(super) fn is_active(&self) -> bool {
+        matches!(
+            self.stage,
+            Stage::Starting | Stage::Up(_) | Stage::Stopping(_)
+        )
+    }
+
+    /// Ended for good, and how.
+    pub(super) fn outcome(&self) -> Option<Outcome> {
+        match self.stage {
+            Stage::Pending { blocked: true } => Some(Outcome::Blocked),
+            Stage::Exited {
+                completed: Some(status),
+            } => Some(Outcome::Completed(status)),
+            Stage::Failed(status) => Some(Outcome::Failed(status)),
+            _ => None,
+        }
+    }
+
+    /// Its process group, while it may have members.
+    pub(super) fn group(&self) -> Option<Pid> {
+        match &self.stage {
+            Stage::Up(run) => Some(run.pid),
+            Stage::Stopping(stop) => Some(stop.pgid),
+            _ => None,
+        }
+    }
+
+    /// Its main process, while it runs.
+    pub(super) fn pid(&self) -> Option<Pid> {
+        match &self.stage {
+            Stage::Up(run) => Some(run.pid),
+            Stage::Stopping(stop) => stop.pid,
+            _ => None,
+        }
+    }
+
+    /// Whether run `run` is the current one and still up: only then do its probe verdicts
+    /// and its watchdog count.
+    pub(super) fn is_probed_run(&self, run: u64) -> bool {
+        self.starts == run && matches!(self.stage, Stage::Up(_))
+    }
+
+    /// What is known about it now.
+    pub(super) fn snapshot(&self) -> ServiceSnapshot {
+        let spec = &self.spec;
+        ServiceSnapshot {
+            name: self.name.clone(),
+            state: self.stage.state(),
+            reason: self.reason.clone(),
+            pid: self.pid().map(pid_u32),
+            starts: self.starts,
+            restarts: self.restarts.total(),
+            last_exit: self.last_exit,
+            backoff: match self.stage {
+                Stage::Backoff { delay } => Some(delay),
+                _ => None,
+            },
+            status: self.status.clone(),
+            restarts_by_reason: self.restarts,
+            exits: self.exits,
+            started_at: self.started_at,
+            probes: [
+                (ProbeKind::Startup, spec.startup_probe.is_some()),
+                (ProbeKind::Readiness, spec.readiness_probe.is_some()),
+                (ProbeKind::Liveness, spec.liveness_probe.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(kind, has)| has.then_some(kind))
+            .collect(),
+        }
+    }
+
+    /// Moves to `stage` and publishes the change (unless neither the state nor the reason
+    /// changed).
+    pub(super) fn enter(&mut self, stage: Stage, change: Transition, out: &mut Vec<Action>) {
+        let from = self.stage.state();
+        self.stage = stage;
+        self.announce(from, change, out);
+    }
+
+    /// Publishes a new reason for the state it is in.
+    pub(super) fn explain(&mut self, change: Transition, out: &mut Vec<Action>) {
+        let from = self.stage.state();
+        self.announce(from, change, out);
+    }
+
+    pub(super) fn announce(&mut self, from: State, change: Transition, out: &mut Vec<Action>) {
+        let to = self.stage.state();
+        if from == to && self.reason == change.reason {
+            return;
+        }
+        self.reason.clone_from(&change.reason);
+        out.push(Action::Publish(
+            self.id,
+            StateChange {
+                service: self.name.clone(),
+                from,
+                to,
+                pid: self.pid().or(self.group()).map(pid_u32),
+                exit: change.exit,
+                restart: change.restart,
+                requested: change.requested,
+                reason: change.reason,
+            },
+        ));
+    }
+
+    /// "stopping with SIGTERM": the words of a stop signal being sent.
+    pub(super) fn stopping_with(&self) -> String {
+        format!("stopping with {}", self.spec.stop.signal.as_str())
+    }
+
+    /// Spawns a run.
+    pub(super) fn spawn(&mut self, out: &mut Vec<Action>) {
+        self.enter(Stage::Starting, Transition::new("starting"), out);
+        out.push(Action::Spawn(self.id));
+    }
+
+    /// Stops the running process: its probes, then the stop signal to its group, with
+    /// `stop.timeout` until SIGKILL. `failure`: the probe or watchdog that stopped it.
+    pub(super) fn stop(
+        &mut self,
+        reason: String,
+        failure: Option<RestartReason>,
+        out: &mut Vec<Action>,
+    ) {
+        let Stage::Up(run) = &self.stage else { return };
+        let pid = run.pid;
+        self.stop_probes(out);
+        self.signal_stop(pid, out);
+        let stop = Stop {
+            pid: Some(pid),
+            pgid: pid,
+            killed: false,
+            failure,
+        };
+        self.enter(Stage::Stopping(stop), Transition::new(reason), out);
+    }
+
+    /// Sends the stop signal to `pgid` and arms `stop.timeout`.
+    pub(super) fn signal_stop(&mut self, pgid: Pid, out: &mut Vec<Action>) {
+        self.token += 1;
+        out.push(Action::SignalGroup {
+            unit: self.id,
+            pgid,
+            signal: self.spec.stop.signal,
+        });
+        out.push(Action::SetTimer {
+            unit: self.id,
+            token: self.token,
+            after: self.spec.stop.timeout,
+        });
+    }
+
+    /// SIGKILLs its process group (running, or stopping without SIGKILL yet) and publishes
+    /// `reason`; whether it had one to kill.
+    pub(super) fn kill(&mut self, reason: String, out: &mut Vec<Action>) -> bool {
+        let stop = match &self.stage {
+            Stage::Up(run) => Stop {
+                pid: Some(run.pid),
+                pgid: run.pid,
+                killed: true,
+                failure: None,
+            },
+            Stage::Stopping(stop) if !stop.killed => Stop {
+                killed: true,
+                ..stop.clone()
+            },
+            _ => return false,
+        };
+        self.stop_probes(out);
+        self.token += 1;
+        out.push(Action::SignalGroup {
+            unit: self.id,
+            pgid: stop.pgid,
+            signal: Signal::SIGKILL,
+        });
+        out.push(Action::WatchGroup {
+            unit: self.id,
+            pgid: stop.pgid,
+        });
+        self.enter(Stage::Stopping(stop), Transition::new(reason), out);
+        true
+    }
+
+    /// Whether it has a process group that SIGKILL has not reached yet.
+    pub(super) fn is_killable(&self) -> bool {
+        match &self.stage {
+            Stage::Up(_) => true,
+            Stage::Stopping(stop) => !stop.killed,
+            _ => false,
+        }
+    }
+
+    pub(super) fn stop_probes(&mut self, out: &mut Vec<Action>) {
+        if let Stage::Up(run) = &mut self.stage
+            && std::mem::take(&mut run.probing)
+        {
+            out.push(Action::StopProbes(self.id));
+        }
+    }
+
+    pub(super) fn start_probes(&mut self, kinds: Vec<ProbeKind>, out: &mut Vec<Action>) {
+        let Stage::Up(run) = &mut self.stage else {
+            return;
+        };
+        run.probing = true;
+        out.push(Action::StartProbes {
+            unit: self.id,
+            run: self.starts,
+            kinds,
+        });
+    }
+
+    /// The startup probe alone first, if there is one; the others otherwise.
+    pub(super) fn start_first_probes(&mut self, out: &mut Vec<Action>) {
+        if self.spec.startup_probe.is_some() {
+            self.start_probes(vec![ProbeKind::Startup], out);
+        } else {
+            self.start_main_probes(out);
+        }
+    }
+
+    /// Starts the readiness and liveness probes; without a readiness probe, ready at once.
+    pub(super) fn start_main_probes(&mut self, out: &mut Vec<Action>) {
+        let Stage::Up(run) = &mut self.stage else {
+            return;
+        };
+        run.startup_passed = true;
+        let mut kinds = Vec::new();
+        if self.spec.readiness_probe.is_some() {
+            kinds.push(ProbeKind::Readiness);
+        }
+        if self.spec.liveness_probe.is_some() {
+            kinds.push(ProbeKind::Liveness);
+        }
+        if !kinds.is_empty() {
+            self.start_probes(kinds, out);
+        }
+        if self.spec.readiness_probe.is_none() {
+            self.set_ready(true, Transition::new("ready (no readiness probe)"), out);
+        }
+    }
+
+    /// Restarts the probes of the running process after its probes changed.
+    pub(super) fn restart_probes(&mut self, out: &mut Vec<Action>) {
+        self.stop_probes(out);
+        let Stage::Up(run) = &self.stage else { return };
+        if run.startup_passed || self.spec.startup_probe.is_none() {
+            self.start_main_probes(out);
+        } else {
+            self.start_probes(vec![ProbeKind::Startup], out);
+        }
+    }
+
+    /// Marks the running process ready or not, and publishes `change`.
+    pub(super) fn set_ready(&mut self, ready: bool, change: Transition, out: &mut Vec<Action>) {
+        let from = self.stage.state();
+        let Stage::Up(run) = &mut self.stage else {
+            return;
+        };
+        run.ready = ready;
+        self.announce(from, change, out);
+    }
+
+    pub(super) fn is_ready(&self) -> bool {
+        matches!(&self.stage, Stage::Up(run) if run.ready)
+    }
+}
