@@ -255,9 +255,10 @@ impl Core {
     }
 
     /// The spec service `id`'s next run starts with (after a reload that changed its process,
-    /// not the running one's).
+    /// not the running one's); `None` for a removed service, which has no next run.
     pub(crate) fn next_spec(&self, id: ServiceId) -> Option<&Arc<Service>> {
-        Some(self.units.get(id)?.effective_spec())
+        let unit = self.units.get(id)?;
+        unit.removal.is_none().then(|| unit.effective_spec())
     }
 
     /// The process group of service `id`'s current run, while it may have members.

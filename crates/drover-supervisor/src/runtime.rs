@@ -17,8 +17,9 @@ use drover_probe::{
 };
 use drover_spec::diff::Plan;
 use drover_spec::model::{Manifest, Probe, ProbeAction, Service, ServiceOutput, Signal};
+use indexmap::IndexMap;
 use nix::unistd::Pid;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::OwnedFd;
@@ -103,8 +104,9 @@ pub struct Supervisor {
     published: Published,
 }
 
-/// What observers read of each service, by id; a removed service leaves once it has stopped.
-type Published = Arc<Mutex<BTreeMap<ServiceId, Observed>>>;
+/// What observers read of each service, by id, in the order services came (the manifest's,
+/// then each reload's additions); a removed service leaves once it has stopped.
+type Published = Arc<Mutex<IndexMap<ServiceId, Observed>>>;
 
 /// What observers read of one service.
 struct Observed {
@@ -144,7 +146,7 @@ impl Supervisor {
         let core_len = core.len();
         let (control, control_rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(EVENT_BUFFER);
-        let published = Arc::new(Mutex::new(BTreeMap::new()));
+        let published = Arc::new(Mutex::new(IndexMap::new()));
         let (inputs, inputs_rx) = mpsc::unbounded_channel();
         let null = std::fs::OpenOptions::new()
             .read(true)
@@ -517,10 +519,8 @@ impl Driver {
                 tracing::error!(error = %err, "a new service cannot be set up fully");
             }
         }
+        // (A removed service has no next run: its socket stays as it is until it is gone.)
         for id in self.core.ids() {
-            if reloaded.added.contains(&id) {
-                continue;
-            }
             if let Err(err) = self.set_notify(id) {
                 let service = self.core.spec(id).map(|spec| spec.name.clone());
                 tracing::error!(service, error = %err, "cannot create the notify socket");
@@ -541,7 +541,7 @@ impl Driver {
 
     /// Drops what belonged to a removed service that has stopped.
     fn forget(&mut self, id: ServiceId) {
-        lock(&self.published).remove(&id);
+        lock(&self.published).shift_remove(&id);
         self.notify_units.retain(|&u| u != id);
         let Some(mut resources) = self.services.remove(&id) else {
             return;
@@ -1207,6 +1207,58 @@ services:
         assert_eq!(probe.outcome, CheckOutcome::Failure);
         assert_eq!(probe.message, "exit code 3");
         assert!(probe.duration > Duration::ZERO && probe.duration < Duration::from_secs(5));
+        supervisor.send(Control::Kill);
+        assert_eq!(done.await.expect("join"), 1);
+    }
+
+    /// Polls `supervisor`'s snapshot until `done` holds for the list of names (10 s at most).
+    async fn names_until(supervisor: &Supervisor, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let names = || -> Vec<String> {
+            supervisor
+                .snapshot()
+                .iter()
+                .map(|s| s.name.to_string())
+                .collect()
+        };
+        let polled = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let now = names();
+                if done(&now) {
+                    break now;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        polled.unwrap_or_else(|_| panic!("not within 10 s: {:?}", names()))
+    }
+
+    #[tokio::test]
+    async fn a_service_added_in_a_freed_slot_is_listed_last() {
+        let load = |services: &str| {
+            let yaml = format!(
+                "settings: {{ log: {{ service_output: discard }} }}\nservices:\n{services}"
+            );
+            drover_spec::load_str(&yaml, std::path::Path::new("/t/drover.yaml")).expect("valid")
+        };
+        let a = "  a: { command: [sleep, \"60\"] }\n";
+        let b = "  b: { command: [sleep, \"61\"] }\n";
+        let c = "  c: { command: [sleep, \"62\"] }\n";
+        let processes = Processes::start().expect("processes");
+        let (supervisor, done) =
+            Supervisor::start(load(&format!("{a}{b}")), processes).expect("start");
+        let reload = |manifest| {
+            supervisor.send(Control::Reload {
+                manifest: Box::new(manifest),
+                applied: None,
+            })
+        };
+        // a goes (its slot is freed once it has stopped), then c comes and takes that slot.
+        reload(load(b));
+        names_until(&supervisor, |names| names == ["b"]).await;
+        reload(load(&format!("{b}{c}")));
+        let names = names_until(&supervisor, |names| names.len() == 2).await;
+        assert_eq!(names, ["b", "c"], "in the order they came, not by slot");
         supervisor.send(Control::Kill);
         assert_eq!(done.await.expect("join"), 1);
     }

@@ -968,3 +968,24 @@ fn adding_and_removing_services_in_a_loop_reuses_the_same_slots() {
     }
     assert_eq!((sim.core.len(), sim.core.units.capacity()), (1, 2));
 }
+
+#[test]
+fn a_drain_stops_a_services_probes_with_its_stop_signal() {
+    let (mut sim, _) = Sim::new(PROBED);
+    sim.spawned("db", 10);
+    probe(&mut sim, "db", ProbeKind::Readiness, Change::Passed);
+    sim.spawned("web", 11);
+    // web (no probes) stops first; db's probes stop as its stop signal goes, not at its exit.
+    assert_eq!(
+        acts(sim.feed(Input::Shutdown)),
+        ["deadline 30s", "signal web SIGTERM", "timer web 10s"]
+    );
+    assert_eq!(
+        acts(sim.exited("web", 11, ExitStatus::Signaled(15), false)),
+        ["stop probes db", "signal db SIGTERM", "timer db 10s"]
+    );
+    assert_eq!(
+        acts(sim.exited("db", 10, ExitStatus::Signaled(15), false)),
+        ["exit 0"]
+    );
+}
