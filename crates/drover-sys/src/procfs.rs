@@ -35,9 +35,10 @@ impl ProcStat {
 
     /// Parses the text of a stat file; `None` when a field is missing or not a number.
     pub fn parse(stat: &str) -> Option<ProcStat> {
-        // The name may hold spaces and parentheses: the fields start after the last ')'.
+        // The name may hold spaces and parentheses: the fields start after the last ") ", one
+        // space between each (a plain split: the scrape parses a thousand of these).
         let after_name = stat.get(stat.rfind(')')?..)?;
-        let mut fields = after_name.get(1..)?.split_ascii_whitespace();
+        let mut fields = after_name.get(2..)?.split(' ');
         // Field 3 (state) is the first here.
         let ppid = fields.nth(1)?.parse().ok()?;
         let pgrp = fields.next()?.parse().ok()?;
