@@ -131,7 +131,7 @@ impl ServiceCgroup {
     }
 
     /// Whether process `pid` is in this cgroup, from `/proc/<pid>/cgroup`.
-    fn holds(&self, pid: nix::unistd::Pid) -> bool {
+    pub(crate) fn holds(&self, pid: nix::unistd::Pid) -> bool {
         let mut text = String::new();
         let read = std::fs::File::open(format!("/proc/{}/cgroup", pid.as_raw()))
             .and_then(|file| file.take(CGROUP_FILE_LIMIT).read_to_string(&mut text));

@@ -30,6 +30,7 @@
 mod drain;
 mod events;
 mod gating;
+mod hand;
 mod lifecycle;
 mod reload;
 mod slots;
@@ -126,6 +127,16 @@ pub(crate) enum Input {
         /// What happened, in words.
         message: String,
     },
+    /// An operation by hand (the control socket); answered with [`Action::Answer`]s carrying
+    /// `ticket`.
+    Operate {
+        /// The service.
+        unit: ServiceId,
+        /// What to do.
+        op: HandOp,
+        /// Chosen by the asker; the answers carry it back.
+        ticket: u64,
+    },
     /// The service sent `STATUS=` over sd_notify (from a checked sender).
     Status {
         /// The service.
@@ -182,11 +193,53 @@ pub(crate) enum Action {
     },
     /// Stop every probe of service `unit`.
     StopProbes(ServiceId),
+    /// An answer to the [`Input::Operate`] that carried `ticket`: `Accepted` first when the
+    /// operation takes time, then `Done` or `Failed` (or only one of them, at once).
+    Answer {
+        /// The operation's ticket.
+        ticket: u64,
+        /// How it stands.
+        answer: OpAnswer,
+    },
     /// A reload removed the service and it has stopped: its id names nothing from now on;
     /// drop what belongs to it. (Its last state change came just before.)
     Forget(ServiceId),
     /// Everything is over: exit with this code.
     Exit(i32),
+}
+
+/// An operation by hand on one service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HandOp {
+    /// Start it (now, if it waits to restart): done once a new run is up.
+    Start,
+    /// Stop it and keep it stopped (`stopped`): done once its process group is empty.
+    Stop,
+    /// Stop its run and start a new one (a start if it does not run): done once the new run
+    /// is up.
+    Restart,
+}
+
+impl HandOp {
+    /// The operation's name, as in `drover start`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandOp::Start => "start",
+            HandOp::Stop => "stop",
+            HandOp::Restart => "restart",
+        }
+    }
+}
+
+/// How an operation by hand stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OpAnswer {
+    /// Taken; it will be `Done` or `Failed` later.
+    Accepted,
+    /// Done, in words (`started as pid 42`).
+    Done(String),
+    /// Not done, and why.
+    Failed(String),
 }
 
 /// How long drover waits for process groups to empty after sending SIGKILL to all of them.
@@ -242,6 +295,14 @@ impl Core {
     /// Every service, by id.
     pub(crate) fn ids(&self) -> Vec<ServiceId> {
         self.units.ids()
+    }
+
+    /// The service named `name` in the manifest (not a removed one still stopping).
+    pub(crate) fn find(&self, name: &str) -> Option<ServiceId> {
+        self.units
+            .iter()
+            .find(|(_, u)| u.removal.is_none() && *u.name == *name)
+            .map(|(id, _)| id)
     }
 
     /// Number of services.
@@ -315,6 +376,7 @@ impl Core {
                     self.stop_failed_run(unit, RestartReason::Watchdog, &message, &mut out);
                 }
             }
+            Input::Operate { unit, op, ticket } => self.operate(unit, op, ticket, now, &mut out),
             Input::Status { unit, text } => {
                 if let Some(u) = self.units.get_mut(unit) {
                     u.status = Some(text);

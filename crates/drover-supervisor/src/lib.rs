@@ -31,8 +31,8 @@ mod runtime;
 use drover_sys as sys;
 
 pub use crate::core::{
-    Event, ExitCounts, ProbeEvent, RestartCounts, RestartReason, ServiceSnapshot, State,
-    StateChange,
+    Event, ExitCounts, HandOp, OpAnswer, ProbeEvent, RestartCounts, RestartReason, ServiceSnapshot,
+    State, StateChange,
 };
 pub use crate::process::{Processes, SpawnError, SpawnRequest};
 pub use crate::runtime::{Control, Error, Supervisor};

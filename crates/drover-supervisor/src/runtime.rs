@@ -6,7 +6,8 @@
 //! [`Supervisor::snapshot`]; the supervisor never knows who they are.
 
 use crate::core::{
-    Action, Core, Event, Input, ProbeEvent, ServiceId, ServiceSnapshot, StateChange,
+    Action, Core, Event, HandOp, Input, OpAnswer, ProbeEvent, ServiceId, ServiceSnapshot,
+    StateChange,
 };
 use crate::output::{DropCounter, OutputSink, Stream};
 use crate::probes::{ExecProbe, NotifyUnit};
@@ -66,6 +67,28 @@ pub enum Control {
     /// Answered as soon as the loop reads it: proof that the loop still turns
     /// ([`Supervisor::responsive`]).
     Ping(tokio::sync::oneshot::Sender<()>),
+    /// Start, stop or restart service `service` by hand. `answers` gets `Accepted` while the
+    /// goal is ahead, then `Done` or `Failed` (an unknown name fails at once).
+    Operate {
+        /// The service's name.
+        service: String,
+        /// What to do.
+        op: HandOp,
+        /// Where the answers go.
+        answers: mpsc::UnboundedSender<OpAnswer>,
+    },
+    /// Send `signal` to service `service`'s main process, or with `group` to its process
+    /// group; answered with what was signalled, or why nothing was.
+    Signal {
+        /// The service's name.
+        service: String,
+        /// The signal's number.
+        signal: i32,
+        /// The whole process group rather than the main process.
+        group: bool,
+        /// The answer.
+        answer: tokio::sync::oneshot::Sender<Result<String, String>>,
+    },
 }
 
 /// Why the supervisor could not start.
@@ -174,6 +197,8 @@ impl Supervisor {
             watched: Vec::new(),
             cgroups: None,
             guard: None,
+            operations: HashMap::new(),
+            next_ticket: 0,
         };
         driver.start_containment();
         for id in driver.core.ids() {
@@ -350,6 +375,10 @@ struct Driver {
     cgroups: Option<crate::cgroup::Cgroups>,
     /// The process that cleans up if drover is killed (none as PID 1).
     guard: Option<crate::guard::GuardLink>,
+    /// Where the answers to each operation by hand still under way go, by ticket.
+    operations: HashMap<u64, mpsc::UnboundedSender<OpAnswer>>,
+    /// The next operation's ticket.
+    next_ticket: u64,
 }
 
 impl Driver {
@@ -627,6 +656,16 @@ impl Driver {
                         let _ = answer.send(());
                         continue;
                     }
+                    Some(Control::Operate { service, op, answers }) => {
+                        match self.operation(&service, op, answers) {
+                            Some(input) => input,
+                            None => continue,
+                        }
+                    }
+                    Some(Control::Signal { service, signal, group, answer }) => {
+                        let _ = answer.send(self.signal_service(&service, signal, group));
+                        continue;
+                    }
                     Some(Control::Reload { manifest, applied }) => {
                         let reloaded = self.reload(*manifest);
                         let code = reloaded.as_ref().and_then(|(_, code)| *code);
@@ -674,6 +713,58 @@ impl Driver {
                 return code;
             }
         }
+    }
+
+    /// The input for an operation by hand on the service named `service`, with a ticket whose
+    /// answers go to `answers`; `None` (and a failed answer) for an unknown name.
+    fn operation(
+        &mut self,
+        service: &str,
+        op: HandOp,
+        answers: mpsc::UnboundedSender<OpAnswer>,
+    ) -> Option<Input> {
+        let Some(unit) = self.core.find(service) else {
+            let _ = answers.send(OpAnswer::Failed(format!("no service `{service}`")));
+            return None;
+        };
+        let ticket = self.next_ticket;
+        self.next_ticket = self.next_ticket.wrapping_add(1);
+        self.operations.insert(ticket, answers);
+        Some(Input::Operate { unit, op, ticket })
+    }
+
+    /// Sends `signal` to service `service`'s main process (or its group): only to a process
+    /// drover knows is the service's now (with a cgroup, one still in it).
+    fn signal_service(&self, service: &str, signal: i32, group: bool) -> Result<String, String> {
+        let unit = self
+            .core
+            .find(service)
+            .ok_or_else(|| format!("no service `{service}`"))?;
+        let snapshot = self.core.snapshot(unit).ok_or("no such service")?;
+        let not_running = || format!("`{service}` is {}: no process to signal", snapshot.state);
+        let name = drover_spec::model::Signal::from_number(signal)
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|| format!("signal {signal}"));
+        if group {
+            let pgid = self.core.group(unit).ok_or_else(not_running)?;
+            if !self.owns_group(unit, pgid) {
+                return Err(not_running());
+            }
+            sys::signal_group(pgid, Some(signal)).map_err(|err| err.to_string())?;
+            return Ok(format!("sent {name} to process group {}", pgid.as_raw()));
+        }
+        let pid = snapshot
+            .pid
+            .and_then(|pid| i32::try_from(pid).ok())
+            .map(Pid::from_raw)
+            .ok_or_else(not_running)?;
+        if let Some(cgroup) = self.cgroup_of(unit)
+            && !cgroup.holds(pid)
+        {
+            return Err(not_running());
+        }
+        sys::send_signal(pid.as_raw(), signal).map_err(|err| err.to_string())?;
+        Ok(format!("sent {name} to pid {}", pid.as_raw()))
     }
 
     fn forward(&self, signal: Signal) {
@@ -794,6 +885,16 @@ impl Driver {
                     }
                 }
                 Action::Forget(unit) => self.forget(unit),
+                Action::Answer { ticket, answer } => {
+                    let last = !matches!(answer, OpAnswer::Accepted);
+                    let sent = self
+                        .operations
+                        .get(&ticket)
+                        .is_some_and(|answers| answers.send(answer).is_ok());
+                    if last || !sent {
+                        self.operations.remove(&ticket);
+                    }
+                }
                 Action::Exit(code) => exit = Some(code),
             }
         }

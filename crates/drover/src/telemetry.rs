@@ -212,7 +212,7 @@ impl Lifecycle {
         );
         if !matches!(
             change.to,
-            State::Backoff | State::Exited | State::Failed | State::Pending
+            State::Backoff | State::Exited | State::Failed | State::Pending | State::Stopped
         ) {
             return;
         }

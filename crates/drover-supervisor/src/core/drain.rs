@@ -56,6 +56,9 @@ impl Core {
         }
         self.phase = Phase::Draining { killing: false };
         self.exit_code = exit_code;
+        for u in self.units.values_mut() {
+            u.fail_waiters(None, "drover is shutting down", out);
+        }
         out.push(Action::SetDrainDeadline(self.shutdown_timeout));
         self.schedule(now, out);
     }
@@ -105,7 +108,7 @@ impl Core {
                 // or through others, has stopped.
                 Stage::Up(_) if may_stop => {
                     let reason = u.stopping_with();
-                    u.stop(reason, None, out);
+                    u.stop(reason, None, None, out);
                 }
                 _ => {}
             }

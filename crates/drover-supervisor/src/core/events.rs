@@ -28,11 +28,14 @@ pub enum State {
     Backoff,
     /// Gave up after `max_retries`.
     Failed,
+    /// Stopped by hand (`drover stop`): not a failure; no policy restarts it until it is
+    /// started by hand.
+    Stopped,
 }
 
 impl State {
     /// Every state, in the contract's order.
-    pub const ALL: [State; 8] = [
+    pub const ALL: [State; 9] = [
         State::Pending,
         State::Starting,
         State::Running,
@@ -41,6 +44,7 @@ impl State {
         State::Exited,
         State::Backoff,
         State::Failed,
+        State::Stopped,
     ];
 
     /// The contract's name of the state.
@@ -54,6 +58,7 @@ impl State {
             State::Exited => "exited",
             State::Backoff => "backoff",
             State::Failed => "failed",
+            State::Stopped => "stopped",
         }
     }
 }
@@ -128,18 +133,22 @@ pub enum RestartReason {
     Watchdog,
     /// A manifest reload changed the service.
     Reload,
+    /// Restarted (or started again) by hand: `drover restart`, or `drover start` of a service
+    /// being stopped.
+    Manual,
 }
 
 impl RestartReason {
     /// Every reason, in the order metrics print them (a reason missing here has no
     /// [`RestartCounts`] field either: `get` and `slot` match every reason).
-    pub const ALL: [RestartReason; 6] = [
+    pub const ALL: [RestartReason; 7] = [
         RestartReason::Exit,
         RestartReason::Signal,
         RestartReason::Liveness,
         RestartReason::Startup,
         RestartReason::Watchdog,
         RestartReason::Reload,
+        RestartReason::Manual,
     ];
 
     /// The label value.
@@ -151,6 +160,7 @@ impl RestartReason {
             RestartReason::Startup => "startup",
             RestartReason::Watchdog => "watchdog",
             RestartReason::Reload => "reload",
+            RestartReason::Manual => "manual",
         }
     }
 }
@@ -165,6 +175,7 @@ pub struct RestartCounts {
     startup: u64,
     watchdog: u64,
     reload: u64,
+    manual: u64,
 }
 
 impl RestartCounts {
@@ -177,6 +188,7 @@ impl RestartCounts {
             RestartReason::Startup => self.startup,
             RestartReason::Watchdog => self.watchdog,
             RestartReason::Reload => self.reload,
+            RestartReason::Manual => self.manual,
         }
     }
 
@@ -202,6 +214,7 @@ impl RestartCounts {
             RestartReason::Startup => &mut self.startup,
             RestartReason::Watchdog => &mut self.watchdog,
             RestartReason::Reload => &mut self.reload,
+            RestartReason::Manual => &mut self.manual,
         };
         *slot = slot.saturating_add(1);
     }

@@ -3,7 +3,7 @@
 //! restart policy decides between backoff, exited and failed (or the new spec of a reload).
 
 use super::events::RestartReason;
-use super::unit::{Milestones, Run, Stage, Stop, Transition};
+use super::unit::{Ending, Hand, Milestones, Run, Stage, Stop, Transition};
 use super::{Action, Core, Phase, Pid, ServiceId, next_random, round_ms};
 use crate::restart::{Decision, RestartTracker, RunEnd};
 use crate::sys::ExitStatus;
@@ -23,6 +23,10 @@ impl Core {
         let Some(u) = self.units.get_mut(id) else {
             return;
         };
+        let hand = match u.stage {
+            Stage::Starting { hand } => hand,
+            _ => None,
+        };
         u.started_at = Some(now);
         u.starts += 1;
         u.milestones.started = true;
@@ -32,12 +36,19 @@ impl Core {
             probing: false,
             startup_passed: false,
         };
+        if supervising && hand == Some(Hand::Stop) {
+            // Stopped by hand while it was being spawned.
+            u.enter(Stage::Up(run), Transition::new("started"), out);
+            let reason = format!("stopped by hand; {}", u.stopping_with());
+            u.stop(reason, None, Some(Hand::Stop), out);
+            return;
+        }
         if supervising && (u.next_spec.is_some() || u.removal.is_some()) {
             // A reload changed or removed it while it was being spawned.
             u.enter(Stage::Up(run), Transition::new("started"), out);
             if u.removal.is_none() {
                 let reason = format!("manifest changed; {}", u.stopping_with());
-                u.stop(reason, None, out);
+                u.stop(reason, None, None, out);
                 return;
             }
             // Removed: stopped once its removed dependents have (`stop_removed`).
@@ -71,12 +82,20 @@ impl Core {
         let Some(u) = self.units.get_mut(id) else {
             return;
         };
+        let hand = match u.stage {
+            Stage::Starting { hand } => hand,
+            _ => None,
+        };
         let status = ExitStatus::Exited(code);
         u.started_at = Some(now);
         u.last_exit = Some(status);
         u.exits.count(status);
         let ended = format!("cannot start: {message}");
-        self.finish_run(id, Some(ended), None, now, out);
+        let ending = Ending {
+            failure: None,
+            hand,
+        };
+        self.finish_run(id, Some(ended), ending, now, out);
     }
 
     pub(super) fn on_exited(
@@ -100,16 +119,16 @@ impl Core {
             u.milestones.succeeded = true;
         }
         u.stop_probes(out);
-        let (pgid, failure, stop_sent) = match &mut u.stage {
-            Stage::Up(run) => (run.pid, None, false),
+        let (pgid, ending, stop_sent) = match &mut u.stage {
+            Stage::Up(run) => (run.pid, Ending::default(), false),
             Stage::Stopping(stop) => {
                 stop.pid = None;
-                (stop.pgid, stop.failure, true)
+                (stop.pgid, stop.ending(), true)
             }
             _ => return,
         };
         if !group_alive {
-            self.finish_run(id, None, failure, now, out);
+            self.finish_run(id, None, ending, now, out);
             return;
         }
         // Nothing of an old run may outlive it: stop the rest of its group first.
@@ -125,6 +144,7 @@ impl Core {
                 pgid,
                 killed: false,
                 failure: None,
+                hand: None,
             };
             u.enter(Stage::Stopping(stop), change, out);
         }
@@ -133,11 +153,9 @@ impl Core {
     pub(super) fn on_group_gone(&mut self, id: ServiceId, now: Instant, out: &mut Vec<Action>) {
         let Some(u) = self.units.get(id) else { return };
         // While the main process lives, its exit ends the run.
-        if let Stage::Stopping(Stop {
-            pid: None, failure, ..
-        }) = u.stage
-        {
-            self.finish_run(id, None, failure, now, out);
+        if let Stage::Stopping(stop @ Stop { pid: None, .. }) = &u.stage {
+            let ending = stop.ending();
+            self.finish_run(id, None, ending, now, out);
         }
     }
 
@@ -232,19 +250,20 @@ impl Core {
             return;
         };
         let reason = format!("{} ({message}); {}", failure_text(cause), u.stopping_with());
-        u.stop(reason, Some(cause), out);
+        u.stop(reason, Some(cause), None, out);
     }
 
     /// The main process has exited and its group is empty (or it never started): decide.
-    /// `failure`: the probe or watchdog that stopped the run.
+    /// `ending`: the probe or watchdog that stopped the run, and what was asked by hand.
     fn finish_run(
         &mut self,
         id: ServiceId,
         spawn_error: Option<String>,
-        failure: Option<RestartReason>,
+        ending: Ending,
         now: Instant,
         out: &mut Vec<Action>,
     ) {
+        let Ending { failure, hand } = ending;
         let supervising = self.phase == Phase::Supervising;
         let Some(u) = self.units.get_mut(id) else {
             return;
@@ -254,6 +273,20 @@ impl Core {
         let mut ended = spawn_error.unwrap_or_else(|| format!("exited with {status}"));
         if let Some(cause) = failure {
             ended = format!("{}; {ended}", failure_text(cause));
+        }
+        if supervising && u.removal.is_none() && hand == Some(Hand::Stop) {
+            // A spec a reload gave it meanwhile is the one its next start runs.
+            if let Some(spec) = u.next_spec.take() {
+                u.spec = spec;
+                u.tracker = RestartTracker::default();
+                u.milestones = Milestones::default();
+            }
+            let change = Transition::new(format!("stopped by hand; {ended}"))
+                .exit(status)
+                .requested();
+            u.enter(Stage::Stopped, change, out);
+            self.schedule(now, out);
+            return;
         }
         // (A removed service has no next spec: `retire` drops it.)
         if supervising && let Some(spec) = u.next_spec.take() {
@@ -280,6 +313,17 @@ impl Core {
                 .requested();
             u.enter(Stage::Exited { completed: None }, change, out);
             self.forget_if_removed(id, out);
+            self.schedule(now, out);
+            return;
+        }
+        if hand == Some(Hand::Restart) {
+            u.tracker = RestartTracker::default();
+            u.restarts.count(RestartReason::Manual);
+            let change = Transition::new(format!("{ended}; restarting by hand"))
+                .exit(status)
+                .restart(RestartReason::Manual)
+                .requested();
+            u.enter(Stage::Pending { blocked: false }, change, out);
             self.schedule(now, out);
             return;
         }

@@ -144,11 +144,17 @@ impl Core {
                     u.restart_probes(out);
                 }
             }
+            ServiceChange::Restart if u.stage == Stage::Stopped => {
+                // Stopped by hand, it stays so; its next start runs the new spec.
+                u.spec = new;
+                u.tracker = RestartTracker::default();
+                u.milestones = Default::default();
+            }
             ServiceChange::Restart if u.is_active() => {
                 u.next_spec = Some(new);
                 if is_up {
                     let reason = format!("manifest changed; {}", u.stopping_with());
-                    u.stop(reason, None, out);
+                    u.stop(reason, None, None, out);
                 }
                 // Being spawned: stopped as soon as it is (`on_spawned`); being stopped: it
                 // restarts once stopped (`finish_run`).
@@ -174,7 +180,7 @@ impl Core {
             return;
         };
         u.removal = None;
-        if matches!(u.stage, Stage::Stopping(_) | Stage::Starting) {
+        if matches!(u.stage, Stage::Stopping(_) | Stage::Starting { .. }) {
             // Its run is ending: the next one starts with the new spec.
             u.next_spec = Some(Arc::new(new));
         } else {
@@ -218,7 +224,7 @@ impl Core {
             }
             if let Some(u) = self.units.get_mut(id) {
                 let reason = format!("removed from the manifest; {}", u.stopping_with());
-                u.stop(reason, None, out);
+                u.stop(reason, None, None, out);
             }
         }
     }
@@ -230,7 +236,9 @@ impl Core {
             .get(id)
             .is_some_and(|u| u.removal.is_some() && !u.is_active())
         {
-            self.units.remove(id);
+            if let Some(mut u) = self.units.remove(id) {
+                u.fail_waiters(None, "removed from the manifest", out);
+            }
             out.push(Action::Forget(id));
         }
     }

@@ -111,6 +111,11 @@ impl Sim {
         self.feed(Input::Timer { unit, token })
     }
 
+    fn operate(&mut self, name: &str, op: HandOp, ticket: u64) -> Vec<String> {
+        let unit = self.unit(name);
+        self.feed(Input::Operate { unit, op, ticket })
+    }
+
     fn advance(&mut self, by: Duration) {
         self.now += by;
     }
@@ -160,14 +165,22 @@ impl Sim {
                         .join(",")
                 ),
                 Action::StopProbes(unit) => format!("stop probes {}", self.names[&unit]),
+                Action::Answer { ticket, answer } => match answer {
+                    OpAnswer::Accepted => format!("answer {ticket} accepted"),
+                    OpAnswer::Done(text) => format!("answer {ticket} done: {text}"),
+                    OpAnswer::Failed(text) => format!("answer {ticket} failed: {text}"),
+                },
             })
             .collect()
     }
 }
 
-/// Only the actions (no state changes).
+/// Only the actions (no state changes; answers are actions).
 fn acts(shown: Vec<String>) -> Vec<String> {
-    shown.into_iter().filter(|s| !s.contains(": ")).collect()
+    shown
+        .into_iter()
+        .filter(|s| !s.contains(": ") || s.starts_with("answer"))
+        .collect()
 }
 
 const EXIT0: ExitStatus = ExitStatus::Exited(0);
@@ -646,7 +659,7 @@ fn restarts_are_counted_by_reason_and_exits_by_outcome() {
     let counts = snapshot.restarts_by_reason;
     assert_eq!(
         RestartReason::ALL.map(|r| counts.get(r)),
-        [2, 1, 0, 0, 0, 0],
+        [2, 1, 0, 0, 0, 0, 0],
         "as ALL orders them: exit, signal, ..."
     );
     assert_eq!(
@@ -988,4 +1001,204 @@ fn a_drain_stops_a_services_probes_with_its_stop_signal() {
         acts(sim.exited("db", 10, ExitStatus::Signaled(15), false)),
         ["exit 0"]
     );
+}
+
+/// Only the answers to operations by hand.
+fn answers(shown: Vec<String>) -> Vec<String> {
+    shown
+        .into_iter()
+        .filter(|s| s.starts_with("answer"))
+        .collect()
+}
+
+#[test]
+fn a_service_stopped_by_hand_stays_stopped_until_started_by_hand() {
+    let (mut sim, _) = Sim::new("services:\n  web: { command: w, restart: { policy: always } }");
+    sim.spawned("web", 10);
+    assert_eq!(
+        acts(sim.operate("web", HandOp::Stop, 1)),
+        ["answer 1 accepted", "signal web SIGTERM", "timer web 10s"]
+    );
+    // Its exit is not a failure and no policy brings it back.
+    assert_eq!(
+        sim.exited("web", 10, ExitStatus::Signaled(15), false),
+        ["web: stopping -> stopped", "answer 1 done: stopped"]
+    );
+    assert_eq!(
+        acts(sim.operate("web", HandOp::Stop, 2)),
+        ["answer 2 done: already stopped"]
+    );
+    // A reload leaves it stopped, unchanged or changed; its next start runs the new spec.
+    let (plan, shown) = sim.reload("services:\n  web: { command: w, restart: { policy: always } }");
+    assert_eq!((plan.as_str(), shown.len()), ("=web", 0));
+    let (plan, shown) =
+        sim.reload("services:\n  web: { command: w2, restart: { policy: always } }");
+    assert_eq!((plan.as_str(), shown.len()), ("~web", 0));
+    assert_eq!(sim.state("web"), State::Stopped);
+    assert_eq!(
+        sim.operate("web", HandOp::Start, 3),
+        [
+            "answer 3 accepted",
+            "web: stopped -> pending",
+            "web: pending -> starting",
+            "spawn web"
+        ]
+    );
+    assert_eq!(
+        answers(sim.spawned("web", 11)),
+        ["answer 3 done: running as pid 11"]
+    );
+    assert_eq!(
+        sim.get("web")
+            .spec
+            .command
+            .argv()
+            .last()
+            .map(String::as_str),
+        Some("w2")
+    );
+    assert_eq!(
+        acts(sim.operate("web", HandOp::Start, 4)),
+        ["answer 4 done: already running as pid 11"]
+    );
+}
+
+#[test]
+fn a_hundred_restarts_at_once_make_one_stop_and_one_new_run() {
+    let (mut sim, _) = Sim::new("services:\n  web: { command: w }");
+    sim.spawned("web", 10);
+    let mut shown = Vec::new();
+    for ticket in 0..100 {
+        shown.extend(acts(sim.operate("web", HandOp::Restart, ticket)));
+    }
+    assert_eq!(shown.iter().filter(|s| s.starts_with("signal")).count(), 1);
+    assert_eq!(
+        shown.iter().filter(|s| s.ends_with("accepted")).count(),
+        100
+    );
+    // The old run crashes on its own meanwhile: still one new run, at once, counted by hand.
+    let after = acts(sim.exited("web", 10, EXIT1, false));
+    assert_eq!(after, ["spawn web"]);
+    let done = answers(sim.spawned("web", 11));
+    assert_eq!(done.len(), 100);
+    assert!(done.iter().all(|a| a.ends_with("done: running as pid 11")));
+    let counts = sim
+        .core
+        .snapshot(sim.unit("web"))
+        .expect("present")
+        .restarts_by_reason;
+    assert_eq!((counts.get(RestartReason::Manual), counts.total()), (1, 1));
+}
+
+#[test]
+fn a_hand_start_of_a_crash_looping_service_skips_its_backoff() {
+    let (mut sim, _) = Sim::new(
+        "services:\n  a: { command: x, restart: { backoff: { initial: 10s, jitter: 0 } } }",
+    );
+    sim.spawned("a", 10);
+    sim.exited("a", 10, EXIT1, false);
+    assert_eq!(sim.state("a"), State::Backoff);
+    let token = sim.token("a");
+    assert_eq!(
+        acts(sim.operate("a", HandOp::Restart, 1)),
+        ["answer 1 accepted", "spawn a"]
+    );
+    // The backoff's timer is stale; the spawn that lands answers.
+    assert!(acts(sim.timer("a", token)).is_empty());
+    assert_eq!(
+        answers(sim.spawned("a", 11)),
+        ["answer 1 done: running as pid 11"]
+    );
+    // A start that fails to spawn answers with the reason.
+    sim.exited("a", 11, EXIT1, false);
+    sim.operate("a", HandOp::Start, 2);
+    let failed = answers(sim.feed(Input::SpawnFailed {
+        unit: sim.unit("a"),
+        message: "no such file".into(),
+        code: 127,
+    }));
+    assert_eq!(failed.len(), 1);
+    assert!(
+        failed[0].starts_with("answer 2 failed: cannot start: no such file"),
+        "{failed:?}"
+    );
+}
+
+#[test]
+fn stop_and_start_in_flight_fold_into_the_one_run_being_spawned_or_stopped() {
+    let (mut sim, first) = Sim::new("services:\n  web: { command: w }");
+    assert_eq!(acts(first), ["spawn web"]);
+    // Stopped while its spawn is in flight: stopped as soon as it lands.
+    assert_eq!(
+        acts(sim.operate("web", HandOp::Stop, 1)),
+        ["answer 1 accepted"]
+    );
+    assert_eq!(
+        acts(sim.spawned("web", 10)),
+        ["signal web SIGTERM", "timer web 10s"]
+    );
+    // Started again before it has stopped: the stop is called off, a new run follows.
+    assert_eq!(
+        answers(sim.operate("web", HandOp::Start, 2)),
+        [
+            "answer 1 failed: started again by hand before it stopped",
+            "answer 2 accepted"
+        ]
+    );
+    assert_eq!(
+        acts(sim.exited("web", 10, ExitStatus::Signaled(15), false)),
+        ["spawn web"]
+    );
+    assert_eq!(
+        answers(sim.spawned("web", 11)),
+        ["answer 2 done: running as pid 11"]
+    );
+}
+
+#[test]
+fn operations_during_a_drain_are_refused_and_waiting_ones_fail() {
+    let (mut sim, _) = Sim::new(
+        "services:
+  db: { command: d, readiness_probe: { tcp: { port: 1 } } }
+  web: { command: w, depends_on: { db: { condition: ready } } }",
+    );
+    sim.spawned("db", 10);
+    sim.operate("web", HandOp::Stop, 1);
+    assert_eq!(sim.state("web"), State::Stopped);
+    // Waiting for db to be ready: the start waits, then the drain ends the wait.
+    assert_eq!(
+        acts(sim.operate("web", HandOp::Start, 2)),
+        ["answer 2 accepted"]
+    );
+    let drain = answers(sim.feed(Input::Shutdown));
+    assert_eq!(drain, ["answer 2 failed: drover is shutting down"]);
+    assert_eq!(
+        acts(sim.operate("db", HandOp::Restart, 3)),
+        ["answer 3 failed: drover is shutting down"]
+    );
+}
+
+#[test]
+fn a_stopped_service_is_no_failure_and_does_not_end_drover() {
+    let (mut sim, _) = Sim::new(
+        "services:
+  job: { command: j, on_exit: shutdown, restart: { policy: never } }
+  web: { command: w }",
+    );
+    sim.spawned("job", 10);
+    sim.spawned("web", 11);
+    sim.operate("job", HandOp::Stop, 1);
+    // on_exit: shutdown does not fire for a stop by hand.
+    let shown = sim.exited("job", 10, EXIT1, false);
+    assert!(
+        !shown
+            .iter()
+            .any(|s| s.starts_with("deadline") || s.starts_with("exit")),
+        "{shown:?}"
+    );
+    assert_eq!(sim.state("job"), State::Stopped);
+    // Everything else ending leaves drover running: the stopped one may be started.
+    sim.operate("web", HandOp::Stop, 2);
+    let shown = sim.exited("web", 11, EXIT0, false);
+    assert!(!shown.iter().any(|s| s.starts_with("exit")), "{shown:?}");
 }

@@ -8,7 +8,7 @@
 use super::events::{
     ExitCounts, RestartCounts, RestartReason, ServiceSnapshot, State, StateChange,
 };
-use super::{Action, Pid, ServiceId, pid_u32};
+use super::{Action, OpAnswer, Pid, ServiceId, pid_u32};
 use crate::restart::RestartTracker;
 use crate::sys::ExitStatus;
 use drover_probe::ProbeKind;
@@ -22,8 +22,9 @@ pub(super) enum Stage {
     /// Not started: waiting for its dependencies. `blocked` once one of them ended before it
     /// met its condition: the service has then ended for good without starting.
     Pending { blocked: bool },
-    /// Being spawned; `Spawned` or `SpawnFailed` comes next.
-    Starting,
+    /// Being spawned; `Spawned` or `SpawnFailed` comes next. `hand`: stop it (or start it
+    /// again) once it is, as asked by hand meanwhile.
+    Starting { hand: Option<Hand> },
     /// Its main process runs (`running`, or `ready` once readiness passed).
     Up(Run),
     /// Its stop signal went to its process group; waiting for the group to empty.
@@ -36,6 +37,53 @@ pub(super) enum Stage {
     /// Ended for good as a failure: gave up after `max_retries`, or stopped by a probe under
     /// `policy: never`.
     Failed(ExitStatus),
+    /// Stopped by hand: stays so (across reloads too) until started by hand.
+    Stopped,
+}
+
+/// What decides the end of a run besides its exit status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Ending {
+    /// The probe or watchdog that stopped it: the run failed, whatever its status.
+    pub(super) failure: Option<RestartReason>,
+    /// What was asked by hand: it decides instead of the restart policy.
+    pub(super) hand: Option<Hand>,
+}
+
+impl Stop {
+    pub(super) fn ending(&self) -> Ending {
+        Ending {
+            failure: self.failure,
+            hand: self.hand,
+        }
+    }
+}
+
+/// What was asked by hand for the end of the current run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Hand {
+    /// Keep it stopped (`stopped`), whatever its restart policy.
+    Stop,
+    /// Start it again at once, whatever its restart policy.
+    Restart,
+}
+
+/// An operation by hand waiting for its goal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Waiter {
+    /// The operation's ticket.
+    pub(super) ticket: u64,
+    pub(super) goal: Goal,
+}
+
+/// What an operation by hand waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Goal {
+    /// The service reaches `stopped`.
+    Stopped,
+    /// A run later than run number `after` is up; it fails if the service ends (backoff,
+    /// exited, failed, blocked, stopped) first.
+    Up { after: u64 },
 }
 
 /// A run whose main process is alive.
@@ -63,6 +111,8 @@ pub(super) struct Stop {
     /// Why a probe or the watchdog stopped the run, if one did: the run then counts as a
     /// failure, whatever its exit status.
     pub(super) failure: Option<RestartReason>,
+    /// What was asked by hand for its end, if anything: it then decides, not the policy.
+    pub(super) hand: Option<Hand>,
 }
 
 impl Stage {
@@ -70,13 +120,14 @@ impl Stage {
     pub(super) fn state(&self) -> State {
         match self {
             Stage::Pending { .. } => State::Pending,
-            Stage::Starting => State::Starting,
+            Stage::Starting { .. } => State::Starting,
             Stage::Up(run) if run.ready => State::Ready,
             Stage::Up(_) => State::Running,
             Stage::Stopping(_) => State::Stopping,
             Stage::Backoff { .. } => State::Backoff,
             Stage::Exited { .. } => State::Exited,
             Stage::Failed(_) => State::Failed,
+            Stage::Stopped => State::Stopped,
         }
     }
 }
@@ -181,6 +232,8 @@ pub(super) struct Unit {
     pub(super) dependencies: Vec<(ServiceId, Condition)>,
     /// The services whose `depends_on` names it (`gating`).
     pub(super) dependents: Vec<ServiceId>,
+    /// Operations by hand not done yet (`hand`).
+    pub(super) waiters: Vec<Waiter>,
 }
 
 impl Unit {
@@ -204,6 +257,7 @@ impl Unit {
             removal: None,
             dependencies: Vec::new(),
             dependents: Vec::new(),
+            waiters: Vec::new(),
         }
     }
 
@@ -216,7 +270,7 @@ impl Unit {
     pub(super) fn is_active(&self) -> bool {
         matches!(
             self.stage,
-            Stage::Starting | Stage::Up(_) | Stage::Stopping(_)
+            Stage::Starting { .. } | Stage::Up(_) | Stage::Stopping(_)
         )
     }
 
@@ -292,6 +346,52 @@ impl Unit {
         let from = self.stage.state();
         self.stage = stage;
         self.announce(from, change, out);
+        self.settle_waiters(out);
+    }
+
+    /// Answers the operations by hand whose goal the stage it just entered meets, or now
+    /// never will.
+    fn settle_waiters(&mut self, out: &mut Vec<Action>) {
+        if self.waiters.is_empty() {
+            return;
+        }
+        let (stage, starts, reason) = (&self.stage, self.starts, &self.reason);
+        self.waiters.retain(|waiter| {
+            let answer = match (waiter.goal, stage) {
+                (Goal::Stopped, Stage::Stopped) => OpAnswer::Done("stopped".into()),
+                (Goal::Up { after }, Stage::Up(run)) if starts > after => {
+                    OpAnswer::Done(format!("running as pid {}", run.pid))
+                }
+                (
+                    Goal::Up { .. },
+                    Stage::Backoff { .. }
+                    | Stage::Exited { .. }
+                    | Stage::Failed(_)
+                    | Stage::Pending { blocked: true }
+                    | Stage::Stopped,
+                ) => OpAnswer::Failed(reason.clone()),
+                _ => return true,
+            };
+            out.push(Action::Answer {
+                ticket: waiter.ticket,
+                answer,
+            });
+            false
+        });
+    }
+
+    /// Fails every operation by hand still waiting (matching `goal`, or all), saying `why`.
+    pub(super) fn fail_waiters(&mut self, goal: Option<Goal>, why: &str, out: &mut Vec<Action>) {
+        self.waiters.retain(|waiter| {
+            if goal.is_some_and(|goal| goal != waiter.goal) {
+                return true;
+            }
+            out.push(Action::Answer {
+                ticket: waiter.ticket,
+                answer: OpAnswer::Failed(why.to_string()),
+            });
+            false
+        });
     }
 
     /// Publishes a new reason for the state it is in.
@@ -328,16 +428,22 @@ impl Unit {
 
     /// Spawns a run.
     pub(super) fn spawn(&mut self, out: &mut Vec<Action>) {
-        self.enter(Stage::Starting, Transition::new("starting"), out);
+        self.enter(
+            Stage::Starting { hand: None },
+            Transition::new("starting"),
+            out,
+        );
         out.push(Action::Spawn(self.id));
     }
 
     /// Stops the running process: its probes, then the stop signal to its group, with
-    /// `stop.timeout` until SIGKILL. `failure`: the probe or watchdog that stopped it.
+    /// `stop.timeout` until SIGKILL. `failure`: the probe or watchdog that stopped it; `hand`:
+    /// what was asked by hand for its end.
     pub(super) fn stop(
         &mut self,
         reason: String,
         failure: Option<RestartReason>,
+        hand: Option<Hand>,
         out: &mut Vec<Action>,
     ) {
         let Stage::Up(run) = &self.stage else { return };
@@ -349,6 +455,7 @@ impl Unit {
             pgid: pid,
             killed: false,
             failure,
+            hand,
         };
         self.enter(Stage::Stopping(stop), Transition::new(reason), out);
     }
@@ -377,6 +484,7 @@ impl Unit {
                 pgid: run.pid,
                 killed: true,
                 failure: None,
+                hand: None,
             },
             Stage::Stopping(stop) if !stop.killed => Stop {
                 killed: true,
