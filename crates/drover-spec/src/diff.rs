@@ -148,6 +148,9 @@ pub fn settings_changed(old: &Settings, new: &Settings) -> Vec<&'static str> {
     if old.reload_debounce != new.reload_debounce {
         keys.push("settings.reload.debounce");
     }
+    if old.control != new.control {
+        keys.push("settings.control");
+    }
     keys
 }
 

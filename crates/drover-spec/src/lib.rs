@@ -28,6 +28,16 @@ mod schema;
 pub mod signal;
 mod source;
 mod suggest;
+
+/// The name among `candidates` closest to `typo`, when one is close enough to be a typo (a
+/// thousand candidates at most): for "did you mean" outside manifests (service names given to
+/// `drover stop`, say).
+pub fn did_you_mean<'a>(
+    typo: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    suggest::did_you_mean(typo, candidates)
+}
 mod validate;
 pub mod values;
 mod yaml;

@@ -38,6 +38,40 @@ pub struct Settings {
     pub reload_watch: bool,
     /// How long a burst of file events is collected into one reload.
     pub reload_debounce: Duration,
+    /// `settings.control`.
+    pub control: ControlSettings,
+}
+
+/// `settings.control`: the control socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlSettings {
+    /// Where it listens.
+    pub socket: ControlSocket,
+    /// A group whose members may use it too: a name, or a gid.
+    pub group: Option<String>,
+    /// Recent output lines kept per service for `drover logs`.
+    pub log_lines: usize,
+}
+
+impl Default for ControlSettings {
+    fn default() -> Self {
+        ControlSettings {
+            socket: ControlSocket::Default,
+            group: None,
+            log_lines: defaults::CONTROL_LOG_LINES,
+        }
+    }
+}
+
+/// `settings.control.socket`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ControlSocket {
+    /// Not set: found from the environment, as every client finds it.
+    Default,
+    /// `null`: no control socket.
+    Disabled,
+    /// This absolute path.
+    Path(PathBuf),
 }
 
 impl Default for Settings {
@@ -49,6 +83,7 @@ impl Default for Settings {
             service_output: ServiceOutput::Prefix,
             reload_watch: true,
             reload_debounce: defaults::RELOAD_DEBOUNCE,
+            control: ControlSettings::default(),
         }
     }
 }
@@ -65,6 +100,10 @@ pub mod defaults {
     pub const METRICS_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9464);
     /// `settings.reload.debounce`.
     pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(100);
+    /// `settings.control.log_lines`.
+    pub const CONTROL_LOG_LINES: usize = 1000;
+    /// The most `settings.control.log_lines` may keep.
+    pub const CONTROL_LOG_LINES_MAX: usize = 100_000;
     /// `restart.backoff.initial`.
     pub const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
     /// `restart.backoff.max`.

@@ -44,6 +44,28 @@ pub struct RawSettings {
     /// Hot reload of the manifest.
     #[serde(default)]
     pub reload: Option<RawReload>,
+    /// The control socket (`drover status`, `start`, `stop`, ...).
+    #[serde(default)]
+    pub control: Option<RawControl>,
+}
+
+/// `settings.control`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawControl {
+    /// Absolute path of the control socket; `null` disables it. Default: `$DROVER_SOCKET`,
+    /// else `$RUNTIME_DIRECTORY/drover.sock`, else `/run/drover/drover.sock` as root, else
+    /// `$XDG_RUNTIME_DIR/drover/drover.sock`.
+    #[serde(default, deserialize_with = "present")]
+    #[schemars(with = "Option<String>")]
+    pub socket: Option<Option<Located<String>>>,
+    /// A group (name or gid) whose members may use the socket too (mode 0660); default none.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub group: Option<Located<String>>,
+    /// Recent output lines kept per service for `drover logs` (default 1000; 0 keeps none).
+    #[serde(default)]
+    pub log_lines: Option<Located<i64>>,
 }
 
 /// `settings.metrics`.

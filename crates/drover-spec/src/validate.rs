@@ -5,10 +5,10 @@ use crate::envfile;
 use crate::error::{Diagnostic, shorten, shorten_escaped};
 use crate::located::Located;
 use crate::model::{
-    Backoff, Command, Dependency, EnvFile, Manifest, Origin, Probe, ProbeAction, Restart, Service,
-    Settings, Signal, Stop, User, defaults,
+    Backoff, Command, ControlSettings, ControlSocket, Dependency, EnvFile, Manifest, Origin, Probe,
+    ProbeAction, Restart, Service, Settings, Signal, Stop, User, defaults,
 };
-use crate::raw::{RawManifest, RawProbe, RawService, RawSettings};
+use crate::raw::{RawControl, RawManifest, RawProbe, RawService, RawSettings};
 use crate::suggest::{Budget, did_you_mean, did_you_mean_within};
 use crate::values::{CommandSpec, Condition, DependsOnSpec, EnvSpec, SignalSpec};
 use crate::yaml::Pos;
@@ -223,6 +223,72 @@ fn apply_settings(check: &mut Checker<'_>, raw: &RawSettings, out: &mut Settings
     if let Some(reload) = &raw.reload {
         out.reload_watch = reload.watch.unwrap_or(true);
         out.reload_debounce = reload.debounce.map_or(defaults::RELOAD_DEBOUNCE, |d| d.0);
+    }
+    if let Some(control) = &raw.control {
+        apply_control(check, control, &mut out.control);
+    }
+}
+
+/// The longest path a Unix socket can be bound at (`sun_path` holds 108 bytes with its NUL).
+const SOCKET_PATH_MAX: usize = 107;
+
+fn apply_control(check: &mut Checker<'_>, raw: &RawControl, out: &mut ControlSettings) {
+    match &raw.socket {
+        None => {}
+        Some(None) => out.socket = ControlSocket::Disabled,
+        Some(Some(path)) if path.value.is_empty() => out.socket = ControlSocket::Disabled,
+        Some(Some(path)) => {
+            let text = &path.value;
+            let field = "settings.control.socket";
+            if !text.starts_with('/') {
+                let why = format!(
+                    "the socket path must be absolute, found `{}`",
+                    shorten(text)
+                );
+                check.error(path.pos, field, why);
+            } else if text.len() > SOCKET_PATH_MAX {
+                let why = format!(
+                    "a Unix socket path holds at most {SOCKET_PATH_MAX} bytes; this one has {}",
+                    text.len()
+                );
+                check.error(path.pos, field, why);
+            } else if text.ends_with('/') || text.contains('\0') {
+                let why = format!("`{}` is not a file path", shorten(text));
+                check.error(path.pos, field, why);
+            } else {
+                out.socket = ControlSocket::Path(PathBuf::from(text));
+            }
+        }
+    }
+    if let Some(group) = &raw.group {
+        let text = group.value.trim();
+        let valid = !text.is_empty()
+            && text.len() <= 32
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if valid {
+            out.group = Some(text.to_string());
+        } else {
+            let why = format!(
+                "invalid group `{}`: expected a group name or a gid",
+                shorten(&group.value)
+            );
+            check.error(group.pos, "settings.control.group", why);
+        }
+    }
+    if let Some(lines) = &raw.log_lines {
+        match usize::try_from(lines.value) {
+            Ok(n) if n <= defaults::CONTROL_LOG_LINES_MAX => out.log_lines = n,
+            _ => {
+                let why = format!(
+                    "log_lines must be between 0 and {}, found {}",
+                    defaults::CONTROL_LOG_LINES_MAX,
+                    lines.value
+                );
+                check.error(lines.pos, "settings.control.log_lines", why);
+            }
+        }
     }
 }
 

@@ -34,6 +34,7 @@ pub use crate::core::{
     Event, ExitCounts, HandOp, OpAnswer, ProbeEvent, RestartCounts, RestartReason, ServiceSnapshot,
     State, StateChange,
 };
+pub use crate::passwd::group_id;
 pub use crate::process::{Processes, SpawnError, SpawnRequest};
 pub use crate::runtime::{Control, Error, Supervisor};
 pub use crate::sys::{

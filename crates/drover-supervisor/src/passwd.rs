@@ -55,6 +55,24 @@ impl Accounts {
             .find(|entry| entry.uid == uid))
     }
 
+    /// The gid of group `name`, from the group file.
+    pub(crate) fn group_by_name(&self, name: &str) -> io::Result<Option<u32>> {
+        let lines = match read_lines(&self.group) {
+            Ok(lines) => lines,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(err) => return Err(err),
+        };
+        Ok(lines.iter().find_map(|line| {
+            let mut fields = line.split(':');
+            let (Some(group), Some(_password), Some(gid)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                return None;
+            };
+            (group == name).then(|| gid.parse().ok()).flatten()
+        }))
+    }
+
     /// `primary` and every group that lists `user` as a member, as getgrouplist(3) does. A
     /// missing `/etc/group` means no supplementary groups.
     pub(crate) fn groups_of(&self, user: &str, primary: u32) -> io::Result<Vec<u32>> {
@@ -106,6 +124,15 @@ fn parse_passwd(line: &str) -> Option<PasswdEntry> {
         home: PathBuf::from(home),
         shell: PathBuf::from(shell),
     })
+}
+
+/// The gid of a group given by name or number (`settings.control.group`), read from
+/// `/etc/group` by drover itself; `None` for a name it does not list.
+pub fn group_id(group: &str) -> io::Result<Option<u32>> {
+    if let Ok(gid) = group.parse() {
+        return Ok(Some(gid));
+    }
+    Accounts::system().group_by_name(group)
 }
 
 #[cfg(test)]

@@ -671,6 +671,67 @@ pub fn own_dir(parent: &std::path::Path, name: &str, mode: u32) -> io::Result<Ow
     })
 }
 
+/// The directory of a socket at a fixed path (`/run/drover` for `/run/drover/drover.sock`):
+/// made with `mode` (and group `group`) set on its descriptor when it does not exist, adopted as
+/// it is when it does, provided it is a real directory (never a symlink) that this process's
+/// user (or root) owns and nobody else may write. Its parent must be one only this user or root
+/// can change (or sticky). Whether it was made here comes back too.
+pub fn socket_dir(
+    path: &std::path::Path,
+    mode: u32,
+    group: Option<u32>,
+) -> io::Result<(OwnDir, bool)> {
+    use nix::sys::stat::{Mode, fchmod, fstat, mkdirat};
+    use std::os::fd::AsFd;
+    let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(invalid(format!(
+            "{} has no parent directory",
+            path.display()
+        )));
+    };
+    let parent_fd = open_dir_nofollow(None, parent)?;
+    let uid = effective_uid();
+    if !trusted_dir(&fstat(&parent_fd)?, uid) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{} may be changed by other users", parent.display()),
+        ));
+    }
+    let made = match mkdirat(parent_fd.as_fd(), name, Mode::from_bits_truncate(0o700)) {
+        Ok(()) => true,
+        Err(Errno::EEXIST) => false,
+        Err(err) => return Err(err.into()),
+    };
+    let fd = open_dir_nofollow(Some(parent_fd.as_fd()), std::path::Path::new(name))?;
+    let stat = fstat(&fd)?;
+    let owner_ok = stat.st_uid == uid || (!made && stat.st_uid == 0);
+    if !owner_ok || stat.st_mode & 0o022 != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} exists but is not drover's own (owner uid {}, mode {:o})",
+                path.display(),
+                stat.st_uid,
+                stat.st_mode & 0o7777
+            ),
+        ));
+    }
+    if made {
+        if let Some(gid) = group {
+            nix::unistd::fchown(&fd, None, Some(gid.into()))?;
+        }
+        fchmod(&fd, Mode::from_bits_truncate(mode))?;
+    }
+    Ok((
+        OwnDir {
+            path: path.to_path_buf(),
+            fd,
+        },
+        made,
+    ))
+}
+
 /// Makes a new directory with an unpredictable name, `parent/<prefix>XXXXXX` (mkdtemp(3):
 /// created atomically, mode 0700, failing rather than adopting anything that exists), then
 /// sets `mode` on its descriptor. Refuses a parent that other users could change, unless it
@@ -723,6 +784,45 @@ impl OwnDir {
             self.fd.as_fd(),
             name,
             Some(uid.into()),
+            Some(gid.into()),
+            AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(io::Error::from)
+    }
+
+    /// Whether entry `name` is a socket (not following a symlink); `None` when it is absent.
+    pub fn entry_is_socket(&self, name: &str) -> io::Result<Option<bool>> {
+        use nix::fcntl::AtFlags;
+        use std::os::fd::AsFd;
+        match nix::sys::stat::fstatat(self.fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(stat) => Ok(Some(stat.st_mode & libc::S_IFMT == libc::S_IFSOCK)),
+            Err(Errno::ENOENT) => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Sets the mode of entry `name` (a socket this process bound in this directory, which
+    /// nobody else may change).
+    pub fn chmod_entry(&self, name: &str, mode: u32) -> io::Result<()> {
+        use nix::sys::stat::{FchmodatFlags, Mode, fchmodat};
+        use std::os::fd::AsFd;
+        fchmodat(
+            self.fd.as_fd(),
+            name,
+            Mode::from_bits_truncate(mode),
+            FchmodatFlags::FollowSymlink,
+        )
+        .map_err(io::Error::from)
+    }
+
+    /// Gives entry `name` to group `gid`, without following a symlink.
+    pub fn chgrp_entry(&self, name: &str, gid: u32) -> io::Result<()> {
+        use nix::fcntl::AtFlags;
+        use std::os::fd::AsFd;
+        nix::unistd::fchownat(
+            self.fd.as_fd(),
+            name,
+            None,
             Some(gid.into()),
             AtFlags::AT_SYMLINK_NOFOLLOW,
         )

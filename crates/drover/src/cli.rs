@@ -39,4 +39,70 @@ pub(crate) enum Command {
         /// The new manifest.
         new: PathBuf,
     },
+    /// Show the services of the running drover: state, pid, uptime, restarts, ready, last exit.
+    Status {
+        /// Only these services.
+        services: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Start services by hand (a stopped one, or one waiting to restart, at once).
+    Start(OperationArgs),
+    /// Stop services by hand: they stay `stopped` until started.
+    Stop(OperationArgs),
+    /// Restart services by hand: stop the run, start a new one.
+    Restart(OperationArgs),
+    /// Send a signal to a service's main process (or its process group).
+    Signal {
+        /// The service.
+        service: String,
+        /// The signal: a name (TERM, SIGHUP) or a number.
+        signal: String,
+        /// To its whole process group.
+        #[arg(long)]
+        group: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print state changes, probe results and reloads as they happen, as JSON lines.
+    Events {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Reload the manifest now (as SIGHUP) and say what was applied, or why not.
+    Reload {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// How a client command reaches drover.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ClientArgs {
+    /// The control socket [default: $DROVER_SOCKET, $RUNTIME_DIRECTORY/drover.sock,
+    /// /run/drover/drover.sock as root, else $XDG_RUNTIME_DIR/drover/drover.sock].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) socket: Option<PathBuf>,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `start`, `stop`, `restart`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct OperationArgs {
+    /// The services.
+    #[arg(required_unless_present = "all")]
+    pub(crate) services: Vec<String>,
+    /// Every service.
+    #[arg(long, conflicts_with = "services")]
+    pub(crate) all: bool,
+    /// How long to wait for each to be done.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub(crate) timeout: std::time::Duration,
+    /// Return once drover has taken the request, without waiting.
+    #[arg(long)]
+    pub(crate) no_wait: bool,
+    #[command(flatten)]
+    pub(crate) client: ClientArgs,
 }

@@ -9,6 +9,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod cli;
+mod client;
 mod init;
 mod logging;
 mod reload;
@@ -56,6 +57,21 @@ fn main() -> ExitCode {
         (Some(Command::Check { manifests }), _) => check(manifests),
         (Some(Command::Schema), _) => schema(),
         (Some(Command::Diff { old, new }), _) => diff(&old, &new),
+        (Some(Command::Status { services, client }), _) => client::status(&services, &client),
+        (Some(Command::Start(args)), _) => client::operate("start", &args),
+        (Some(Command::Stop(args)), _) => client::operate("stop", &args),
+        (Some(Command::Restart(args)), _) => client::operate("restart", &args),
+        (
+            Some(Command::Signal {
+                service,
+                signal,
+                group,
+                client,
+            }),
+            _,
+        ) => client::signal(&service, &signal, group, &client),
+        (Some(Command::Events { client }), _) => client::events(&client),
+        (Some(Command::Reload { client }), _) => client::reload(&client),
         (
             Some(Command::Run {
                 manifest,

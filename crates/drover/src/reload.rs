@@ -29,6 +29,8 @@ pub(crate) enum Trigger {
     Files,
     /// SIGHUP: always reloads, even when the files look unchanged.
     Hangup,
+    /// `drover reload` (the control socket): as SIGHUP, and the asker gets the outcome.
+    Request,
 }
 
 impl Trigger {
@@ -36,6 +38,67 @@ impl Trigger {
         match self {
             Trigger::Files => "file change",
             Trigger::Hangup => "SIGHUP",
+            Trigger::Request => "drover reload",
+        }
+    }
+}
+
+/// A reload trigger, with where its outcome goes (for `drover reload`).
+#[derive(Debug)]
+pub(crate) struct Asked {
+    pub(crate) trigger: Trigger,
+    pub(crate) answer: Option<oneshot::Sender<drover_control::api::ReloadAnswer>>,
+}
+
+/// A copy carries no answer: only the watcher copies its message, which has none.
+impl Clone for Asked {
+    fn clone(&self) -> Asked {
+        self.trigger.into()
+    }
+}
+
+impl From<Trigger> for Asked {
+    fn from(trigger: Trigger) -> Asked {
+        Asked {
+            trigger,
+            answer: None,
+        }
+    }
+}
+
+impl ReloadOutcome {
+    /// The answer `drover reload` prints.
+    pub(crate) fn answer(&self) -> drover_control::api::ReloadAnswer {
+        use drover_control::api::ReloadAnswer;
+        let answer = |applied, plan: Option<String>, errors, message: &str| ReloadAnswer {
+            applied,
+            plan,
+            errors,
+            message: message.to_string(),
+        };
+        match self {
+            ReloadOutcome::Applied(plan) => {
+                answer(true, Some(plan.to_string()), Vec::new(), "applied")
+            }
+            ReloadOutcome::Unchanged => answer(true, None, Vec::new(), "nothing changed"),
+            ReloadOutcome::StillFailing => answer(
+                false,
+                None,
+                Vec::new(),
+                "the manifest still reads as when it last failed",
+            ),
+            ReloadOutcome::Draining => answer(
+                false,
+                None,
+                Vec::new(),
+                "drover is shutting down: nothing is applied",
+            ),
+            ReloadOutcome::Failed(lines) => answer(
+                false,
+                None,
+                lines.clone(),
+                "the manifest is not applied; the running one is kept",
+            ),
         }
     }
 }
@@ -70,7 +133,7 @@ pub(crate) struct Reloader {
     failed_digest: Option<u64>,
     watcher: Option<Watcher>,
     /// The trigger channel, for the watcher's `Trigger::Files`.
-    triggers: mpsc::UnboundedSender<Trigger>,
+    triggers: mpsc::UnboundedSender<Asked>,
 }
 
 impl Reloader {
@@ -82,7 +145,7 @@ impl Reloader {
         supervisor: Supervisor,
         metrics: Endpoint,
         log_format: LogFormatHandle,
-        triggers: mpsc::UnboundedSender<Trigger>,
+        triggers: mpsc::UnboundedSender<Asked>,
     ) -> Reloader {
         let mut reloader = Reloader {
             path,
@@ -97,15 +160,19 @@ impl Reloader {
         // A change between the start's read of the manifest and the watcher's start is looked
         // at now (the plan is empty if there was none).
         if reloader.rewatch() {
-            let _ = reloader.triggers.send(Trigger::Files);
+            let _ = reloader.triggers.send(Trigger::Files.into());
         }
         reloader
     }
 
-    /// Reloads on every trigger (file changes and SIGHUP, on one channel) until it closes.
-    pub(crate) async fn run(mut self, mut triggers: mpsc::UnboundedReceiver<Trigger>) {
-        while let Some(trigger) = triggers.recv().await {
-            self.reload(trigger).await;
+    /// Reloads on every trigger (file changes, SIGHUP and `drover reload`, on one channel)
+    /// until it closes; an asker gets the outcome.
+    pub(crate) async fn run(mut self, mut triggers: mpsc::UnboundedReceiver<Asked>) {
+        while let Some(asked) = triggers.recv().await {
+            let outcome = self.reload(asked.trigger).await;
+            if let Some(answer) = asked.answer {
+                let _ = answer.send(outcome.answer());
+            }
         }
     }
 
@@ -221,7 +288,7 @@ impl Reloader {
         }
         // What changed while no watcher ran is looked at now.
         if rewatch && self.rewatch() {
-            let _ = self.triggers.send(Trigger::Files);
+            let _ = self.triggers.send(Trigger::Files.into());
         }
         // The services as the supervisor applied them, the settings as applied here.
         let mut applied = Plan::clone(&applied);
@@ -255,7 +322,7 @@ impl Reloader {
             dirs,
             settings.reload_debounce,
             self.triggers.clone(),
-            Trigger::Files,
+            Asked::from(Trigger::Files),
         ) {
             Ok(watcher) => {
                 tracing::debug!(dirs = ?watcher.dirs(), "watching the manifest");

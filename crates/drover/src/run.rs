@@ -68,6 +68,8 @@ pub(crate) async fn run(start: Start) -> anyhow::Result<i32> {
     // Signal handlers before the first fork, so that no signal is lost (and, as PID 1, none is
     // ignored for lack of a handler).
     let signals = Signals::install().context("cannot install signal handlers")?;
+    // Before any service starts: a second drover on a live socket refuses to run at all.
+    let control = bind_control(&manifest.settings.control).await?;
     let processes = Processes::start().context("cannot start the process reaper")?;
     let (supervisor, done) = Supervisor::start(manifest.clone(), processes.clone())
         .context("cannot start the supervisor")?;
@@ -93,6 +95,7 @@ pub(crate) async fn run(start: Start) -> anyhow::Result<i32> {
         triggers_tx.clone(),
     );
     let reloads = tokio::spawn(reloader.run(triggers));
+    let control = control.map(|listener| serve_control(listener, &supervisor, triggers_tx.clone()));
     let manager = crate::systemd::ServiceManager::from_env();
     let relay = tokio::spawn(signals.relay(
         supervisor.clone(),
@@ -112,6 +115,11 @@ pub(crate) async fn run(start: Start) -> anyhow::Result<i32> {
     if let Some(manager) = &manager {
         manager.stopping().await;
     }
+    // The control socket goes first: nothing can be asked of a drover that has ended.
+    if let Some(control) = control {
+        control.abort();
+        let _ = control.await;
+    }
     // Dropping the reloader closes the metrics endpoint and stops the watcher.
     reloads.abort();
     let _ = reloads.await;
@@ -130,6 +138,79 @@ pub(crate) async fn run(start: Start) -> anyhow::Result<i32> {
     drain.end(code);
     tracing::info!(code, orphans_reaped = processes.orphans_reaped(), "exiting");
     Ok(code)
+}
+
+/// Binds the control socket `settings` ask for: `None` when disabled, or when the default
+/// place cannot be used (a read-only `/run`: drover runs on, and says so). A socket a live
+/// drover answers on, or an explicit path that cannot be bound, is an error.
+async fn bind_control(
+    settings: &drover_spec::model::ControlSettings,
+) -> anyhow::Result<Option<(drover_control::ControlListener, Option<u32>)>> {
+    use drover_spec::model::ControlSocket;
+    let (path, explicit) = match &settings.socket {
+        ControlSocket::Disabled => return Ok(None),
+        ControlSocket::Path(path) => (path.clone(), true),
+        ControlSocket::Default => match drover_control::default_socket() {
+            Some(path) => (path, std::env::var_os("DROVER_SOCKET").is_some()),
+            None => {
+                tracing::warn!("{}; running without one", drover_control::no_default());
+                return Ok(None);
+            }
+        },
+    };
+    let group = match &settings.group {
+        None => None,
+        Some(group) => Some(
+            drover_supervisor::group_id(group)
+                .with_context(|| {
+                    format!("settings.control.group: cannot read /etc/group for `{group}`")
+                })?
+                .with_context(|| {
+                    format!("settings.control.group: no group `{group}` in /etc/group")
+                })?,
+        ),
+    };
+    match drover_control::ControlListener::bind(&path, group).await {
+        Ok(listener) => {
+            tracing::info!(path = %path.display(), "control socket listening");
+            Ok(Some((listener, group)))
+        }
+        Err(err @ drover_control::Error::InUse(_)) => Err(err.into()),
+        Err(err) if explicit => Err(err.into()),
+        Err(err) => {
+            tracing::warn!(error = %format!("{:#}", anyhow::Error::from(err)), "no control socket: drover status and friends will not reach this drover");
+            Ok(None)
+        }
+    }
+}
+
+/// Serves the control socket; its reloads go through the reloader's trigger channel.
+fn serve_control(
+    (listener, group): (drover_control::ControlListener, Option<u32>),
+    supervisor: &Supervisor,
+    triggers: mpsc::UnboundedSender<crate::reload::Asked>,
+) -> tokio::task::JoinHandle<()> {
+    let (reloads, mut asked) = mpsc::unbounded_channel::<drover_control::ReloadRequest>();
+    let access = drover_control::Access::this_user_and(group);
+    let server = std::sync::Arc::new(drover_control::Server::new(
+        supervisor.clone(),
+        Some(reloads),
+        access,
+    ));
+    tokio::spawn(async move {
+        let forward = async move {
+            while let Some(answer) = asked.recv().await {
+                let request = crate::reload::Asked {
+                    trigger: crate::reload::Trigger::Request,
+                    answer: Some(answer),
+                };
+                if triggers.send(request).is_err() {
+                    break;
+                }
+            }
+        };
+        tokio::join!(drover_control::serve(listener, server), forward);
+    })
 }
 
 struct Signals {
@@ -159,7 +240,7 @@ impl Signals {
         mut self,
         supervisor: Supervisor,
         drain: DrainSpan,
-        reloads: mpsc::UnboundedSender<crate::reload::Trigger>,
+        reloads: mpsc::UnboundedSender<crate::reload::Asked>,
         manager: Option<crate::systemd::ServiceManager>,
     ) {
         let mut stops = 0u32;
@@ -170,7 +251,7 @@ impl Signals {
                 _ = self.quit.recv() => Signal::SIGQUIT,
                 _ = self.hangup.recv() => {
                     tracing::info!("SIGHUP: reloading the manifest");
-                    let _ = reloads.send(crate::reload::Trigger::Hangup);
+                    let _ = reloads.send(crate::reload::Trigger::Hangup.into());
                     continue;
                 }
                 _ = self.user1.recv() => { supervisor.send(Control::Forward(Signal::SIGUSR1)); continue; }

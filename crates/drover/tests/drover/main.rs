@@ -7,6 +7,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod cli;
+mod control;
 mod hardening;
 mod init;
 mod metrics;

@@ -11,7 +11,7 @@ const SECS: fn(u64) -> Duration = Duration::from_secs;
 /// Whether a PID namespace can be made here; prints why `test` skips when not.
 // A skip must be visible in the test output.
 #[allow(clippy::print_stderr)]
-fn unshare_works(test: &str) -> bool {
+pub(crate) fn unshare_works(test: &str) -> bool {
     let works = Command::new("unshare")
         .args(["--pid", "--fork", "--kill-child", "--mount-proc", "true"])
         .stdout(Stdio::null())
@@ -28,7 +28,7 @@ fn unshare_works(test: &str) -> bool {
 
 /// `drover run drover.yaml` as PID 1 of a new PID namespace, in `dir`; also drover's pid as
 /// seen from outside (the child `unshare --fork` started).
-fn run_as_pid1(dir: tempfile::TempDir, manifest: &str) -> (Drover, i32) {
+pub(crate) fn run_as_pid1(dir: tempfile::TempDir, manifest: &str) -> (Drover, i32) {
     std::fs::write(dir.path().join("drover.yaml"), manifest).expect("write manifest");
     // No cgroup subtree: these tests end drover by SIGKILL, and a PID 1 has no guard to remove
     // it (in a container the cgroup namespace goes with the container; here it would stay in

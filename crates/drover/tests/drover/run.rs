@@ -468,6 +468,8 @@ fn a_blocked_stdout_never_stalls_supervision() {
     .expect("write");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
         .args(["run", "--metrics-listen", "", "drover.yaml"])
+        // Its control socket (and notify sockets) in the test's directory.
+        .env("RUNTIME_DIRECTORY", dir.path())
         .current_dir(dir.path())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
