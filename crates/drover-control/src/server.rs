@@ -76,7 +76,8 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn count(&self, operation: &'static str, result: &'static str) {
+    /// Counts one request.
+    pub fn count(&self, operation: &'static str, result: &'static str) {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         let count = counts.entry((operation, result)).or_default();
         *count = count.saturating_add(1);
@@ -106,12 +107,13 @@ impl Server {
         supervisor: Supervisor,
         reload: Option<mpsc::UnboundedSender<ReloadRequest>>,
         access: Access,
+        stats: Arc<Stats>,
     ) -> Server {
         Server {
             supervisor,
             reload,
             access,
-            stats: Arc::default(),
+            stats,
             streams: Arc::default(),
         }
     }
@@ -478,8 +480,8 @@ async fn operate(
         (Err(why), _) | (_, Err(why)) => return error(StatusCode::BAD_REQUEST, why),
     };
     let span = tracing::info_span!("control", operation, service = name, uid = peer.uid);
-    let _entered = span.enter();
     tracing::info!(
+        parent: &span,
         uid = peer.uid,
         pid = peer.pid,
         "control: {operation} {name}, asked by uid {} (pid {})",

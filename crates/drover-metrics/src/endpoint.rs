@@ -3,7 +3,7 @@
 //! a move to the same port on another address (`127.0.0.1:9464` to `0.0.0.0:9464`) closes the
 //! old listener first, falling back to it if the new bind fails.
 
-use crate::{Error, Exporter};
+use crate::{CounterFamily, Error, Exporter};
 use drover_supervisor::{Processes, Supervisor};
 use std::sync::Arc;
 
@@ -33,6 +33,8 @@ pub struct Endpoint {
     /// Where the endpoint listens now.
     bound: Option<std::net::SocketAddr>,
     pinned: bool,
+    /// Counters kept elsewhere, exported too.
+    families: Vec<CounterFamily>,
 }
 
 impl Endpoint {
@@ -52,7 +54,13 @@ impl Endpoint {
             address,
             bound: None,
             pinned,
+            families: Vec::new(),
         }
+    }
+
+    /// Exports `family` too (call it before the first [`Endpoint::serve`]).
+    pub fn export(&mut self, family: CounterFamily) {
+        self.families.push(family);
     }
 
     /// Serves on `listener` from now on (closing the previous listener, if any).
@@ -60,7 +68,11 @@ impl Endpoint {
         let exporter = match &self.exporter {
             Some(exporter) => exporter.clone(),
             None => {
-                let exporter = Exporter::new(self.supervisor.clone(), self.processes.clone())?;
+                let exporter = Exporter::with_families(
+                    self.supervisor.clone(),
+                    self.processes.clone(),
+                    self.families.clone(),
+                )?;
                 self.tasks.push(exporter.record_probes());
                 self.exporter.insert(exporter).clone()
             }

@@ -65,6 +65,21 @@ struct Reloads {
     last_success: f64,
 }
 
+/// Labels and count of each series of a [`CounterFamily`].
+pub type CounterSeries = Vec<([(&'static str, &'static str); 2], u64)>;
+
+/// A counter family that another part of drover keeps (the control socket's requests): read at
+/// each scrape, so the metrics crate needs to know nothing of it.
+#[derive(Clone)]
+pub struct CounterFamily {
+    /// Its name (`drover_control_requests_total`).
+    pub name: &'static str,
+    /// Its help text.
+    pub help: &'static str,
+    /// Each series now: its two labels (name, value) and its count.
+    pub read: Arc<dyn Fn() -> CounterSeries + Send + Sync>,
+}
+
 /// The metrics of one drover, and what they are read from.
 pub struct Exporter {
     supervisor: Supervisor,
@@ -75,12 +90,23 @@ pub struct Exporter {
     reloads: Mutex<Reloads>,
     /// Reads the services' CPU and memory, keeping their `/proc` files open between scrapes.
     usage: usage::UsageReader,
+    /// Counters kept elsewhere.
+    families: Vec<CounterFamily>,
 }
 
 impl Exporter {
     /// The metrics of `supervisor`, whose processes are `processes`. Call
     /// [`Exporter::record_probes`] to count probe results.
     pub fn new(supervisor: Supervisor, processes: Processes) -> Result<Arc<Exporter>, Error> {
+        Exporter::with_families(supervisor, processes, Vec::new())
+    }
+
+    /// As [`Exporter::new`], with `families` kept elsewhere exported too.
+    pub fn with_families(
+        supervisor: Supervisor,
+        processes: Processes,
+        families: Vec<CounterFamily>,
+    ) -> Result<Arc<Exporter>, Error> {
         let process = Registry::new();
         process.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -95,6 +121,7 @@ impl Exporter {
                 ..Reloads::default()
             }),
             usage: usage::UsageReader::start(),
+            families,
         }))
     }
 
@@ -157,6 +184,12 @@ impl Exporter {
         self.write_services(&mut out, &services);
         self.write_probes(&mut out, &services);
         self.write_drover(&mut out);
+        for family in &self.families {
+            header(&mut out, family.name, "counter", family.help);
+            for (labels, count) in (family.read)() {
+                sample(&mut out, family.name, &labels, count as f64);
+            }
+        }
         let mut text = Vec::new();
         if let Err(err) = TextEncoder::new().encode(&self.process.gather(), &mut text) {
             tracing::warn!(error = %err, "cannot encode the process metrics");

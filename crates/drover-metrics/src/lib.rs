@@ -14,7 +14,7 @@ pub mod server;
 pub mod usage;
 
 pub use endpoint::{Endpoint, EndpointMove};
-pub use exporter::Exporter;
+pub use exporter::{CounterFamily, CounterSeries, Exporter};
 pub use server::{Limits, serve, serve_with};
 
 /// What can go wrong setting up the metrics.

@@ -218,9 +218,8 @@ impl Drop for RemoveDirOnDrop {
 
 /// Makes the directory for this drover's notify sockets, the first of these that works:
 /// - a new `notify-XXXXXX` in `$RUNTIME_DIRECTORY` (systemd made that for drover's unit);
-/// - as root, a new `notify-XXXXXX` in `/run/drover`; otherwise in `$XDG_RUNTIME_DIR/drover`
-///   (made by drover, or adopted only if it is a real directory of drover's user that nobody
-///   else may write);
+/// - as root, a new `drover-notify-XXXXXX` in `/run`; otherwise in `$XDG_RUNTIME_DIR` (beside
+///   `drover/`, the control socket's directory, which other users may not enter);
 /// - a new `drover-XXXXXX` in the temporary directory.
 ///
 /// Every name is made by drover itself (mkdtemp(3): never an existing one), unpredictable,
@@ -247,11 +246,11 @@ pub(crate) fn notify_dir() -> std::io::Result<sys::OwnDir> {
             .filter(|p| p.is_absolute())
     };
     if let Some(base) = runtime_base {
-        match sys::own_dir(&base, "drover", 0o755)
-            .and_then(|own| sys::new_private_dir(&own.path, "notify-", MODE))
-        {
+        // Beside `drover/` (the control socket's directory, 0700), not in it: services of
+        // other users must reach their sockets.
+        match sys::new_private_dir(&base, "drover-notify-", MODE) {
             Ok(dir) => return Ok(dir),
-            Err(err) => errors.push(format!("{}/drover: {err}", base.display())),
+            Err(err) => errors.push(format!("{}: {err}", base.display())),
         }
     }
     let temp = std::env::temp_dir();

@@ -79,6 +79,23 @@ pub(crate) async fn run(start: Start) -> anyhow::Result<i32> {
         manifest.settings.metrics_listen,
         metrics_pinned,
     );
+    let control_stats = std::sync::Arc::new(drover_control::Stats::default());
+    if control.is_some() {
+        let stats = control_stats.clone();
+        endpoint.export(drover_metrics::CounterFamily {
+            name: "drover_control_requests_total",
+            help: "Requests to the control socket, by operation and result.",
+            read: std::sync::Arc::new(move || {
+                stats
+                    .snapshot()
+                    .into_iter()
+                    .map(|((operation, result), count)| {
+                        ([("operation", operation), ("result", result)], count)
+                    })
+                    .collect()
+            }),
+        });
+    }
     if let Some(listener) = metrics {
         endpoint.serve(listener)?;
     }
@@ -95,7 +112,8 @@ pub(crate) async fn run(start: Start) -> anyhow::Result<i32> {
         triggers_tx.clone(),
     );
     let reloads = tokio::spawn(reloader.run(triggers));
-    let control = control.map(|listener| serve_control(listener, &supervisor, triggers_tx.clone()));
+    let control = control
+        .map(|listener| serve_control(listener, &supervisor, triggers_tx.clone(), control_stats));
     let manager = crate::systemd::ServiceManager::from_env();
     let relay = tokio::spawn(signals.relay(
         supervisor.clone(),
@@ -189,6 +207,7 @@ fn serve_control(
     (listener, group): (drover_control::ControlListener, Option<u32>),
     supervisor: &Supervisor,
     triggers: mpsc::UnboundedSender<crate::reload::Asked>,
+    stats: std::sync::Arc<drover_control::Stats>,
 ) -> tokio::task::JoinHandle<()> {
     let (reloads, mut asked) = mpsc::unbounded_channel::<drover_control::ReloadRequest>();
     let access = drover_control::Access::this_user_and(group);
@@ -196,6 +215,7 @@ fn serve_control(
         supervisor.clone(),
         Some(reloads),
         access,
+        stats,
     ));
     tokio::spawn(async move {
         let forward = async move {

@@ -401,3 +401,37 @@ fn status_works_against_drover_as_pid_1() {
     assert_eq!(code, 0);
     assert!(out.starts_with("web: running as pid "), "{out}");
 }
+
+#[test]
+fn requests_are_counted_in_the_metrics() {
+    let port = crate::metrics::free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("drover.yaml"), TWO).expect("write");
+    let listen = format!("127.0.0.1:{port}");
+    let running = Drover::start(
+        dir,
+        &[
+            env!("CARGO_BIN_EXE_drover"),
+            "run",
+            "--metrics-listen",
+            &listen,
+            "drover.yaml",
+        ],
+        None,
+    );
+    let socket = running.path("drover.sock");
+    wait_until(SECS(20), "the control socket", || {
+        cli(&socket, &["status"]).0 == 0
+    });
+    wait_state(&socket, "web", "ready");
+    assert_eq!(cli(&socket, &["restart", "web"]).0, 0);
+    assert_eq!(cli(&socket, &["stop", "nope"]).0, 1);
+    let (_, metrics) = crate::metrics::get(port, "/metrics").expect("metrics");
+    for line in [
+        "drover_control_requests_total{operation=\"restart\",result=\"done\"} 1",
+        "drover_control_requests_total{operation=\"stop\",result=\"unknown\"} 1",
+        "drover_service_restarts_total{reason=\"manual\",service=\"web\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+}

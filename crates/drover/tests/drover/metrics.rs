@@ -9,7 +9,7 @@ use std::time::Duration;
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
 /// A free loopback port (bound, then released).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("port")
@@ -17,7 +17,7 @@ fn free_port() -> u16 {
 }
 
 /// `GET path` on drover's endpoint: status and body; `None` while it does not answer.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
+pub(crate) fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(SECS(5))).ok()?;
     write!(
