@@ -308,8 +308,9 @@ async fn respond(server: &Server, peer: Peer, request: Request<Incoming>) -> Res
             ),
         },
         (["v1", "events"], &Method::GET) => events(server),
+        (["v1", "logs"], &Method::GET) => logs(server, &query),
         (["v1", "reload"], &Method::POST) => reload(server, peer).await,
-        (["v1", "status"] | ["v1", "events"], _) => {
+        (["v1", "status"] | ["v1", "events"] | ["v1", "logs"], _) => {
             error(StatusCode::METHOD_NOT_ALLOWED, "only GET here")
         }
         (["v1", "reload"] | ["v1", "services", _, _], _) => {
@@ -318,7 +319,7 @@ async fn respond(server: &Server, peer: Peer, request: Request<Incoming>) -> Res
         _ => error(
             StatusCode::NOT_FOUND,
             format!(
-                "no endpoint `{path}`: /v1/status, /v1/services/NAME/(start|stop|restart|signal), /v1/events, /v1/reload"
+                "no endpoint `{path}`: /v1/status, /v1/services/NAME/(start|stop|restart|signal), /v1/logs, /v1/events, /v1/reload"
             ),
         ),
     }
@@ -641,6 +642,111 @@ fn events(server: &Server) -> Response<Body> {
         hyper::header::HeaderValue::from_static("application/x-ndjson"),
     );
     response
+}
+
+/// Lines `drover logs` shows per service when it does not say.
+const DEFAULT_LOG_LINES: usize = 100;
+
+/// `GET /v1/logs?service=web&lines=N&follow=true`: the last lines of each service asked for
+/// (every one without `service=`), then, with `follow`, every new line; JSON lines.
+fn logs(server: &Server, query: &[(String, String)]) -> Response<Body> {
+    use std::sync::atomic::Ordering;
+    let services: Vec<String> = query
+        .iter()
+        .filter(|(k, _)| k == "service")
+        .map(|(_, v)| v.clone())
+        .collect();
+    for name in &services {
+        if let Err(response) = known(server, name) {
+            server.stats.count("logs", "unknown");
+            return *response;
+        }
+    }
+    let lines = match query_value(query, "lines").map(str::parse::<usize>) {
+        None => DEFAULT_LOG_LINES,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "`lines=` is a number"),
+    };
+    let follow = match query_bool(query, "follow", false) {
+        Ok(follow) => follow,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    // Subscribed before the recent lines are read: no line falls between the two.
+    let followed = if follow {
+        server.supervisor.follow_output()
+    } else {
+        None
+    };
+    let Some(recent) = server.supervisor.recent_output(&services, lines) else {
+        server.stats.count("logs", "failed");
+        return error(
+            StatusCode::CONFLICT,
+            "drover does not read the services' output (settings.log.service_output is not prefix): no logs are kept",
+        );
+    };
+    let streams = server.streams.clone();
+    if follow && streams.fetch_add(1, Ordering::Relaxed) >= MAX_STREAMS {
+        streams.fetch_sub(1, Ordering::Relaxed);
+        server.stats.count("logs", "refused");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MAX_STREAMS} streams are open already"),
+        );
+    }
+    server.stats.count("logs", "done");
+    let (chunks, body) = mpsc::channel(STREAM_QUEUE);
+    tokio::spawn(async move {
+        let _open = follow.then(|| OpenStream(streams));
+        let mut last = None;
+        for line in recent {
+            last = Some(line.seq);
+            if chunks.send(line_json(&line)).await.is_err() {
+                return;
+            }
+        }
+        let Some(mut followed) = followed else { return };
+        loop {
+            let chunk = match followed.recv().await {
+                Ok(line) if last.is_some_and(|seq| line.seq <= seq) => continue,
+                Ok(line)
+                    if services.is_empty() || services.iter().any(|s| **s == *line.service) =>
+                {
+                    line_json(&line)
+                }
+                Ok(_) => continue,
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    let mut bytes = serde_json::to_vec(
+                        &serde_json::json!({ "type": "lagged", "missed": missed }),
+                    )
+                    .unwrap_or_default();
+                    bytes.push(b'\n');
+                    Bytes::from(bytes)
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            if chunks.send(chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut response = Response::new(Body::Stream(body));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/x-ndjson"),
+    );
+    response
+}
+
+/// One output line as the JSON line `drover logs` reads.
+fn line_json(line: &drover_supervisor::OutputLine) -> Bytes {
+    let value = serde_json::json!({
+        "service": &*line.service,
+        "stream": if line.stderr { "stderr" } else { "stdout" },
+        "line": line.text,
+    });
+    let mut bytes = serde_json::to_vec(&value).unwrap_or_default();
+    bytes.push(b'\n');
+    Bytes::from(bytes)
 }
 
 /// An open event stream, counted out when it ends.

@@ -26,6 +26,7 @@ mod passwd;
 mod probes;
 mod process;
 pub mod ratelimit;
+mod recent;
 mod restart;
 mod runtime;
 use drover_sys as sys;
@@ -36,6 +37,7 @@ pub use crate::core::{
 };
 pub use crate::passwd::group_id;
 pub use crate::process::{Processes, SpawnError, SpawnRequest};
+pub use crate::recent::{KEPT_LINE_BYTES, OutputLine};
 pub use crate::runtime::{Control, Error, Supervisor};
 pub use crate::sys::{
     ExitStatus, InheritedSignals, become_subreaper, block_sigpipe_on_this_thread,

@@ -10,6 +10,7 @@
 //! costs two `dup`s, not two new pipes and two new reader tasks.
 
 use crate::ratelimit::ByteBudget;
+use crate::recent::Recent;
 use drover_spec::model::LogFormat;
 use std::io::{self, IsTerminal, Write};
 use std::os::fd::OwnedFd;
@@ -133,6 +134,7 @@ impl OutputSink {
         stream: Stream,
         read_end: OwnedFd,
         dropped: Arc<DropCounter>,
+        recent: Arc<Recent>,
     ) -> io::Result<()> {
         let receiver = pipe::Receiver::from_owned_fd(read_end)?;
         let sender = LineSender {
@@ -142,6 +144,7 @@ impl OutputSink {
             queue: self.queue.clone(),
             queued_bytes: self.queued_bytes.clone(),
             dropped,
+            recent,
         };
         let reader = tokio::spawn(async move {
             let mut splitter = LineSplitter::default();
@@ -226,10 +229,13 @@ struct LineSender {
     queue: mpsc::SyncSender<Line>,
     queued_bytes: Arc<ByteBudget>,
     dropped: Arc<DropCounter>,
+    /// Its recent lines, for `drover logs`: kept even when the writer is behind.
+    recent: Arc<Recent>,
 }
 
 impl LineSender {
     fn send(&self, text: String) {
+        self.recent.push(self.stream == Stream::Stderr, &text);
         let size = text.len();
         if !self.queued_bytes.reserve(size) {
             self.dropped.0.fetch_add(1, Ordering::Relaxed);
@@ -396,6 +402,7 @@ mod tests {
             queue,
             queued_bytes: Arc::new(ByteBudget::new(QUEUE_BYTES)),
             dropped: Arc::new(DropCounter::default()),
+            recent: crate::recent::RecentHub::new(1000).for_service(Arc::from("bin")),
         };
         // Binary output: every line the longest there is, every byte replaced (3 bytes each).
         let mut splitter = LineSplitter::default();

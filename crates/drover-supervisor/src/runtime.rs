@@ -12,6 +12,7 @@ use crate::core::{
 use crate::output::{DropCounter, OutputSink, Stream};
 use crate::probes::{ExecProbe, NotifyUnit};
 use crate::process::{Processes, SpawnRequest};
+use crate::recent::{OutputLine, Recent, RecentHub};
 use crate::sys;
 use drover_probe::{
     CheckOutcome, CheckResult, Checker, NotifyMessage, ProbeKind, prober, sender_in_group,
@@ -125,6 +126,8 @@ pub struct Supervisor {
     supervising: Arc<AtomicBool>,
     events: broadcast::Sender<Event>,
     published: Published,
+    /// Every service's recent output, where drover reads it (`prefix` mode).
+    recent: Option<RecentHub>,
 }
 
 /// What observers read of each service, by id, in the order services came (the manifest's,
@@ -137,6 +140,8 @@ struct Observed {
     snapshot: ServiceSnapshot,
     /// Its output lines dropped so far.
     dropped: Arc<DropCounter>,
+    /// Its recent output lines (`prefix` mode only).
+    recent: Option<Arc<Recent>>,
 }
 
 impl Supervisor {
@@ -167,6 +172,8 @@ impl Supervisor {
             _ => None,
         };
         let core_len = core.len();
+        let recent = (settings.service_output == ServiceOutput::Prefix)
+            .then(|| RecentHub::new(settings.control.log_lines));
         let (control, control_rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let published = Arc::new(Mutex::new(IndexMap::new()));
@@ -194,6 +201,7 @@ impl Supervisor {
             inputs,
             events: events.clone(),
             published: published.clone(),
+            recent: recent.clone(),
             watched: Vec::new(),
             cgroups: None,
             guard: None,
@@ -211,6 +219,7 @@ impl Supervisor {
                 supervising,
                 events,
                 published,
+                recent,
             },
             task,
         ))
@@ -248,6 +257,28 @@ impl Supervisor {
             .collect()
     }
 
+    /// The last `n` output lines of each of `services` (every service when empty), merged in
+    /// the order they were printed; `None` when drover does not read the services' output
+    /// (`settings.log.service_output` is not `prefix`).
+    pub fn recent_output(&self, services: &[String], n: usize) -> Option<Vec<OutputLine>> {
+        self.recent.as_ref()?;
+        let published = lock(&self.published);
+        let mut lines: Vec<OutputLine> = published
+            .values()
+            .filter(|o| services.is_empty() || services.iter().any(|s| **s == *o.snapshot.name))
+            .filter_map(|o| o.recent.as_ref())
+            .flat_map(|recent| recent.last(n))
+            .collect();
+        lines.sort_by_key(|line| line.seq);
+        Some(lines)
+    }
+
+    /// Every output line printed from now on, of every service; `None` as for
+    /// [`Supervisor::recent_output`].
+    pub fn follow_output(&self) -> Option<broadcast::Receiver<OutputLine>> {
+        Some(self.recent.as_ref()?.follow())
+    }
+
     /// Whether the supervisor's loop answers a [`Control::Ping`] within `within`: false when it
     /// has ended or is wedged (a service manager's watchdog is fed only while this holds).
     pub async fn responsive(&self, within: std::time::Duration) -> bool {
@@ -278,24 +309,21 @@ impl ServiceIo {
         name: &Arc<str>,
         colour: usize,
         dropped: &Arc<DropCounter>,
+        recent: &Arc<Recent>,
     ) -> io::Result<ServiceIo> {
         let flags = nix::fcntl::OFlag::O_CLOEXEC;
         let (out_read, stdout) = nix::unistd::pipe2(flags)?;
         let (err_read, stderr) = nix::unistd::pipe2(flags)?;
-        sink.read_pipe(
-            name.clone(),
-            colour,
-            Stream::Stdout,
-            out_read,
-            dropped.clone(),
-        )?;
-        sink.read_pipe(
-            name.clone(),
-            colour,
-            Stream::Stderr,
-            err_read,
-            dropped.clone(),
-        )?;
+        for (stream, read_end) in [(Stream::Stdout, out_read), (Stream::Stderr, err_read)] {
+            sink.read_pipe(
+                name.clone(),
+                colour,
+                stream,
+                read_end,
+                dropped.clone(),
+                recent.clone(),
+            )?;
+        }
         Ok(ServiceIo::Piped { stdout, stderr })
     }
 
@@ -351,6 +379,8 @@ struct Driver {
     processes: Processes,
     /// Where services' output goes (fixed for drover's life).
     service_output: ServiceOutput,
+    /// Every service's recent output (`prefix` mode).
+    recent: Option<RecentHub>,
     /// What each service of the core holds here, by the core's id.
     services: HashMap<ServiceId, ServiceResources>,
     /// `/dev/null`, opened once.
@@ -446,12 +476,18 @@ impl Driver {
             ServiceOutput::Prefix => ServiceOutput::Discard,
             other => other,
         });
-        let (io, io_error) = match &mut self.sink {
-            Some(sink) => match ServiceIo::piped(sink, &name, id.index(), &dropped) {
-                Ok(io) => (io, None),
-                Err(source) => (direct, Some(source)),
-            },
-            None => (direct, None),
+        let recent = self
+            .recent
+            .as_ref()
+            .map(|hub| hub.for_service(name.clone()));
+        let (io, io_error) = match (&mut self.sink, &recent) {
+            (Some(sink), Some(recent)) => {
+                match ServiceIo::piped(sink, &name, id.index(), &dropped, recent) {
+                    Ok(io) => (io, None),
+                    Err(source) => (direct, Some(source)),
+                }
+            }
+            _ => (direct, None),
         };
         self.services.insert(
             id,
@@ -463,7 +499,14 @@ impl Driver {
             },
         );
         if let Some(snapshot) = self.core.snapshot(id) {
-            lock(&self.published).insert(id, Observed { snapshot, dropped });
+            lock(&self.published).insert(
+                id,
+                Observed {
+                    snapshot,
+                    dropped,
+                    recent,
+                },
+            );
         }
         if let Some(source) = io_error {
             return Err(Error::Output {

@@ -64,6 +64,20 @@ pub(crate) enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Print the recent output of services (all of them without names), each line prefixed
+    /// with its service and stream.
+    Logs {
+        /// Only these services.
+        services: Vec<String>,
+        /// Lines per service.
+        #[arg(short = 'n', long = "lines", default_value_t = 100)]
+        lines: usize,
+        /// Then print new lines as they come, until interrupted.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Print state changes, probe results and reloads as they happen, as JSON lines.
     Events {
         #[command(flatten)]

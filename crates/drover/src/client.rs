@@ -295,6 +295,62 @@ pub(crate) fn signal(service: &str, signal: &str, group: bool, args: &ClientArgs
     })
 }
 
+/// `drover logs [SVC...] [-n N] [-f]`: `service stream | line`, or the JSON lines with `--json`.
+pub(crate) fn logs(services: &[String], lines: usize, follow: bool, args: &ClientArgs) -> ExitCode {
+    let client = match client(args) {
+        Ok(client) => client,
+        Err(code) => return code,
+    };
+    let mut target = format!("/v1/logs?lines={lines}&follow={follow}");
+    for service in services {
+        target.push_str("&service=");
+        target.push_str(&encode(service));
+    }
+    let json = args.json;
+    block_on(async move {
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout();
+        let mut body = String::new();
+        let streamed = client
+            .stream(&target, |line| {
+                let shown = match serde_json::from_str::<serde_json::Value>(line) {
+                    Ok(value) if value["error"].is_string() => {
+                        body.push_str(line);
+                        return true;
+                    }
+                    Ok(value) if !json && value["service"].is_string() => format!(
+                        "{} {} | {}",
+                        value["service"].as_str().unwrap_or_default(),
+                        value["stream"].as_str().unwrap_or_default(),
+                        value["line"].as_str().unwrap_or_default()
+                    ),
+                    Ok(value) if !json && value["type"] == "lagged" => {
+                        format!(
+                            "drover: {} lines missed (this terminal was too slow)",
+                            value["missed"]
+                        )
+                    }
+                    _ => {
+                        body.push_str(line);
+                        line.to_string()
+                    }
+                };
+                writeln!(stdout, "{shown}")
+                    .and_then(|()| stdout.flush())
+                    .is_ok()
+            })
+            .await;
+        match streamed {
+            Ok(StatusCode::OK) => ExitCode::SUCCESS,
+            Ok(_) => {
+                eprintln!("drover: {}", error_text(&body));
+                ExitCode::from(1)
+            }
+            Err(err) => failed(&err),
+        }
+    })
+}
+
 /// `drover events`: JSON lines until drover ends or the command is interrupted.
 pub(crate) fn events(args: &ClientArgs) -> ExitCode {
     let client = match client(args) {

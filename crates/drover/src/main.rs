@@ -71,6 +71,15 @@ fn main() -> ExitCode {
             _,
         ) => client::signal(&service, &signal, group, &client),
         (Some(Command::Events { client }), _) => client::events(&client),
+        (
+            Some(Command::Logs {
+                services,
+                lines,
+                follow,
+                client,
+            }),
+            _,
+        ) => client::logs(&services, lines, follow, &client),
         (Some(Command::Reload { client }), _) => client::reload(&client),
         (
             Some(Command::Run {

@@ -435,3 +435,134 @@ fn requests_are_counted_in_the_metrics() {
         assert!(metrics.contains(line), "{line} not in\n{metrics}");
     }
 }
+
+/// A child killed (by its pid) and reaped when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn logs_show_recent_lines_and_stay_bounded_after_a_gibibyte() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("drover.yaml"),
+        "settings: { metrics: { listen: null } }
+services:
+  talker: { command: [sh, -c, \"for i in 1 2 3; do echo out $i; echo err $i >&2; done; exec sleep 600\"] }
+  flood: { command: [sh, -c, \"yes $(head -c 1000 /dev/zero | tr '\\\\0' x) | head -c 1073741824; echo; echo done; exec sleep 600\"] }
+",
+    )
+    .expect("write");
+    // drover's own output (the gibibyte, prefixed) goes to /dev/null, not into this test.
+    let running = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_drover"))
+            .args(["run", "drover.yaml"])
+            .current_dir(dir.path())
+            .env("RUNTIME_DIRECTORY", dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("drover run"),
+    );
+    let socket = dir.path().join("drover.sock");
+    // The flood's gibibyte has gone through drover's reader.
+    wait_until(SECS(120), "the flood's last line", || {
+        cli(&socket, &["logs", "flood", "-n", "1"]).1 == "flood stdout | done\n"
+    });
+    // Each line with its service and stream; a stream's lines in their order (the two
+    // streams are two pipes: how they interleave is up to the reads).
+    let (code, out, err) = cli(&socket, &["logs", "talker", "-n", "10"]);
+    assert_eq!(code, 0, "{err}");
+    let of = |stream: &str| -> Vec<&str> {
+        out.lines()
+            .filter(|l| l.starts_with(&format!("talker {stream} | ")))
+            .collect()
+    };
+    assert_eq!(
+        of("stdout"),
+        [
+            "talker stdout | out 1",
+            "talker stdout | out 2",
+            "talker stdout | out 3"
+        ]
+    );
+    assert_eq!(
+        of("stderr"),
+        [
+            "talker stderr | err 1",
+            "talker stderr | err 2",
+            "talker stderr | err 3"
+        ]
+    );
+    assert_eq!(out.lines().count(), 6, "{out}");
+    let (_, last, _) = cli(&socket, &["logs", "talker", "-n", "2"]);
+    assert_eq!(last.lines().count(), 2, "{last}");
+    // Kept lines are bounded (1000 per service of at most 1 KiB): drover's memory too.
+    let rss_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", running.0.id()))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .expect("VmRSS");
+    println!("drover's RSS after a service printed 1 GiB: {rss_kib} KiB");
+    assert!(
+        rss_kib < 64 * 1024,
+        "drover's RSS is {rss_kib} KiB after 1 GiB of output"
+    );
+    let (_, out, _) = cli(&socket, &["logs", "flood", "-n", "5000", "--json"]);
+    assert!(
+        out.lines().count() <= 1000,
+        "{} lines kept",
+        out.lines().count()
+    );
+    // Unknown service: a "did you mean".
+    let (code, _, err) = cli(&socket, &["logs", "talkr"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("did you mean `talker`?"), "{err}");
+}
+
+#[test]
+fn logs_follow_prints_lines_as_they_come() {
+    let (running, socket) = start(
+        "services:
+  ticker: { command: [sh, -c, \"while true; do echo tick; sleep 0.05; done\"] }
+",
+    );
+    let _ = &running;
+    let mut follow = Command::new("timeout")
+        .args([
+            "20",
+            env!("CARGO_BIN_EXE_drover"),
+            "logs",
+            "-f",
+            "-n",
+            "0",
+            "--socket",
+        ])
+        .arg(&socket)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("drover logs -f");
+    let mut lines = std::io::BufReader::new(follow.stdout.take().expect("stdout"));
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut lines, &mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        seen.push(line);
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert_eq!(seen.len(), 5, "{seen:?}");
+    assert!(
+        seen.iter().all(|l| l == "ticker stdout | tick\n"),
+        "{seen:?}"
+    );
+}
