@@ -33,7 +33,7 @@ pub(crate) fn cpu_ticks(pid: i32) -> u64 {
 pub(crate) struct Binary {
     pub(crate) child: std::process::Child,
     pub(crate) pid: i32,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Binary {
@@ -43,6 +43,8 @@ impl Binary {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
             .args(["run", "--metrics-listen", "127.0.0.1:0", "drover.yaml"])
             .current_dir(dir.path())
+            // Its control socket (and notify sockets) in its own directory.
+            .env("RUNTIME_DIRECTORY", dir.path())
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -57,11 +59,12 @@ impl Binary {
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        Binary {
-            child,
-            pid,
-            _dir: dir,
-        }
+        Binary { child, pid, dir }
+    }
+
+    /// Its control socket.
+    pub(crate) fn socket(&self) -> std::path::PathBuf {
+        self.dir.path().join("drover.sock")
     }
 
     /// SIGTERM, then waits for the exit (no reaper runs in a benchmark between its phases).

@@ -566,3 +566,42 @@ fn logs_follow_prints_lines_as_they_come() {
         "{seen:?}"
     );
 }
+
+#[test]
+fn a_stopped_service_stays_stopped_across_a_reload_and_starts_with_the_new_spec() {
+    let (running, socket) = start(TWO);
+    wait_state(&socket, "worker", "ready");
+    assert_eq!(cli(&socket, &["stop", "worker"]).0, 0);
+    std::fs::write(running.path("drover.yaml"), TWO.replace("601", "603")).expect("write");
+    let (code, out, err) = cli(&socket, &["reload"]);
+    assert_eq!((code, out.trim()), (0, "reload: ~worker =web"), "{err}");
+    assert_eq!(service(&status(&socket), "worker")["state"], "stopped");
+    assert_eq!(cli(&socket, &["start", "worker"]).0, 0);
+    let pid = pid_of(&socket, "worker").expect("worker runs");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("603"),
+        "the new spec runs"
+    );
+}
+
+#[test]
+fn a_hand_restart_of_a_crash_looping_service_starts_it_at_once() {
+    let (_running, socket) = start(
+        "settings: { log: { service_output: discard } }
+services:
+  crashy:
+    command: [sh, -c, \"sleep 0.2; exit 1\"]
+    restart: { backoff: { initial: 10s, jitter: 0 } }
+",
+    );
+    wait_state(&socket, "crashy", "backoff");
+    let started = std::time::Instant::now();
+    let (code, out, err) = cli(&socket, &["restart", "crashy"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("crashy: running as pid "), "{out}");
+    assert!(
+        started.elapsed() < SECS(5),
+        "it did not wait out the 10 s backoff"
+    );
+}
