@@ -112,8 +112,23 @@ impl Client {
             .map_err(|err| protocol(err.to_string()))
     }
 
-    /// Sends `method target` (`GET /v1/status`) and reads the whole answer.
-    pub async fn request(&self, method: Method, target: &str) -> Result<Answer, ClientError> {
+    /// Sends `method target` (`GET /v1/status`) and reads the whole answer, within `limit`
+    /// (a drover that takes the request and never answers must not hold the client forever).
+    pub async fn request(
+        &self,
+        method: Method,
+        target: &str,
+        limit: Duration,
+    ) -> Result<Answer, ClientError> {
+        tokio::time::timeout(limit, self.request_unbounded(method, target))
+            .await
+            .map_err(|_| ClientError::Protocol {
+                path: self.path.clone(),
+                why: format!("no answer within {}", humantime::format_duration(limit)),
+            })?
+    }
+
+    async fn request_unbounded(&self, method: Method, target: &str) -> Result<Answer, ClientError> {
         let response = self.send(method, target).await?;
         let status = response.status();
         let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES)

@@ -11,7 +11,8 @@ use std::time::Duration;
 /// file (a live one accepts at once; a full backlog still counts as live).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The bound control socket; dropping it removes the socket file.
+/// The bound control socket; dropping it removes the socket file (if it is still the one
+/// bound here) and releases the path's lock.
 #[derive(Debug)]
 pub struct ControlListener {
     /// The listener, on the runtime.
@@ -20,6 +21,11 @@ pub struct ControlListener {
     pub(crate) path: PathBuf,
     dir: OwnDir,
     name: String,
+    /// The socket file bound (device, inode): only that one is removed at the end.
+    bound: (u64, u64),
+    /// `NAME.lock` in the directory, locked for drover's life: one drover per path, even
+    /// when two start at once or the socket file was deleted under a running one.
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 impl ControlListener {
@@ -37,6 +43,10 @@ impl ControlListener {
         let name = name.to_string_lossy().into_owned();
         let dir_mode = if group.is_some() { 0o750 } else { 0o700 };
         let (dir, _made) = drover_sys::socket_dir(dir_path, dir_mode, group).map_err(failed)?;
+        let lock = lock_path(&dir, &name).map_err(|err| match err {
+            LockError::Held => Error::InUse(path.to_path_buf()),
+            LockError::Io(source) => failed(source),
+        })?;
         match dir.entry_is_socket(&name).map_err(failed)? {
             None => {}
             Some(false) => {
@@ -67,11 +77,14 @@ impl ControlListener {
         dir.chmod_entry(&name, mode).map_err(failed)?;
         listener.set_nonblocking(true).map_err(failed)?;
         let listener = tokio::net::UnixListener::from_std(listener).map_err(failed)?;
+        let bound = dir.entry_identity(&name).map_err(failed)?;
         Ok(ControlListener {
             listener,
             path: path.to_path_buf(),
             dir,
             name,
+            bound,
+            _lock: lock,
         })
     }
 
@@ -83,7 +96,36 @@ impl ControlListener {
 
 impl Drop for ControlListener {
     fn drop(&mut self) {
-        let _ = self.dir.remove_entry(&self.name, false);
+        // Never another drover's: only the file this one bound.
+        if self.dir.entry_identity(&self.name).ok() == Some(self.bound) {
+            let _ = self.dir.remove_entry(&self.name, false);
+        }
+    }
+}
+
+enum LockError {
+    /// Another process holds it.
+    Held,
+    Io(std::io::Error),
+}
+
+/// Locks `NAME.lock` in `dir` (made 0600 if absent, never through a symlink), without waiting.
+fn lock_path(dir: &OwnDir, name: &str) -> Result<nix::fcntl::Flock<std::fs::File>, LockError> {
+    use nix::fcntl::{FlockArg, OFlag};
+    use nix::sys::stat::Mode;
+    use std::os::fd::AsFd;
+    let flags = OFlag::O_CREAT | OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = nix::fcntl::openat(
+        dir.fd.as_fd(),
+        format!("{name}.lock").as_str(),
+        flags,
+        Mode::from_bits_truncate(0o600),
+    )
+    .map_err(|err| LockError::Io(err.into()))?;
+    match nix::fcntl::Flock::lock(std::fs::File::from(fd), FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(lock),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(LockError::Held),
+        Err((_, err)) => Err(LockError::Io(err.into())),
     }
 }
 

@@ -32,6 +32,16 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 pub(crate) const MAX_CONNECTIONS: usize = 256;
 /// Event streams served at once (each holds a connection for as long as its client likes).
 const MAX_STREAMS: usize = 64;
+/// `logs` answers served at once, followed or not (each holds up to [`MAX_LOG_ANSWER_BYTES`]
+/// until its client has read it).
+const MAX_LOG_ANSWERS: usize = 16;
+/// The most text one `logs` answer copies out of the rings (its newest lines).
+const MAX_LOG_ANSWER_BYTES: usize = 2 << 20;
+/// Time for a request's body, once its headers are in.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a connection serving no stream is kept (a client that does not read its answer
+/// holds nothing longer).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(120);
 /// Time for a request's headers, from the connection's start or the previous response.
 pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes of request buffered per connection (hyper's smallest allowed buffer).
@@ -98,6 +108,8 @@ pub struct Server {
     stats: Arc<Stats>,
     /// Event streams open now.
     streams: Arc<std::sync::atomic::AtomicUsize>,
+    /// `logs` answers being sent now.
+    log_answers: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Server {
@@ -115,6 +127,7 @@ impl Server {
             access,
             stats,
             streams: Arc::default(),
+            log_answers: Arc::default(),
         }
     }
 
@@ -172,16 +185,41 @@ pub async fn serve(listener: ControlListener, server: Arc<Server>) {
         }
         let server = server.clone();
         connections.spawn(async move {
+            // Set once this connection answers with a stream: it may then live as long as its
+            // client reads.
+            let streaming = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let marks = streaming.clone();
             let service = service_fn(move |request| {
-                let server = server.clone();
-                async move { Ok::<_, Infallible>(respond(&server, peer, request).await) }
+                let (server, marks) = (server.clone(), marks.clone());
+                async move {
+                    let response = respond(&server, peer, request).await;
+                    if matches!(response.body(), Body::Stream(_)) {
+                        marks.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Ok::<_, Infallible>(response)
+                }
             });
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .max_buf_size(MAX_HEADER_BYTES)
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(err) = connection.await {
+            tokio::pin!(connection);
+            let ended = loop {
+                tokio::select! {
+                    ended = connection.as_mut() => break ended,
+                    () = tokio::time::sleep(CONNECTION_LIFETIME) => {
+                        if !streaming.load(std::sync::atomic::Ordering::Relaxed) {
+                            // Closed once its current answer is out, or soon after if the
+                            // client does not read it.
+                            connection.as_mut().graceful_shutdown();
+                            let _ = tokio::time::timeout(HEADER_READ_TIMEOUT, connection.as_mut()).await;
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(err) = ended {
                 tracing::debug!(error = %err, "control socket: connection ended");
             }
         });
@@ -284,15 +322,25 @@ async fn respond(server: &Server, peer: Peer, request: Request<Incoming>) -> Res
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let query = query_pairs(request.uri().query().unwrap_or(""));
-    // Bodies are not used yet; a client may send one, bounded.
-    let body = Limited::new(request.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await;
-    if body.is_err() {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body over {MAX_BODY_BYTES} bytes"),
-        );
+    // Bodies are not used yet; a client may send one, bounded in size and time.
+    let body = Limited::new(request.into_body(), MAX_BODY_BYTES).collect();
+    match tokio::time::timeout(BODY_READ_TIMEOUT, body).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(_)) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body over {MAX_BODY_BYTES} bytes"),
+            );
+        }
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {}",
+                    humantime::format_duration(BODY_READ_TIMEOUT)
+                ),
+            );
+        }
     }
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (parts.as_slice(), &method) {
@@ -622,7 +670,13 @@ fn events(server: &Server) -> Response<Body> {
         // Counted out however the stream ends.
         let _open = OpenStream(streams);
         loop {
-            let line = match events.recv().await {
+            // A client that has gone is noticed at once, not at the next event.
+            let received = tokio::select! {
+                biased;
+                () = chunks.closed() => break,
+                received = events.recv() => received,
+            };
+            let line = match received {
                 Ok(event) => event_json(&event),
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
                     serde_json::json!({ "type": "lagged", "missed": missed })
@@ -677,7 +731,20 @@ fn logs(server: &Server, query: &[(String, String)]) -> Response<Body> {
     } else {
         None
     };
-    let Some(recent) = server.supervisor.recent_output(&services, lines) else {
+    let answers = server.log_answers.clone();
+    if answers.fetch_add(1, Ordering::Relaxed) >= MAX_LOG_ANSWERS {
+        answers.fetch_sub(1, Ordering::Relaxed);
+        server.stats.count("logs", "refused");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MAX_LOG_ANSWERS} logs answers are being sent already"),
+        );
+    }
+    let answer_slot = OpenStream(answers);
+    let Some(recent) = server
+        .supervisor
+        .recent_output(&services, lines, MAX_LOG_ANSWER_BYTES)
+    else {
         server.stats.count("logs", "failed");
         return error(
             StatusCode::CONFLICT,
@@ -696,6 +763,7 @@ fn logs(server: &Server, query: &[(String, String)]) -> Response<Body> {
     server.stats.count("logs", "done");
     let (chunks, body) = mpsc::channel(STREAM_QUEUE);
     tokio::spawn(async move {
+        let _answer = answer_slot;
         let _open = follow.then(|| OpenStream(streams));
         let mut last = None;
         for line in recent {
@@ -706,7 +774,13 @@ fn logs(server: &Server, query: &[(String, String)]) -> Response<Body> {
         }
         let Some(mut followed) = followed else { return };
         loop {
-            let chunk = match followed.recv().await {
+            // A client that has gone is noticed at once, not at the next line.
+            let received = tokio::select! {
+                biased;
+                () = chunks.closed() => return,
+                received = followed.recv() => received,
+            };
+            let chunk = match received {
                 Ok(line) if last.is_some_and(|seq| line.seq <= seq) => continue,
                 Ok(line)
                     if services.is_empty() || services.iter().any(|s| **s == *line.service) =>

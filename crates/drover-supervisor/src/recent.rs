@@ -96,11 +96,62 @@ impl Recent {
     }
 
     /// Its last `n` lines, oldest first.
+    #[cfg(test)]
     pub(crate) fn last(&self, n: usize) -> Vec<OutputLine> {
         let lines = self.lines.lock().unwrap_or_else(PoisonError::into_inner);
         let skip = lines.len().saturating_sub(n);
         lines.iter().skip(skip).cloned().collect()
     }
+}
+
+/// The newest lines of `recents`: at most `n` of each, and at most `max_bytes` of text in all
+/// (the newest win), oldest first. Only the lines chosen are copied: a request for many
+/// services' output costs what it returns, not what the rings hold.
+pub(crate) fn newest(recents: &[&Recent], n: usize, max_bytes: usize) -> Vec<OutputLine> {
+    use std::collections::BinaryHeap;
+    let rings: Vec<_> = recents
+        .iter()
+        .map(|r| r.lines.lock().unwrap_or_else(PoisonError::into_inner))
+        .collect();
+    // The next line to look at in each ring, counted from its newest; a heap of their seqs.
+    let mut taken = vec![0usize; rings.len()];
+    let mut heap = BinaryHeap::new();
+    for (index, ring) in rings.iter().enumerate() {
+        if n > 0
+            && let Some(line) = candidate(ring, 0)
+        {
+            heap.push((line.seq, index));
+        }
+    }
+    let (mut chosen, mut bytes) = (Vec::new(), 0usize);
+    while let Some((_, index)) = heap.pop() {
+        let (Some(ring), Some(count)) = (rings.get(index), taken.get_mut(index)) else {
+            break;
+        };
+        let Some(line) = candidate(ring, *count) else {
+            continue;
+        };
+        bytes = bytes.saturating_add(line.text.len());
+        if bytes > max_bytes {
+            break;
+        }
+        chosen.push(line.clone());
+        *count += 1;
+        if *count < n
+            && let Some(next) = candidate(ring, *count)
+        {
+            heap.push((next.seq, index));
+        }
+    }
+    chosen.reverse();
+    chosen
+}
+
+/// The line `taken` places before the newest of `ring`.
+fn candidate(ring: &VecDeque<OutputLine>, taken: usize) -> Option<&OutputLine> {
+    ring.len()
+        .checked_sub(taken.checked_add(1)?)
+        .and_then(|at| ring.get(at))
 }
 
 /// The longest prefix of `text` of at most `limit` bytes that ends at a character boundary.
@@ -150,6 +201,25 @@ mod tests {
         let kept = &recent.last(1)[0].text;
         assert!(kept.len() <= KEPT_LINE_BYTES && kept.len() >= KEPT_LINE_BYTES - 1);
         assert!(kept.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn the_newest_lines_of_several_services_merge_within_a_byte_budget() {
+        let hub = RecentHub::new(10);
+        let (a, b) = (
+            hub.for_service(Arc::from("a")),
+            hub.for_service(Arc::from("b")),
+        );
+        for i in 0..6 {
+            a.push(false, &format!("a{i}"));
+            b.push(false, &format!("b{i}"));
+        }
+        let texts = |lines: Vec<OutputLine>| lines.into_iter().map(|l| l.text).collect::<Vec<_>>();
+        // At most 2 of each, in the order printed.
+        assert_eq!(texts(newest(&[&a, &b], 2, 1000)), ["a4", "b4", "a5", "b5"]);
+        // 6 bytes: the three newest lines only.
+        assert_eq!(texts(newest(&[&a, &b], 10, 6)), ["b4", "a5", "b5"]);
+        assert!(newest(&[&a, &b], 0, 1000).is_empty());
     }
 
     #[test]

@@ -257,20 +257,24 @@ impl Supervisor {
             .collect()
     }
 
-    /// The last `n` output lines of each of `services` (every service when empty), merged in
-    /// the order they were printed; `None` when drover does not read the services' output
+    /// The last `n` output lines of each of `services` (every service when empty), and at
+    /// most `max_bytes` of text in all (the newest win), merged in the order they were
+    /// printed; `None` when drover does not read the services' output
     /// (`settings.log.service_output` is not `prefix`).
-    pub fn recent_output(&self, services: &[String], n: usize) -> Option<Vec<OutputLine>> {
+    pub fn recent_output(
+        &self,
+        services: &[String],
+        n: usize,
+        max_bytes: usize,
+    ) -> Option<Vec<OutputLine>> {
         self.recent.as_ref()?;
         let published = lock(&self.published);
-        let mut lines: Vec<OutputLine> = published
+        let rings: Vec<&Recent> = published
             .values()
             .filter(|o| services.is_empty() || services.iter().any(|s| **s == *o.snapshot.name))
-            .filter_map(|o| o.recent.as_ref())
-            .flat_map(|recent| recent.last(n))
+            .filter_map(|o| o.recent.as_deref())
             .collect();
-        lines.sort_by_key(|line| line.seq);
-        Some(lines)
+        Some(crate::recent::newest(&rings, n, max_bytes))
     }
 
     /// Every output line printed from now on, of every service; `None` as for

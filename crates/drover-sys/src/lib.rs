@@ -12,7 +12,6 @@ pub mod procfs;
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use std::io;
 use std::os::unix::process::CommandExt;
@@ -66,20 +65,39 @@ pub enum Reaped {
 }
 
 /// `waitpid(-1, WNOHANG)`: reaps one ended child of this process, whoever started it.
+///
+/// The status is decoded here from the raw integer: nix's `waitpid` reaps first and then
+/// fails with `EINVAL` on a signal it has no name for (32 to 64, the real-time ones), which
+/// would lose that child's end for good.
 pub fn reap_one() -> io::Result<Reaped> {
     loop {
-        return match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => Ok(Reaped::Child(pid, ExitStatus::Exited(code))),
-            Ok(WaitStatus::Signaled(pid, signal, _core)) => {
-                Ok(Reaped::Child(pid, ExitStatus::Signaled(signal as i32)))
-            }
-            // Stops and continues are not asked for (no WUNTRACED/WCONTINUED); skip them.
-            Ok(WaitStatus::StillAlive) => Ok(Reaped::NoneReady),
-            Ok(_) => continue,
-            Err(Errno::EINTR) => continue,
-            Err(Errno::ECHILD) => Ok(Reaped::NoChildren),
-            Err(err) => Err(err.into()),
-        };
+        let mut status: libc::c_int = 0;
+        // SAFETY: waitpid writes one c_int to the pointer, a local that outlives the call.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid == 0 {
+            return Ok(Reaped::NoneReady);
+        }
+        if pid < 0 {
+            return match Errno::last() {
+                Errno::EINTR => continue,
+                Errno::ECHILD => Ok(Reaped::NoChildren),
+                err => Err(err.into()),
+            };
+        }
+        let pid = Pid::from_raw(pid);
+        if libc::WIFEXITED(status) {
+            return Ok(Reaped::Child(
+                pid,
+                ExitStatus::Exited(libc::WEXITSTATUS(status)),
+            ));
+        }
+        if libc::WIFSIGNALED(status) {
+            return Ok(Reaped::Child(
+                pid,
+                ExitStatus::Signaled(libc::WTERMSIG(status)),
+            ));
+        }
+        // Stops and continues are not asked for (no WUNTRACED/WCONTINUED); skip them.
     }
 }
 
@@ -799,6 +817,15 @@ impl OwnDir {
             Err(Errno::ENOENT) => Ok(None),
             Err(err) => Err(err.into()),
         }
+    }
+
+    /// The (device, inode) of entry `name`, not following a symlink.
+    pub fn entry_identity(&self, name: &str) -> io::Result<(u64, u64)> {
+        use nix::fcntl::AtFlags;
+        use std::os::fd::AsFd;
+        let stat = nix::sys::stat::fstatat(self.fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        #[allow(clippy::useless_conversion)] // dev_t and ino_t are not u64 everywhere
+        Ok((u64::from(stat.st_dev), u64::from(stat.st_ino)))
     }
 
     /// Sets the mode of entry `name` (a socket this process bound in this directory, which

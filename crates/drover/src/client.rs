@@ -12,6 +12,10 @@ use std::process::ExitCode;
 
 /// The exit code when no drover answers at the socket.
 const NOT_RUNNING: u8 = 3;
+/// How long an answer may take (the server's own waits end before: 60 s for a signal).
+const ANSWER_LIMIT: std::time::Duration = std::time::Duration::from_secs(75);
+/// How long a reload's answer may take (the server waits 120 s for it).
+const RELOAD_LIMIT: std::time::Duration = std::time::Duration::from_secs(135);
 
 fn client(args: &ClientArgs) -> Result<Client, ExitCode> {
     match args.socket.clone().or_else(drover_control::default_socket) {
@@ -66,7 +70,7 @@ pub(crate) fn status(services: &[String], args: &ClientArgs) -> ExitCode {
         target.push_str(&encode(service));
     }
     block_on(async move {
-        let answer = match client.request(Method::GET, &target).await {
+        let answer = match client.request(Method::GET, &target, ANSWER_LIMIT).await {
             Ok(answer) => answer,
             Err(err) => return failed(&err),
         };
@@ -181,6 +185,10 @@ pub(crate) fn operate(operation: &str, args: &OperationArgs) -> ExitCode {
             args.services.clone()
         };
         let timeout = humantime::format_duration(args.timeout).to_string();
+        // The server answers `timeout` once the wait is over; a margin for the rest.
+        let limit = args
+            .timeout
+            .saturating_add(std::time::Duration::from_secs(15));
         // One request per service, all at once: each waits for its own service.
         let requests: Vec<_> = services
             .iter()
@@ -193,7 +201,7 @@ pub(crate) fn operate(operation: &str, args: &OperationArgs) -> ExitCode {
                 );
                 let (client, service) = (client.clone(), service.clone());
                 tokio::spawn(async move {
-                    let answer = client.request(Method::POST, &target).await;
+                    let answer = client.request(Method::POST, &target, limit).await;
                     (service, answer)
                 })
             })
@@ -243,7 +251,7 @@ pub(crate) fn operate(operation: &str, args: &OperationArgs) -> ExitCode {
 /// Every service's name, from the status.
 async fn all_services(client: &Client) -> Result<Vec<String>, ExitCode> {
     let answer = client
-        .request(Method::GET, "/v1/status")
+        .request(Method::GET, "/v1/status", ANSWER_LIMIT)
         .await
         .map_err(|err| failed(&err))?;
     serde_json::from_str::<Status>(&answer.body)
@@ -270,7 +278,7 @@ pub(crate) fn signal(service: &str, signal: &str, group: bool, args: &ClientArgs
         encode(signal)
     );
     block_on(async move {
-        let answer = match client.request(Method::POST, &target).await {
+        let answer = match client.request(Method::POST, &target, ANSWER_LIMIT).await {
             Ok(answer) => answer,
             Err(err) => return failed(&err),
         };
@@ -385,7 +393,10 @@ pub(crate) fn reload(args: &ClientArgs) -> ExitCode {
         Err(code) => return code,
     };
     block_on(async move {
-        let answer = match client.request(Method::POST, "/v1/reload").await {
+        let answer = match client
+            .request(Method::POST, "/v1/reload", RELOAD_LIMIT)
+            .await
+        {
             Ok(answer) => answer,
             Err(err) => return failed(&err),
         };

@@ -11,6 +11,9 @@ use super::{Action, Core, HandOp, OpAnswer, Phase, ServiceId};
 use crate::restart::RestartTracker;
 use tokio::time::Instant;
 
+/// Operations by hand waiting on one service at most; more are refused until some are done.
+const MAX_WAITERS: usize = 1024;
+
 impl Core {
     pub(super) fn operate(
         &mut self,
@@ -33,6 +36,10 @@ impl Core {
             None => return refuse(out, "no such service (it was removed)"),
             Some(u) if u.removal.is_some() => {
                 return refuse(out, "removed from the manifest; it is stopping");
+            }
+            // Whoever asked may have gone (a client's own timeout): bounded all the same.
+            Some(u) if u.waiters.len() >= MAX_WAITERS => {
+                return refuse(out, "too many operations are waiting on this service");
             }
             Some(_) => {}
         }

@@ -605,3 +605,67 @@ services:
         "it did not wait out the 10 s backoff"
     );
 }
+
+#[test]
+fn a_real_time_signal_that_kills_a_service_is_seen_and_it_restarts() {
+    let (_running, socket) = start(TWO);
+    wait_state(&socket, "web", "ready");
+    let old = pid_of(&socket, "web").expect("web runs");
+    // Signal 40 has no name in nix's table: its exit status must not be lost in the reaper.
+    let (code, out, err) = cli(&socket, &["signal", "web", "40"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("sent signal 40 to pid {old}")),
+        "{out}"
+    );
+    wait_until(SECS(10), "web restarted", || {
+        pid_of(&socket, "web").is_some_and(|p| p != old)
+    });
+    assert_eq!(service(&status(&socket), "web")["last_exit"], "signal 40");
+}
+
+#[test]
+fn a_client_that_holds_back_its_body_or_leaves_a_stream_holds_nothing() {
+    let (running, socket) = start(TWO);
+    // A body announced and never sent: 408 after the body timeout (5 s).
+    let started = std::time::Instant::now();
+    let answer = raw(
+        &socket,
+        b"POST /v1/reload HTTP/1.1\r\nHost: d\r\nContent-Length: 100\r\nConnection: close\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < SECS(15));
+    // 70 event streams opened and dropped at once: their slots come back without any event.
+    for _ in 0..70 {
+        let mut stream = UnixStream::connect(&socket).expect("connect");
+        stream
+            .write_all(b"GET /v1/events HTTP/1.1\r\nHost: d\r\n\r\n")
+            .expect("write");
+        let mut head = [0u8; 12];
+        let _ = stream.read(&mut head);
+    }
+    wait_until(SECS(10), "an event stream slot", || {
+        let mut stream = UnixStream::connect(&socket).expect("connect");
+        stream.set_read_timeout(Some(SECS(5))).expect("timeout");
+        stream
+            .write_all(b"GET /v1/events HTTP/1.1\r\nHost: d\r\n\r\n")
+            .expect("write");
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
+    });
+    // Its socket deleted under it, a running drover still holds the path: a second one
+    // refuses instead of binding beside it.
+    std::fs::remove_file(&socket).expect("rm");
+    let manifest = format!(
+        "settings: {{ log: {{ service_output: discard }}, control: {{ socket: {} }} }}\nservices:\n  x: {{ command: [sleep, \"600\"] }}\n",
+        socket.display()
+    );
+    let mut second = Drover::run(&manifest);
+    assert_eq!(second.wait(SECS(20)), 1, "{}", second.stderr());
+    assert!(
+        second.stderr().contains("another drover is running"),
+        "{}",
+        second.stderr()
+    );
+    let _ = &running;
+}
