@@ -605,7 +605,14 @@ async fn signal(
         Ok(group) => group,
         Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
+    let span = tracing::info_span!(
+        "control",
+        operation = "signal",
+        service = name,
+        uid = peer.uid
+    );
     tracing::info!(
+        parent: &span,
         uid = peer.uid,
         pid = peer.pid,
         "control: signal {text} to {name}{}, asked by uid {}",
