@@ -133,6 +133,9 @@ pub fn settings_changed(old: &Settings, new: &Settings) -> Vec<&'static str> {
     if old.shutdown_timeout != new.shutdown_timeout {
         keys.push("settings.shutdown_timeout");
     }
+    if old.shutdown_delay != new.shutdown_delay {
+        keys.push("settings.shutdown_delay");
+    }
     if old.metrics_listen != new.metrics_listen {
         keys.push("settings.metrics.listen");
     }

@@ -28,6 +28,9 @@ pub struct Manifest {
 pub struct Settings {
     /// Deadline for the whole drain on exit.
     pub shutdown_timeout: Duration,
+    /// On SIGTERM or SIGINT, how long every service is marked not ready before anything
+    /// stops.
+    pub shutdown_delay: Duration,
     /// Where the metrics endpoint listens; `None` when disabled.
     pub metrics_listen: Option<SocketAddr>,
     /// Format of drover's own log lines and of service lines.
@@ -78,6 +81,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
+            shutdown_delay: Duration::ZERO,
             metrics_listen: Some(defaults::METRICS_LISTEN),
             log_format: LogFormat::Text,
             service_output: ServiceOutput::Prefix,
@@ -296,6 +300,8 @@ pub struct Stop {
     pub signal: Signal,
     /// Grace before SIGKILL.
     pub timeout: Duration,
+    /// Not ready, and waiting, before the signal.
+    pub drain: Duration,
 }
 
 impl Default for Stop {
@@ -303,6 +309,7 @@ impl Default for Stop {
         Stop {
             signal: Signal::SIGTERM,
             timeout: defaults::STOP_TIMEOUT,
+            drain: Duration::ZERO,
         }
     }
 }

@@ -35,6 +35,10 @@ pub struct RawSettings {
     /// Deadline for the whole drain on exit (default 30s).
     #[serde(default)]
     pub shutdown_timeout: Option<DurationSpec>,
+    /// On SIGTERM or SIGINT: every service is marked not ready at once (`/readyz` answers 503),
+    /// and nothing is stopped for this long (default 0s). Counts against `shutdown_timeout`.
+    #[serde(default)]
+    pub shutdown_delay: Option<DurationSpec>,
     /// The Prometheus endpoint.
     #[serde(default)]
     pub metrics: Option<RawMetrics>,
@@ -243,6 +247,10 @@ pub struct RawStop {
     /// Grace before SIGKILL to the process group (default 10s).
     #[serde(default)]
     pub timeout: Option<DurationSpec>,
+    /// Before the stop signal: the service is marked not ready, then drover waits this long
+    /// (default 0s). `timeout` counts from the signal.
+    #[serde(default)]
+    pub drain: Option<DurationSpec>,
 }
 
 /// What happens to drover when a service ends for good.

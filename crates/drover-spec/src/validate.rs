@@ -202,6 +202,9 @@ fn apply_settings(check: &mut Checker<'_>, raw: &RawSettings, out: &mut Settings
     if let Some(timeout) = raw.shutdown_timeout {
         out.shutdown_timeout = timeout.0;
     }
+    if let Some(delay) = raw.shutdown_delay {
+        out.shutdown_delay = delay.0;
+    }
     if let Some(metrics) = &raw.metrics
         && let Some(listen) = &metrics.listen
     {
@@ -695,6 +698,9 @@ fn stop(check: &mut Checker<'_>, raw: &RawService, name: &str) -> Stop {
     let Some(raw) = &raw.stop else { return out };
     if let Some(timeout) = raw.timeout {
         out.timeout = timeout.0;
+    }
+    if let Some(drain) = raw.drain {
+        out.drain = drain.0;
     }
     if let Some(signal) = &raw.signal {
         match parse_signal(&signal.value) {

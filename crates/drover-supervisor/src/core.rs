@@ -104,6 +104,8 @@ pub(crate) enum Input {
     Shutdown,
     /// Stop waiting: SIGKILL everything and exit.
     Kill,
+    /// `settings.shutdown_delay` is over: the drain's stops begin.
+    DelayOver,
     /// A probe of run `run` (the service's start count) changed its verdict. (Every check is
     /// published as an [`Event::Probe`] by the runtime; only changes come here.)
     Probe {
@@ -180,6 +182,8 @@ pub(crate) enum Action {
     SetDrainDeadline(Duration),
     /// Report `KillDeadline` after this delay.
     SetKillDeadline(Duration),
+    /// Report `DelayOver` after this delay.
+    SetDelayTimer(Duration),
     /// Publish this state change of service `unit`.
     Publish(ServiceId, StateChange),
     /// Start these probes of service `unit` for run `run`.
@@ -242,6 +246,15 @@ pub enum OpAnswer {
     Failed(String),
 }
 
+/// How a drain goes: `settings.shutdown_timeout` and `settings.shutdown_delay`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Shutdown {
+    /// The whole drain's deadline.
+    pub(crate) timeout: Duration,
+    /// On a stop signal, how long everything is not ready before anything stops.
+    pub(crate) delay: Duration,
+}
+
 /// How long drover waits for process groups to empty after sending SIGKILL to all of them.
 pub(crate) const KILL_WAIT: Duration = Duration::from_secs(5);
 
@@ -250,8 +263,9 @@ pub(crate) const KILL_WAIT: Duration = Duration::from_secs(5);
 enum Phase {
     /// Keeping services alive.
     Supervising,
-    /// Stopping everything in reverse dependency order; `killing` once SIGKILL is the answer.
-    Draining { killing: bool },
+    /// Stopping everything in reverse dependency order; `killing` once SIGKILL is the answer;
+    /// `delaying` while `settings.shutdown_delay` runs (everything not ready, nothing stopped).
+    Draining { killing: bool, delaying: bool },
     /// `Exit` has been returned.
     Done,
 }
@@ -260,6 +274,8 @@ enum Phase {
 pub(crate) struct Core {
     units: Slots<Unit>,
     shutdown_timeout: Duration,
+    /// `settings.shutdown_delay`.
+    shutdown_delay: Duration,
     phase: Phase,
     /// A drain needed SIGKILL or ran out of time: its exit code is 1.
     forced: bool,
@@ -273,7 +289,7 @@ impl Core {
     /// feeds the backoff jitter.
     pub(crate) fn new(
         services: impl IntoIterator<Item = Service>,
-        shutdown_timeout: Duration,
+        shutdown: Shutdown,
         seed: u64,
     ) -> Core {
         let mut units = Slots::default();
@@ -282,7 +298,8 @@ impl Core {
         }
         let mut core = Core {
             units,
-            shutdown_timeout,
+            shutdown_timeout: shutdown.timeout,
+            shutdown_delay: shutdown.delay,
             phase: Phase::Supervising,
             forced: false,
             exit_code: None,
@@ -389,6 +406,7 @@ impl Core {
                 }
             }
             Input::DrainDeadline => self.on_drain_deadline(now, &mut out),
+            Input::DelayOver => self.on_delay_over(now, &mut out),
             Input::KillDeadline => self.on_kill_deadline(&mut out),
         }
         out
@@ -399,7 +417,7 @@ impl Core {
     fn schedule(&mut self, now: Instant, out: &mut Vec<Action>) {
         match self.phase {
             Phase::Supervising => self.schedule_starts(now, out),
-            Phase::Draining { killing } => self.schedule_stops(killing, out),
+            Phase::Draining { killing, delaying } => self.schedule_stops(killing, delaying, out),
             Phase::Done => {}
         }
     }

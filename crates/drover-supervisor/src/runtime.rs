@@ -155,7 +155,7 @@ impl Supervisor {
             settings, services, ..
         } = manifest;
         let seed = random_seed();
-        let core = Core::new(services.into_values(), settings.shutdown_timeout, seed);
+        let core = Core::new(services.into_values(), shutdown_of(&settings), seed);
         let width = core
             .ids()
             .into_iter()
@@ -585,7 +585,7 @@ impl Driver {
         let services = manifest.services.into_values().collect();
         let Some(reloaded) =
             self.core
-                .reload(services, manifest.settings.shutdown_timeout, Instant::now())
+                .reload(services, shutdown_of(&manifest.settings), Instant::now())
         else {
             tracing::warn!("draining: the new manifest is not applied");
             return None;
@@ -920,6 +920,7 @@ impl Driver {
                 }
                 Action::SetDrainDeadline(after) => self.send_later(after, Input::DrainDeadline),
                 Action::SetKillDeadline(after) => self.send_later(after, Input::KillDeadline),
+                Action::SetDelayTimer(after) => self.send_later(after, Input::DelayOver),
                 Action::Publish(unit, event) => self.publish(unit, event),
                 Action::StartProbes { unit, run, kinds } => {
                     for kind in kinds {
@@ -1274,6 +1275,14 @@ fn probe_of(spec: &Service, kind: ProbeKind) -> Option<&Probe> {
         ProbeKind::Startup => spec.startup_probe.as_ref(),
         ProbeKind::Readiness => spec.readiness_probe.as_ref(),
         ProbeKind::Liveness => spec.liveness_probe.as_ref(),
+    }
+}
+
+/// The drain's settings of a manifest.
+fn shutdown_of(settings: &drover_spec::model::Settings) -> crate::core::Shutdown {
+    crate::core::Shutdown {
+        timeout: settings.shutdown_timeout,
+        delay: settings.shutdown_delay,
     }
 }
 

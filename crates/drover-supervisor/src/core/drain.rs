@@ -12,8 +12,8 @@ impl Core {
     /// A stop signal: drain, or kill everything if a drain already runs.
     pub(super) fn on_shutdown(&mut self, now: Instant, out: &mut Vec<Action>) {
         match self.phase {
-            Phase::Supervising => self.begin_drain(None, now, out),
-            Phase::Draining { killing: false } => {
+            Phase::Supervising => self.begin_drain(None, self.shutdown_delay, now, out),
+            Phase::Draining { killing: false, .. } => {
                 self.kill_all("told to stop a second time", now, out)
             }
             _ => {}
@@ -21,7 +21,7 @@ impl Core {
     }
 
     pub(super) fn on_drain_deadline(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if let Phase::Draining { killing: false } = self.phase {
+        if let Phase::Draining { killing: false, .. } = self.phase {
             self.forced = true;
             self.kill_all("settings.shutdown_timeout ran out", now, out);
         }
@@ -45,29 +45,67 @@ impl Core {
         out.push(Action::Exit(self.exit_code.unwrap_or(1)));
     }
 
+    /// Begins the drain; with a `delay`, every running service is marked not ready first, and
+    /// nothing stops until [`Input::DelayOver`](super::Input::DelayOver).
     pub(super) fn begin_drain(
         &mut self,
         exit_code: Option<i32>,
+        delay: std::time::Duration,
         now: Instant,
         out: &mut Vec<Action>,
     ) {
         if self.phase != Phase::Supervising {
             return;
         }
-        self.phase = Phase::Draining { killing: false };
+        let delaying = !delay.is_zero();
+        self.phase = Phase::Draining {
+            killing: false,
+            delaying,
+        };
         self.exit_code = exit_code;
+        out.push(Action::SetDrainDeadline(self.shutdown_timeout));
+        let not_ready = format!(
+            "not ready: shutting down in {} (settings.shutdown_delay)",
+            humantime::format_duration(delay)
+        );
         for u in self.units.values_mut() {
             u.fail_waiters(None, "drover is shutting down", out);
+            if delaying {
+                u.mark_not_ready(&not_ready, out);
+            }
         }
-        out.push(Action::SetDrainDeadline(self.shutdown_timeout));
+        if delaying {
+            out.push(Action::SetDelayTimer(delay));
+        }
         self.schedule(now, out);
     }
 
+    /// `settings.shutdown_delay` is over: the stops begin.
+    pub(super) fn on_delay_over(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if let Phase::Draining {
+            killing: false,
+            delaying: true,
+        } = self.phase
+        {
+            self.phase = Phase::Draining {
+                killing: false,
+                delaying: false,
+            };
+            self.schedule(now, out);
+        }
+    }
+
     pub(super) fn kill_all(&mut self, why: &str, now: Instant, out: &mut Vec<Action>) {
-        if matches!(self.phase, Phase::Done | Phase::Draining { killing: true }) {
+        if matches!(
+            self.phase,
+            Phase::Done | Phase::Draining { killing: true, .. }
+        ) {
             return;
         }
-        self.phase = Phase::Draining { killing: true };
+        self.phase = Phase::Draining {
+            killing: true,
+            delaying: false,
+        };
         self.forced = true;
         out.push(Action::SetKillDeadline(KILL_WAIT));
         for u in self.units.values_mut() {
@@ -79,15 +117,15 @@ impl Core {
     }
 
     /// Stops what may stop now: a service waiting to restart at once, a running one once
-    /// nothing active depends on it (all of them at once when `killing`). Exits once nothing
-    /// is active.
-    pub(super) fn schedule_stops(&mut self, killing: bool, out: &mut Vec<Action>) {
+    /// nothing active depends on it (all of them at once when `killing`; none while
+    /// `delaying`). Exits once nothing is active.
+    pub(super) fn schedule_stops(&mut self, killing: bool, delaying: bool, out: &mut Vec<Action>) {
         for id in self.units.ids() {
             let is_up = self
                 .units
                 .get(id)
                 .is_some_and(|u| matches!(u.stage, Stage::Up(_)));
-            let may_stop = killing || (is_up && !self.has_active_dependent(id));
+            let may_stop = killing || (is_up && !delaying && !self.has_active_dependent(id));
             let Some(u) = self.units.get_mut(id) else {
                 continue;
             };
@@ -107,8 +145,7 @@ impl Core {
                 // Reverse dependency order: only once everything that depends on it, directly
                 // or through others, has stopped.
                 Stage::Up(_) if may_stop => {
-                    let reason = u.stopping_with();
-                    u.stop(reason, None, None, out);
+                    u.stop(None, None, None, out);
                 }
                 _ => {}
             }

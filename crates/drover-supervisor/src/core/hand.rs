@@ -72,8 +72,7 @@ impl Core {
             Stage::Up(_) => {
                 u.waiters.push(waiter);
                 out.push(accepted);
-                let reason = format!("stopped by hand; {}", u.stopping_with());
-                u.stop(reason, None, Some(Hand::Stop), out);
+                u.stop(Some("stopped by hand"), None, Some(Hand::Stop), out);
             }
             // Its spawn, or its stop, is under way: it ends stopped.
             Stage::Starting { hand } => {
@@ -131,8 +130,7 @@ impl Core {
             Stage::Up(_) => {
                 u.waiters.push(waiter);
                 out.push(accepted);
-                let reason = format!("restarting by hand; {}", u.stopping_with());
-                u.stop(reason, None, Some(Hand::Restart), out);
+                u.stop(Some("restarting by hand"), None, Some(Hand::Restart), out);
             }
             // A new run is on its way; a stop asked meanwhile is called off.
             Stage::Starting { hand } => {

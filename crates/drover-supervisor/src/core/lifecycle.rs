@@ -39,16 +39,14 @@ impl Core {
         if supervising && hand == Some(Hand::Stop) {
             // Stopped by hand while it was being spawned.
             u.enter(Stage::Up(run), Transition::new("started"), out);
-            let reason = format!("stopped by hand; {}", u.stopping_with());
-            u.stop(reason, None, Some(Hand::Stop), out);
+            u.stop(Some("stopped by hand"), None, Some(Hand::Stop), out);
             return;
         }
         if supervising && (u.next_spec.is_some() || u.removal.is_some()) {
             // A reload changed or removed it while it was being spawned.
             u.enter(Stage::Up(run), Transition::new("started"), out);
             if u.removal.is_none() {
-                let reason = format!("manifest changed; {}", u.stopping_with());
-                u.stop(reason, None, None, out);
+                u.stop(Some("manifest changed"), None, None, out);
                 return;
             }
             // Removed: stopped once its removed dependents have (`stop_removed`).
@@ -123,7 +121,7 @@ impl Core {
             Stage::Up(run) => (run.pid, Ending::default(), false),
             Stage::Stopping(stop) => {
                 stop.pid = None;
-                (stop.pgid, stop.ending(), true)
+                (stop.pgid, stop.ending(), stop.signalled)
             }
             _ => return,
         };
@@ -137,11 +135,17 @@ impl Core {
         let change = Transition::new(reason).exit(status);
         if stop_sent {
             u.explain(change, out);
+        } else if let Stage::Stopping(stop) = &mut u.stage {
+            // It ended while draining: the rest of its group gets the signal now.
+            stop.signalled = true;
+            u.signal_stop(pgid, out);
+            u.explain(change, out);
         } else {
             u.signal_stop(pgid, out);
             let stop = Stop {
                 pid: None,
                 pgid,
+                signalled: true,
                 killed: false,
                 failure: None,
                 hand: None,
@@ -167,7 +171,15 @@ impl Core {
         if token != u.token {
             return;
         }
-        match &u.stage {
+        match &mut u.stage {
+            // `stop.drain` is over: now the stop signal.
+            Stage::Stopping(stop) if !stop.signalled => {
+                stop.signalled = true;
+                let pgid = stop.pgid;
+                u.signal_stop(pgid, out);
+                let reason = u.stopping_with();
+                u.explain(Transition::new(reason), out);
+            }
             Stage::Stopping(stop) if !stop.killed => {
                 let reason = format!(
                     "stop.timeout ({}) ran out; sending SIGKILL",
@@ -196,8 +208,9 @@ impl Core {
         let Some(u) = self.units.get_mut(id) else {
             return;
         };
-        // Results of an earlier run, or of a run being stopped, change nothing.
-        if !u.is_probed_run(run) {
+        // Results of an earlier run, or of a run being stopped, change nothing; nor do any
+        // during a drain (a service marked not ready for a shutdown delay stays so).
+        if !u.is_probed_run(run) || self.phase != Phase::Supervising {
             return;
         }
         match (kind, change) {
@@ -249,8 +262,8 @@ impl Core {
         let Some(u) = self.units.get_mut(id) else {
             return;
         };
-        let reason = format!("{} ({message}); {}", failure_text(cause), u.stopping_with());
-        u.stop(reason, Some(cause), None, out);
+        let why = format!("{} ({message})", failure_text(cause));
+        u.stop(Some(&why), Some(cause), None, out);
     }
 
     /// The main process has exited and its group is empty (or it never started): decide.
@@ -401,7 +414,7 @@ impl Core {
         if u.spec.on_exit == OnExit::Shutdown
             && let Some(outcome) = u.outcome()
         {
-            self.begin_drain(Some(outcome.code()), now, out);
+            self.begin_drain(Some(outcome.code()), std::time::Duration::ZERO, now, out);
         }
     }
 }

@@ -11,7 +11,6 @@ use drover_spec::diff::{Plan, ServiceChange, compare, plan_services};
 use drover_spec::model::Service;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::time::Instant;
 
 /// What a reload did.
@@ -32,14 +31,15 @@ impl Core {
     pub(crate) fn reload(
         &mut self,
         services: Vec<Service>,
-        shutdown_timeout: Duration,
+        shutdown: super::Shutdown,
         now: Instant,
     ) -> Option<Reloaded> {
         if self.phase != Phase::Supervising {
             return None;
         }
         let mut out = Vec::new();
-        self.shutdown_timeout = shutdown_timeout;
+        self.shutdown_timeout = shutdown.timeout;
+        self.shutdown_delay = shutdown.delay;
         let live: Vec<ServiceId> = self
             .units
             .iter()
@@ -153,8 +153,7 @@ impl Core {
             ServiceChange::Restart if u.is_active() => {
                 u.next_spec = Some(new);
                 if is_up {
-                    let reason = format!("manifest changed; {}", u.stopping_with());
-                    u.stop(reason, None, None, out);
+                    u.stop(Some("manifest changed"), None, None, out);
                 }
                 // Being spawned: stopped as soon as it is (`on_spawned`); being stopped: it
                 // restarts once stopped (`finish_run`).
@@ -223,8 +222,7 @@ impl Core {
                 continue;
             }
             if let Some(u) = self.units.get_mut(id) {
-                let reason = format!("removed from the manifest; {}", u.stopping_with());
-                u.stop(reason, None, None, out);
+                u.stop(Some("removed from the manifest"), None, None, out);
             }
         }
     }

@@ -19,7 +19,10 @@ impl Sim {
         let mut sim = Sim {
             core: Core::new(
                 manifest.services.into_values(),
-                manifest.settings.shutdown_timeout,
+                Shutdown {
+                    timeout: manifest.settings.shutdown_timeout,
+                    delay: manifest.settings.shutdown_delay,
+                },
                 7,
             ),
             now: Instant::now(),
@@ -64,7 +67,10 @@ impl Sim {
             .core
             .reload(
                 manifest.services.into_values().collect(),
-                manifest.settings.shutdown_timeout,
+                Shutdown {
+                    timeout: manifest.settings.shutdown_timeout,
+                    delay: manifest.settings.shutdown_delay,
+                },
                 self.now,
             )
             .expect("supervising");
@@ -149,6 +155,9 @@ impl Sim {
                 ),
                 Action::SetDrainDeadline(after) => {
                     format!("deadline {}", humantime::format_duration(after))
+                }
+                Action::SetDelayTimer(after) => {
+                    format!("delay {}", humantime::format_duration(after))
                 }
                 Action::SetKillDeadline(after) => {
                     format!("kill deadline {}", humantime::format_duration(after))
@@ -787,7 +796,10 @@ fn reload_during_a_drain_changes_nothing() {
         sim.core
             .reload(
                 manifest.services.into_values().collect(),
-                Duration::from_secs(1),
+                Shutdown {
+                    timeout: Duration::from_secs(1),
+                    delay: Duration::ZERO,
+                },
                 sim.now
             )
             .is_none()
@@ -1201,4 +1213,95 @@ fn a_stopped_service_is_no_failure_and_does_not_end_drover() {
     sim.operate("web", HandOp::Stop, 2);
     let shown = sim.exited("web", 11, EXIT0, false);
     assert!(!shown.iter().any(|s| s.starts_with("exit")), "{shown:?}");
+}
+
+#[test]
+fn a_stop_drain_marks_the_service_not_ready_and_waits_before_the_signal() {
+    let (mut sim, _) = Sim::new(
+        "services:
+  web: { command: w, stop: { drain: 1s } }",
+    );
+    sim.spawned("web", 10);
+    assert_eq!(
+        sim.feed(Input::Shutdown),
+        ["deadline 30s", "timer web 1s", "web: ready -> stopping"]
+    );
+    assert!(
+        sim.get("web")
+            .reason
+            .contains("not ready; draining for 1s before SIGTERM")
+    );
+    // The drain's end sends the signal, and stop.timeout counts from there.
+    let token = sim.token("web");
+    assert_eq!(
+        acts(sim.timer("web", token)),
+        ["signal web SIGTERM", "timer web 10s"]
+    );
+    assert_eq!(
+        acts(sim.exited("web", 10, ExitStatus::Signaled(15), false)),
+        ["exit 0"]
+    );
+    // A hand restart drains too; a main process that exits while draining gets its group
+    // signalled at once.
+    let (mut sim, _) = Sim::new(
+        "services:
+  web: { command: w, stop: { drain: 2s } }",
+    );
+    sim.spawned("web", 10);
+    assert_eq!(
+        acts(sim.operate("web", HandOp::Restart, 1)),
+        ["answer 1 accepted", "timer web 2s"]
+    );
+    assert_eq!(
+        acts(sim.exited("web", 10, EXIT0, true)),
+        ["watch web", "signal web SIGTERM", "timer web 10s"]
+    );
+}
+
+#[test]
+fn a_shutdown_delay_marks_everything_not_ready_and_stops_nothing_until_it_ends() {
+    let (mut sim, _) = Sim::new(
+        "settings: { shutdown_delay: 5s }
+services:
+  db: { command: d, readiness_probe: { tcp: { port: 1 } } }
+  web: { command: w }",
+    );
+    sim.spawned("db", 10);
+    probe(&mut sim, "db", ProbeKind::Readiness, Change::Passed);
+    sim.spawned("web", 11);
+    let shown = sim.feed(Input::Shutdown);
+    assert_eq!(
+        shown,
+        [
+            "deadline 30s",
+            "db: ready -> running",
+            "web: ready -> running",
+            "delay 5s"
+        ]
+    );
+    // A readiness pass meanwhile changes nothing; a second signal would still kill.
+    assert!(probe(&mut sim, "db", ProbeKind::Readiness, Change::Passed).is_empty());
+    assert_eq!(
+        acts(sim.feed(Input::DelayOver)),
+        [
+            "stop probes db",
+            "signal db SIGTERM",
+            "timer db 10s",
+            "signal web SIGTERM",
+            "timer web 10s"
+        ]
+    );
+    // on_exit: shutdown has no delay (the delay is for a stop signal).
+    let (mut sim, _) = Sim::new(
+        "settings: { shutdown_delay: 5s }
+services:
+  job: { command: j, on_exit: shutdown, restart: { policy: never } }
+  web: { command: w }",
+    );
+    sim.spawned("job", 10);
+    sim.spawned("web", 11);
+    assert_eq!(
+        acts(sim.exited("job", 10, EXIT0, false)),
+        ["deadline 30s", "signal web SIGTERM", "timer web 10s"]
+    );
 }

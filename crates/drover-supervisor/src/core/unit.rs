@@ -106,6 +106,8 @@ pub(super) struct Stop {
     pub(super) pid: Option<Pid>,
     /// Its process group.
     pub(super) pgid: Pid,
+    /// The stop signal went to the group (not yet while `stop.drain` runs).
+    pub(super) signalled: bool,
     /// SIGKILL went to the group (after `stop.timeout`, or a kill).
     pub(super) killed: bool,
     /// Why a probe or the watchdog stopped the run, if one did: the run then counts as a
@@ -436,12 +438,13 @@ impl Unit {
         out.push(Action::Spawn(self.id));
     }
 
-    /// Stops the running process: its probes, then the stop signal to its group, with
-    /// `stop.timeout` until SIGKILL. `failure`: the probe or watchdog that stopped it; `hand`:
-    /// what was asked by hand for its end.
+    /// Stops the running process: its probes, then (after `stop.drain`, not ready meanwhile)
+    /// the stop signal to its group, with `stop.timeout` until SIGKILL. `why` starts the
+    /// reason; `failure`: the probe or watchdog that stopped it; `hand`: what was asked by hand
+    /// for its end.
     pub(super) fn stop(
         &mut self,
-        reason: String,
+        why: Option<&str>,
         failure: Option<RestartReason>,
         hand: Option<Hand>,
         out: &mut Vec<Action>,
@@ -449,13 +452,34 @@ impl Unit {
         let Stage::Up(run) = &self.stage else { return };
         let pid = run.pid;
         self.stop_probes(out);
-        self.signal_stop(pid, out);
+        let drain = self.spec.stop.drain;
+        let action = if drain.is_zero() {
+            self.signal_stop(pid, out);
+            self.stopping_with()
+        } else {
+            self.token += 1;
+            out.push(Action::SetTimer {
+                unit: self.id,
+                token: self.token,
+                after: drain,
+            });
+            format!(
+                "not ready; draining for {} before {}",
+                humantime::format_duration(drain),
+                self.spec.stop.signal.as_str()
+            )
+        };
         let stop = Stop {
             pid: Some(pid),
             pgid: pid,
+            signalled: drain.is_zero(),
             killed: false,
             failure,
             hand,
+        };
+        let reason = match why {
+            Some(why) => format!("{why}; {action}"),
+            None => action,
         };
         self.enter(Stage::Stopping(stop), Transition::new(reason), out);
     }
@@ -482,11 +506,13 @@ impl Unit {
             Stage::Up(run) => Stop {
                 pid: Some(run.pid),
                 pgid: run.pid,
+                signalled: true,
                 killed: true,
                 failure: None,
                 hand: None,
             },
             Stage::Stopping(stop) if !stop.killed => Stop {
+                signalled: true,
                 killed: true,
                 ..stop.clone()
             },
@@ -585,6 +611,13 @@ impl Unit {
         };
         run.ready = ready;
         self.announce(from, change, out);
+    }
+
+    /// Marks a running service not ready, saying `why` (a shutdown delay).
+    pub(super) fn mark_not_ready(&mut self, why: &str, out: &mut Vec<Action>) {
+        if matches!(self.stage, Stage::Up(_)) {
+            self.set_ready(false, Transition::new(why), out);
+        }
     }
 
     pub(super) fn is_ready(&self) -> bool {

@@ -492,3 +492,167 @@ fn a_blocked_stdout_never_stalls_supervision() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// A web server behind a readiness probe, with `stop.drain: 1s`; drover gets SIGTERM. A client
+/// that sends requests while `/readyz` answers 200 (as a load balancer would) sees none fail,
+/// and `/readyz` turned 503 at least 1 s before the server got its signal.
+#[test]
+fn a_stop_drain_turns_readyz_503_a_drain_before_the_signal_and_no_request_fails() {
+    let web_port = crate::metrics::free_port();
+    let metrics_port = crate::metrics::free_port();
+    let server = format!(
+        "import http.server, signal, sys, time
+def term(*_):
+    open('term', 'w').write(repr(time.time()) + '\\n')
+    sys.exit(0)
+signal.signal(signal.SIGTERM, term)
+http.server.ThreadingHTTPServer(('127.0.0.1', {web_port}), http.server.SimpleHTTPRequestHandler).serve_forever()
+"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("server.py"), server).expect("write");
+    std::fs::write(
+        dir.path().join("drover.yaml"),
+        format!(
+            "settings: {{ log: {{ service_output: discard }} }}
+services:
+  web:
+    command: [python3, server.py]
+    readiness_probe: {{ http: {{ url: \"http://127.0.0.1:{web_port}/\" }}, period: 100ms }}
+    stop: {{ drain: 1s }}
+"
+        ),
+    )
+    .expect("write");
+    let listen = format!("127.0.0.1:{metrics_port}");
+    let mut drover = Drover::start(
+        dir,
+        &[
+            env!("CARGO_BIN_EXE_drover"),
+            "run",
+            "--metrics-listen",
+            &listen,
+            "drover.yaml",
+        ],
+        None,
+    );
+    let ready = || crate::metrics::get(metrics_port, "/readyz").map(|(code, _)| code);
+    wait_until(SECS(30), "/readyz 200", || ready() == Some(200));
+    drover.signal(SIGTERM);
+    let (mut served, mut unready_at) = (0, None);
+    let deadline = std::time::Instant::now() + SECS(20);
+    while unready_at.is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz never turned 503"
+        );
+        if ready() == Some(200) {
+            let answer = crate::metrics::get(web_port, "/");
+            assert_eq!(
+                answer.map(|(code, _)| code),
+                Some(200),
+                "a request failed while ready"
+            );
+            served += 1;
+        } else {
+            #[allow(clippy::disallowed_methods)]
+            let now = std::time::SystemTime::now();
+            unready_at = Some(now);
+        }
+    }
+    // During the drain a client that still sends requests (a load balancer slow to notice)
+    // loses none: every request until the server's signal is answered.
+    let term_file = drover.path("term");
+    let mut during_drain = 0;
+    while !term_file.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no stop signal reached the server"
+        );
+        let answer = crate::metrics::get(web_port, "/");
+        if term_file.exists() {
+            break;
+        }
+        assert_eq!(
+            answer.map(|(code, _)| code),
+            Some(200),
+            "a request failed during the drain"
+        );
+        during_drain += 1;
+    }
+    assert!(
+        during_drain >= 5,
+        "only {during_drain} requests during the drain"
+    );
+    let term = drover.wait_file("term", SECS(20));
+    let term: f64 = term.trim().parse().expect("a time");
+    let unready = unready_at
+        .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+        .expect("a time")
+        .as_secs_f64();
+    assert!(
+        term - unready >= 0.9,
+        "the signal came {:.3} s after /readyz turned 503",
+        term - unready
+    );
+    assert_eq!(drover.wait(SECS(20)), 0, "{}", drover.stderr());
+    println!(
+        "stop.drain 1s: {served} requests while ready and {during_drain} during the drain, none failed; the signal came {:.3} s after /readyz 503",
+        term - unready
+    );
+}
+
+/// `settings.shutdown_delay: 1s`: on SIGTERM `/readyz` answers 503 at once, and the services
+/// get their stop signal a second later.
+#[test]
+fn a_shutdown_delay_turns_readyz_503_before_anything_stops() {
+    let metrics_port = crate::metrics::free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("drover.yaml"),
+        "settings: { shutdown_delay: 1s, log: { service_output: discard } }
+services:
+  web:
+    command: [python3, -c, \"import signal, sys, time\\ndef term(*_):\\n    open('term', 'w').write(repr(time.time()) + '\\\\n')\\n    sys.exit(0)\\nsignal.signal(signal.SIGTERM, term)\\nwhile True: time.sleep(0.05)\"]
+",
+    )
+    .expect("write");
+    let listen = format!("127.0.0.1:{metrics_port}");
+    let mut drover = Drover::start(
+        dir,
+        &[
+            env!("CARGO_BIN_EXE_drover"),
+            "run",
+            "--metrics-listen",
+            &listen,
+            "drover.yaml",
+        ],
+        None,
+    );
+    let ready = || crate::metrics::get(metrics_port, "/readyz");
+    wait_until(SECS(30), "/readyz 200", || {
+        ready().is_some_and(|(code, _)| code == 200)
+    });
+    drover.signal(SIGTERM);
+    wait_until(SECS(10), "/readyz 503", || {
+        ready().is_some_and(|(code, _)| code == 503)
+    });
+    #[allow(clippy::disallowed_methods)]
+    let unready = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a time")
+        .as_secs_f64();
+    let (_, body) = ready().expect("an answer during the delay");
+    assert!(body.contains("web running"), "{body}");
+    let term: f64 = drover
+        .wait_file("term", SECS(20))
+        .trim()
+        .parse()
+        .expect("a time");
+    assert!(
+        term - unready >= 0.9,
+        "the signal came {:.3} s after /readyz turned 503",
+        term - unready
+    );
+    assert_eq!(drover.wait(SECS(20)), 0, "{}", drover.stderr());
+}
