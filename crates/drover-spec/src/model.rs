@@ -243,6 +243,8 @@ pub struct Dependency {
     pub service: String,
     /// What must hold.
     pub condition: Condition,
+    /// Restart with it (`restart: true`).
+    pub restart: bool,
 }
 
 /// `restart`, with defaults.

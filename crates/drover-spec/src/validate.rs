@@ -552,24 +552,25 @@ fn dependencies(
     known: &HashSet<String>,
 ) -> Vec<Dependency> {
     let path = format!("services.{name}.depends_on");
-    let entries: Vec<(&Located<String>, Condition, String)> = match raw {
+    let entries: Vec<(&Located<String>, Condition, bool, String)> = match raw {
         None => Vec::new(),
         Some(DependsOnSpec::List(names)) => names
             .iter()
             .enumerate()
-            .map(|(i, dep)| (dep, Condition::Started, format!("{path}[{i}]")))
+            .map(|(i, dep)| (dep, Condition::Started, false, format!("{path}[{i}]")))
             .collect(),
         Some(DependsOnSpec::Map(map)) => map
             .iter()
             .map(|(dep, spec)| {
                 let condition = spec.as_ref().and_then(|s| s.condition).unwrap_or_default();
-                (dep, condition, format!("{path}.{}", dep.value))
+                let restart = spec.as_ref().and_then(|s| s.restart).unwrap_or(false);
+                (dep, condition, restart, format!("{path}.{}", dep.value))
             })
             .collect(),
     };
     let mut out: Vec<Dependency> = Vec::new();
     let mut listed: HashSet<&str> = HashSet::new();
-    for (dep, condition, dep_path) in entries {
+    for (dep, condition, restart, dep_path) in entries {
         if dep.value == name {
             check.error(
                 dep.pos,
@@ -593,6 +594,7 @@ fn dependencies(
             out.push(Dependency {
                 service: dep.value.clone(),
                 condition,
+                restart,
             });
         }
     }

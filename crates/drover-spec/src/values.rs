@@ -275,6 +275,10 @@ pub struct RawDependency {
     /// When the dependency counts as met (default `started`).
     #[serde(default)]
     pub condition: Option<Condition>,
+    /// Whenever the dependency restarts, this service stops and starts again once the
+    /// condition holds anew (Compose's `restart: true`; default false).
+    #[serde(default)]
+    pub restart: Option<bool>,
 }
 
 /// `depends_on`: a list of names (condition `started`), or a map of names to conditions.

@@ -136,12 +136,14 @@ pub enum RestartReason {
     /// Restarted (or started again) by hand: `drover restart`, or `drover start` of a service
     /// being stopped.
     Manual,
+    /// A dependency it has `restart: true` on restarted.
+    Dependency,
 }
 
 impl RestartReason {
     /// Every reason, in the order metrics print them (a reason missing here has no
     /// [`RestartCounts`] field either: `get` and `slot` match every reason).
-    pub const ALL: [RestartReason; 7] = [
+    pub const ALL: [RestartReason; 8] = [
         RestartReason::Exit,
         RestartReason::Signal,
         RestartReason::Liveness,
@@ -149,6 +151,7 @@ impl RestartReason {
         RestartReason::Watchdog,
         RestartReason::Reload,
         RestartReason::Manual,
+        RestartReason::Dependency,
     ];
 
     /// The label value.
@@ -161,6 +164,7 @@ impl RestartReason {
             RestartReason::Watchdog => "watchdog",
             RestartReason::Reload => "reload",
             RestartReason::Manual => "manual",
+            RestartReason::Dependency => "dependency",
         }
     }
 }
@@ -176,6 +180,7 @@ pub struct RestartCounts {
     watchdog: u64,
     reload: u64,
     manual: u64,
+    dependency: u64,
 }
 
 impl RestartCounts {
@@ -189,6 +194,7 @@ impl RestartCounts {
             RestartReason::Watchdog => self.watchdog,
             RestartReason::Reload => self.reload,
             RestartReason::Manual => self.manual,
+            RestartReason::Dependency => self.dependency,
         }
     }
 
@@ -215,6 +221,7 @@ impl RestartCounts {
             RestartReason::Watchdog => &mut self.watchdog,
             RestartReason::Reload => &mut self.reload,
             RestartReason::Manual => &mut self.manual,
+            RestartReason::Dependency => &mut self.dependency,
         };
         *slot = slot.saturating_add(1);
     }

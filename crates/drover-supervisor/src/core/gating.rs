@@ -35,20 +35,24 @@ impl Core {
             for dependency in &unit.effective_spec().depends_on {
                 // The spec crate has checked that every dependency exists.
                 if let Some(&d) = by_name.get(dependency.service.as_str()) {
-                    edges.push((id, d, dependency.condition));
+                    edges.push((id, d, dependency.condition, dependency.restart));
                 }
             }
         }
         for unit in self.units.values_mut() {
             unit.dependencies.clear();
             unit.dependents.clear();
+            unit.restarts_with.clear();
         }
-        for (id, d, condition) in edges {
+        for (id, d, condition, restart) in edges {
             if let Some(dependency) = self.units.get_mut(d) {
                 dependency.dependents.push(id);
             }
             if let Some(unit) = self.units.get_mut(id) {
                 unit.dependencies.push((d, condition));
+                if restart {
+                    unit.restarts_with.push(d);
+                }
             }
         }
     }

@@ -6,6 +6,7 @@
 //! goal is ahead, then `Done` or `Failed` when a stage meets it or rules it out
 //! (`Unit::enter` settles the waiters). During a drain every operation is refused.
 
+use super::events::RestartReason;
 use super::unit::{Goal, Hand, Stage, Transition, Waiter};
 use super::{Action, Core, HandOp, OpAnswer, Phase, ServiceId};
 use crate::restart::RestartTracker;
@@ -130,7 +131,12 @@ impl Core {
             Stage::Up(_) => {
                 u.waiters.push(waiter);
                 out.push(accepted);
-                u.stop(Some("restarting by hand"), None, Some(Hand::Restart), out);
+                u.stop(
+                    Some("restarting by hand"),
+                    None,
+                    Some(Hand::Restart(RestartReason::Manual)),
+                    out,
+                );
             }
             // A new run is on its way; a stop asked meanwhile is called off.
             Stage::Starting { hand } => {
@@ -141,7 +147,7 @@ impl Core {
             }
             // Once this run has stopped, the next starts at once, whatever the policy says.
             Stage::Stopping(stop) => {
-                stop.hand = Some(Hand::Restart);
+                stop.hand = Some(Hand::Restart(RestartReason::Manual));
                 u.fail_waiters(Some(Goal::Stopped), cancelled, out);
                 u.waiters.push(waiter);
                 out.push(accepted);

@@ -312,6 +312,7 @@ impl Core {
                 .restart(RestartReason::Reload)
                 .requested();
             u.enter(Stage::Pending { blocked: false }, change, out);
+            self.restart_dependents(id, out);
             self.schedule(now, out);
             return;
         }
@@ -329,14 +330,19 @@ impl Core {
             self.schedule(now, out);
             return;
         }
-        if hand == Some(Hand::Restart) {
+        if let Some(Hand::Restart(reason)) = hand {
             u.tracker = RestartTracker::default();
-            u.restarts.count(RestartReason::Manual);
-            let change = Transition::new(format!("{ended}; restarting by hand"))
+            u.restarts.count(reason);
+            let why = match reason {
+                RestartReason::Dependency => "restarting with its dependency",
+                _ => "restarting by hand",
+            };
+            let change = Transition::new(format!("{ended}; {why}"))
                 .exit(status)
-                .restart(RestartReason::Manual)
+                .restart(reason)
                 .requested();
             u.enter(Stage::Pending { blocked: false }, change, out);
+            self.restart_dependents(id, out);
             self.schedule(now, out);
             return;
         }
@@ -379,6 +385,7 @@ impl Core {
                         after: delay,
                     });
                 }
+                self.restart_dependents(id, out);
             }
             Decision::Ended if failure.is_some() => {
                 // `never`: stopped by its probe, it ends failed.
@@ -406,6 +413,25 @@ impl Core {
             }
         }
         self.schedule(now, out);
+    }
+
+    /// Service `id` restarts: each running dependent with `restart: true` on it stops, and
+    /// starts again once `id` meets its condition anew (its own dependents follow in turn).
+    fn restart_dependents(&mut self, id: ServiceId, out: &mut Vec<Action>) {
+        let Some(unit) = self.units.get(id) else {
+            return;
+        };
+        let (name, dependents) = (unit.name.clone(), unit.dependents.clone());
+        let why = format!("dependency `{name}` restarted");
+        for dependent in dependents {
+            if let Some(d) = self.units.get_mut(dependent)
+                && d.restarts_with.contains(&id)
+                && matches!(d.stage, Stage::Up(_))
+            {
+                let hand = Some(Hand::Restart(RestartReason::Dependency));
+                d.stop(Some(&why), None, hand, out);
+            }
+        }
     }
 
     /// A service ended for good: with `on_exit: shutdown`, everything else stops too.

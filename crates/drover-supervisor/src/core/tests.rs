@@ -668,7 +668,7 @@ fn restarts_are_counted_by_reason_and_exits_by_outcome() {
     let counts = snapshot.restarts_by_reason;
     assert_eq!(
         RestartReason::ALL.map(|r| counts.get(r)),
-        [2, 1, 0, 0, 0, 0, 0],
+        [2, 1, 0, 0, 0, 0, 0, 0],
         "as ALL orders them: exit, signal, ..."
     );
     assert_eq!(
@@ -1304,4 +1304,43 @@ services:
         acts(sim.exited("job", 10, EXIT0, false)),
         ["deadline 30s", "signal web SIGTERM", "timer web 10s"]
     );
+}
+
+#[test]
+fn restart_true_restarts_a_dependent_with_its_dependency_once_the_condition_holds_again() {
+    let (mut sim, _) = Sim::new(
+        "services:
+  db:
+    command: d
+    readiness_probe: { tcp: { port: 1 } }
+    restart: { backoff: { initial: 1s, jitter: 0 } }
+  web: { command: w, depends_on: { db: { condition: ready, restart: true } } }
+  other: { command: o, depends_on: { db: { condition: ready } } }",
+    );
+    sim.spawned("db", 10);
+    probe(&mut sim, "db", ProbeKind::Readiness, Change::Passed);
+    sim.spawned("web", 11);
+    sim.spawned("other", 12);
+    // db crashes: web stops (other, without restart: true, keeps its process).
+    let shown = acts(sim.exited("db", 10, EXIT1, false));
+    assert_eq!(
+        shown,
+        [
+            "stop probes db",
+            "timer db 1s",
+            "signal web SIGTERM",
+            "timer web 10s"
+        ]
+    );
+    // web's run ends; it waits for db to be ready again.
+    assert!(acts(sim.exited("web", 11, ExitStatus::Signaled(15), false)).is_empty());
+    assert_eq!(sim.state("web"), State::Pending);
+    let token = sim.token("db");
+    assert_eq!(acts(sim.timer("db", token)), ["spawn db"]);
+    sim.spawned("db", 13);
+    let shown = acts(probe(&mut sim, "db", ProbeKind::Readiness, Change::Passed));
+    assert_eq!(shown, ["spawn web"]);
+    let web = sim.core.snapshot(sim.unit("web")).expect("present");
+    assert_eq!(web.restarts_by_reason.get(RestartReason::Dependency), 1);
+    assert_eq!(sim.state("other"), State::Ready, "other kept running");
 }

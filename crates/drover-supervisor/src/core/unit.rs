@@ -64,8 +64,9 @@ impl Stop {
 pub(super) enum Hand {
     /// Keep it stopped (`stopped`), whatever its restart policy.
     Stop,
-    /// Start it again at once, whatever its restart policy.
-    Restart,
+    /// Start it again once its dependencies allow, whatever its restart policy: counted for
+    /// this reason (`manual`, or `dependency` for a `restart: true` dependency's restart).
+    Restart(RestartReason),
 }
 
 /// An operation by hand waiting for its goal.
@@ -234,6 +235,8 @@ pub(super) struct Unit {
     pub(super) dependencies: Vec<(ServiceId, Condition)>,
     /// The services whose `depends_on` names it (`gating`).
     pub(super) dependents: Vec<ServiceId>,
+    /// Its dependencies with `restart: true`: when one restarts, so does it (`gating`).
+    pub(super) restarts_with: Vec<ServiceId>,
     /// Operations by hand not done yet (`hand`).
     pub(super) waiters: Vec<Waiter>,
 }
@@ -259,6 +262,7 @@ impl Unit {
             removal: None,
             dependencies: Vec::new(),
             dependents: Vec::new(),
+            restarts_with: Vec::new(),
             waiters: Vec::new(),
         }
     }

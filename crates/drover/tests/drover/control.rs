@@ -669,3 +669,37 @@ fn a_client_that_holds_back_its_body_or_leaves_a_stream_holds_nothing() {
     );
     let _ = &running;
 }
+
+#[test]
+fn restart_true_restarts_the_dependent_after_its_dependency_is_ready_again() {
+    let (_running, socket) = start(
+        "settings: { log: { service_output: discard } }
+services:
+  db:
+    command: [sleep, \"600\"]
+    readiness_probe: { exec: { command: [\"true\"] }, period: 100ms }
+    restart: { backoff: { initial: 0s } }
+  web: { command: [sleep, \"601\"], depends_on: { db: { condition: ready, restart: true } } }
+  other: { command: [sleep, \"602\"], depends_on: { db: { condition: ready } } }
+",
+    );
+    wait_state(&socket, "web", "ready");
+    wait_state(&socket, "other", "ready");
+    let (db, web, other) = (
+        pid_of(&socket, "db").expect("db"),
+        pid_of(&socket, "web").expect("web"),
+        pid_of(&socket, "other").expect("other"),
+    );
+    crate::util::send(db, 9);
+    wait_until(SECS(20), "web restarted", || {
+        pid_of(&socket, "web").is_some_and(|p| p != web)
+    });
+    wait_state(&socket, "web", "ready");
+    assert!(pid_of(&socket, "db").is_some_and(|p| p != db));
+    assert_eq!(
+        pid_of(&socket, "other"),
+        Some(other),
+        "without restart: true it keeps its pid"
+    );
+    assert!(!alive(web));
+}
