@@ -35,7 +35,7 @@ pub struct RawSettings {
     /// Deadline for the whole drain on exit (default 30s).
     #[serde(default)]
     pub shutdown_timeout: Option<DurationSpec>,
-    /// On SIGTERM or SIGINT: every service is marked not ready at once (`/readyz` answers 503),
+    /// On SIGTERM, SIGINT or SIGQUIT: every service is marked not ready at once (`/readyz` answers 503),
     /// and nothing is stopped for this long (default 0s). Counts against `shutdown_timeout`.
     #[serde(default)]
     pub shutdown_delay: Option<DurationSpec>,

@@ -194,6 +194,14 @@ fn settings(
         }
         first = Some((&file.path, raw.pos));
         apply_settings(&mut check, &raw.value, &mut result);
+        if !result.shutdown_delay.is_zero() && result.shutdown_delay >= result.shutdown_timeout {
+            let message = format!(
+                "shutdown_delay ({}) must be shorter than shutdown_timeout ({}), which bounds the whole drain",
+                humantime::format_duration(result.shutdown_delay),
+                humantime::format_duration(result.shutdown_timeout)
+            );
+            check.error(raw.pos, "settings.shutdown_delay", message);
+        }
     }
     result
 }

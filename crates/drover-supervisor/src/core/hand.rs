@@ -167,9 +167,10 @@ impl Core {
             | Stage::Exited { .. }
             | Stage::Failed(_)
             | Stage::Pending { blocked: true } => {
-                // A fresh start: its retries count from zero.
+                // A fresh start: its retries count from zero, its dependents wait for it.
                 u.token += 1;
                 u.tracker = RestartTracker::default();
+                u.milestones = Default::default();
                 u.waiters.push(waiter);
                 out.push(accepted);
                 let pending = Stage::Pending { blocked: false };
@@ -178,6 +179,11 @@ impl Core {
                     Transition::new("started by hand; waiting to start"),
                     out,
                 );
+                // A finished one-shot run again (`drover restart migrate`): what restarts
+                // with it does.
+                if restart {
+                    self.restart_dependents(id, out);
+                }
                 self.schedule(now, out);
             }
         }

@@ -36,10 +36,14 @@ impl Core {
             probing: false,
             startup_passed: false,
         };
-        if supervising && hand == Some(Hand::Stop) {
-            // Stopped by hand while it was being spawned.
+        if supervising && let Some(hand) = hand {
+            // Stopped by hand (or to restart with a dependency) while it was being spawned.
             u.enter(Stage::Up(run), Transition::new("started"), out);
-            u.stop(Some("stopped by hand"), None, Some(Hand::Stop), out);
+            let why = match hand {
+                Hand::Stop => "stopped by hand",
+                Hand::Restart(_) => "a dependency restarted while it started",
+            };
+            u.stop(Some(why), None, Some(hand), out);
             return;
         }
         if supervising && (u.next_spec.is_some() || u.removal.is_some()) {
@@ -332,6 +336,8 @@ impl Core {
         }
         if let Some(Hand::Restart(reason)) = hand {
             u.tracker = RestartTracker::default();
+            // Its dependents wait for the new run, not the old one's.
+            u.milestones = Milestones::default();
             u.restarts.count(reason);
             let why = match reason {
                 RestartReason::Dependency => "restarting with its dependency",
@@ -368,6 +374,8 @@ impl Core {
                     None => RestartReason::Exit,
                 };
                 u.restarts.count(reason);
+                // Its dependents (`restart: true` ones included) wait for the new run.
+                u.milestones = Milestones::default();
                 u.token += 1;
                 let token = u.token;
                 let text = format!(
@@ -417,19 +425,33 @@ impl Core {
 
     /// Service `id` restarts: each running dependent with `restart: true` on it stops, and
     /// starts again once `id` meets its condition anew (its own dependents follow in turn).
-    fn restart_dependents(&mut self, id: ServiceId, out: &mut Vec<Action>) {
+    pub(super) fn restart_dependents(&mut self, id: ServiceId, out: &mut Vec<Action>) {
         let Some(unit) = self.units.get(id) else {
             return;
         };
         let (name, dependents) = (unit.name.clone(), unit.dependents.clone());
         let why = format!("dependency `{name}` restarted");
+        let restart = Hand::Restart(RestartReason::Dependency);
         for dependent in dependents {
-            if let Some(d) = self.units.get_mut(dependent)
-                && d.restarts_with.contains(&id)
-                && matches!(d.stage, Stage::Up(_))
-            {
-                let hand = Some(Hand::Restart(RestartReason::Dependency));
-                d.stop(Some(&why), None, hand, out);
+            let Some(d) = self.units.get_mut(dependent) else {
+                continue;
+            };
+            if !d.restarts_with.contains(&id) {
+                continue;
+            }
+            match &mut d.stage {
+                Stage::Up(_) => d.stop(Some(&why), None, Some(restart), out),
+                // Its spawn lands against the old run of the dependency: it restarts then.
+                Stage::Starting { hand } if hand.is_none() => *hand = Some(restart),
+                // Its own restart would not wait for the dependency: it waits now.
+                Stage::Backoff { .. } => {
+                    d.token += 1;
+                    d.restarts.count(RestartReason::Dependency);
+                    let change = Transition::new(format!("{why}; waiting for it"))
+                        .restart(RestartReason::Dependency);
+                    d.enter(Stage::Pending { blocked: false }, change, out);
+                }
+                _ => {}
             }
         }
     }

@@ -169,6 +169,7 @@ impl Core {
                 let pending = Stage::Pending { blocked: false };
                 let change = Transition::new("manifest changed; waiting to start");
                 u.enter(pending, change, out);
+                self.restart_dependents(id, out);
             }
         }
     }

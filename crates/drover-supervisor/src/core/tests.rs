@@ -1344,3 +1344,60 @@ fn restart_true_restarts_a_dependent_with_its_dependency_once_the_condition_hold
     assert_eq!(web.restarts_by_reason.get(RestartReason::Dependency), 1);
     assert_eq!(sim.state("other"), State::Ready, "other kept running");
 }
+
+#[test]
+fn restart_true_with_condition_started_waits_for_the_dependencys_next_run() {
+    let (mut sim, _) = Sim::new(
+        "services:
+  db: { command: d, restart: { backoff: { initial: 4s, jitter: 0 } } }
+  web: { command: w, depends_on: { db: { restart: true } } }",
+    );
+    sim.spawned("db", 10);
+    sim.spawned("web", 11);
+    assert_eq!(
+        acts(sim.exited("db", 10, EXIT1, false)),
+        ["timer db 4s", "signal web SIGTERM", "timer web 10s"]
+    );
+    // web's run ends while db waits out its backoff: web waits too, not starting at once.
+    assert!(acts(sim.exited("web", 11, ExitStatus::Signaled(15), false)).is_empty());
+    let token = sim.token("db");
+    assert_eq!(acts(sim.timer("db", token)), ["spawn db"]);
+    assert_eq!(acts(sim.spawned("db", 12)), ["spawn web"]);
+}
+
+#[test]
+fn restart_true_reaches_a_dependent_that_waits_to_restart_or_is_being_spawned() {
+    let yaml = "services:
+  db: { command: d, restart: { backoff: { initial: 5s, jitter: 0 } } }
+  web:
+    command: w
+    restart: { backoff: { initial: 2s, jitter: 0 } }
+    depends_on: { db: { restart: true } }";
+    // web in backoff when db crashes: it waits for db, not for its own timer.
+    let (mut sim, _) = Sim::new(yaml);
+    sim.spawned("db", 10);
+    sim.spawned("web", 11);
+    sim.exited("web", 11, EXIT1, false);
+    assert_eq!(sim.state("web"), State::Backoff);
+    let web_timer = sim.token("web");
+    sim.exited("db", 10, EXIT1, false);
+    assert_eq!(sim.state("web"), State::Pending);
+    assert!(
+        acts(sim.timer("web", web_timer)).is_empty(),
+        "its backoff timer is stale"
+    );
+    let token = sim.token("db");
+    sim.timer("db", token);
+    assert_eq!(acts(sim.spawned("db", 12)), ["spawn web"]);
+    // web being spawned when db crashes: it is stopped as soon as it lands, then waits.
+    let (mut sim, _) = Sim::new(yaml);
+    sim.spawned("db", 10);
+    assert_eq!(sim.state("web"), State::Starting);
+    sim.exited("db", 10, EXIT1, false);
+    assert_eq!(
+        acts(sim.spawned("web", 11)),
+        ["signal web SIGTERM", "timer web 10s"]
+    );
+    assert!(acts(sim.exited("web", 11, ExitStatus::Signaled(15), false)).is_empty());
+    assert_eq!(sim.state("web"), State::Pending);
+}

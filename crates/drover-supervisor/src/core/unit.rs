@@ -27,7 +27,8 @@ pub(super) enum Stage {
     Starting { hand: Option<Hand> },
     /// Its main process runs (`running`, or `ready` once readiness passed).
     Up(Run),
-    /// Its stop signal went to its process group; waiting for the group to empty.
+    /// Being stopped: draining first (`stop.drain`, no signal yet), then its stop signal went
+    /// to its process group; waiting for the group to empty.
     Stopping(Stop),
     /// Waiting `delay` to restart.
     Backoff { delay: Duration },
