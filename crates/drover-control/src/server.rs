@@ -291,9 +291,7 @@ impl hyper::body::Body for Body {
 }
 
 fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Body> {
-    let mut body = serde_json::to_vec(value).unwrap_or_default();
-    body.push(b'\n');
-    let mut response = Response::new(Body::Whole(Full::new(Bytes::from(body))));
+    let mut response = Response::new(Body::Whole(Full::new(json_line(value))));
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,
@@ -683,26 +681,39 @@ fn events(server: &Server) -> Response<Body> {
                 () = chunks.closed() => break,
                 received = events.recv() => received,
             };
-            let line = match received {
-                Ok(event) => event_json(&event),
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    serde_json::json!({ "type": "lagged", "missed": missed })
-                }
+            let chunk = match received {
+                Ok(event) => json_line(&event_json(&event)),
+                Err(broadcast::error::RecvError::Lagged(missed)) => lagged(missed),
                 Err(broadcast::error::RecvError::Closed) => break,
             };
-            let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
-            bytes.push(b'\n');
-            if chunks.send(Bytes::from(bytes)).await.is_err() {
+            if chunks.send(chunk).await.is_err() {
                 break;
             }
         }
     });
+    ndjson(body)
+}
+
+/// A streamed answer of JSON lines.
+fn ndjson(body: mpsc::Receiver<Bytes>) -> Response<Body> {
     let mut response = Response::new(Body::Stream(body));
     response.headers_mut().insert(
         CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/x-ndjson"),
     );
     response
+}
+
+/// `value` as one JSON line.
+fn json_line(value: &impl serde::Serialize) -> Bytes {
+    let mut bytes = serde_json::to_vec(value).unwrap_or_default();
+    bytes.push(b'\n');
+    Bytes::from(bytes)
+}
+
+/// The line telling a stream's client how many items it missed for reading too slowly.
+fn lagged(missed: u64) -> Bytes {
+    json_line(&serde_json::json!({ "type": "lagged", "missed": missed }))
 }
 
 /// Lines `drover logs` shows per service when it does not say.
@@ -795,14 +806,7 @@ fn logs(server: &Server, query: &[(String, String)]) -> Response<Body> {
                     line_json(&line)
                 }
                 Ok(_) => continue,
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    let mut bytes = serde_json::to_vec(
-                        &serde_json::json!({ "type": "lagged", "missed": missed }),
-                    )
-                    .unwrap_or_default();
-                    bytes.push(b'\n');
-                    Bytes::from(bytes)
-                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => lagged(missed),
                 Err(broadcast::error::RecvError::Closed) => return,
             };
             if chunks.send(chunk).await.is_err() {
@@ -810,24 +814,16 @@ fn logs(server: &Server, query: &[(String, String)]) -> Response<Body> {
             }
         }
     });
-    let mut response = Response::new(Body::Stream(body));
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/x-ndjson"),
-    );
-    response
+    ndjson(body)
 }
 
 /// One output line as the JSON line `drover logs` reads.
 fn line_json(line: &drover_supervisor::OutputLine) -> Bytes {
-    let value = serde_json::json!({
+    json_line(&serde_json::json!({
         "service": &*line.service,
         "stream": if line.stderr { "stderr" } else { "stdout" },
         "line": line.text,
-    });
-    let mut bytes = serde_json::to_vec(&value).unwrap_or_default();
-    bytes.push(b'\n');
-    Bytes::from(bytes)
+    }))
 }
 
 /// An open event stream, counted out when it ends.

@@ -405,20 +405,7 @@ fn status_works_against_drover_as_pid_1() {
 #[test]
 fn requests_are_counted_in_the_metrics() {
     let port = crate::metrics::free_port();
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("drover.yaml"), TWO).expect("write");
-    let listen = format!("127.0.0.1:{port}");
-    let running = Drover::start(
-        dir,
-        &[
-            env!("CARGO_BIN_EXE_drover"),
-            "run",
-            "--metrics-listen",
-            &listen,
-            "drover.yaml",
-        ],
-        None,
-    );
+    let running = crate::metrics::with_metrics_in(tempfile::tempdir().expect("tempdir"), TWO, port);
     let socket = running.path("drover.sock");
     wait_until(SECS(20), "the control socket", || {
         cli(&socket, &["status"]).0 == 0

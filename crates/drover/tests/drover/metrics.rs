@@ -45,7 +45,11 @@ fn with_metrics(manifest: &str) -> (Drover, u16) {
 
 /// `drover run` of `manifest` in a new temp dir, serving metrics on loopback `port`.
 fn with_metrics_on(manifest: &str, port: u16) -> Drover {
-    let dir = tempfile::tempdir().expect("tempdir");
+    with_metrics_in(tempfile::tempdir().expect("tempdir"), manifest, port)
+}
+
+/// `drover run` of `manifest` in `dir`, serving metrics on loopback `port`.
+pub(crate) fn with_metrics_in(dir: tempfile::TempDir, manifest: &str, port: u16) -> Drover {
     std::fs::write(dir.path().join("drover.yaml"), manifest).expect("write manifest");
     let listen = format!("127.0.0.1:{port}");
     Drover::start(

@@ -500,20 +500,11 @@ fn a_blocked_stdout_never_stalls_supervision() {
 fn a_stop_drain_turns_readyz_503_a_drain_before_the_signal_and_no_request_fails() {
     let web_port = crate::metrics::free_port();
     let metrics_port = crate::metrics::free_port();
-    let server = format!(
-        "import http.server, signal, sys, time
-def term(*_):
-    open('term', 'w').write(repr(time.time()) + '\\n')
-    sys.exit(0)
-signal.signal(signal.SIGTERM, term)
-http.server.ThreadingHTTPServer(('127.0.0.1', {web_port}), http.server.SimpleHTTPRequestHandler).serve_forever()
-"
-    );
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("server.py"), server).expect("write");
-    std::fs::write(
-        dir.path().join("drover.yaml"),
-        format!(
+    write_term_recording_server(dir.path(), web_port);
+    let mut drover = crate::metrics::with_metrics_in(
+        dir,
+        &format!(
             "settings: {{ log: {{ service_output: discard }} }}
 services:
   web:
@@ -522,19 +513,7 @@ services:
     stop: {{ drain: 1s }}
 "
         ),
-    )
-    .expect("write");
-    let listen = format!("127.0.0.1:{metrics_port}");
-    let mut drover = Drover::start(
-        dir,
-        &[
-            env!("CARGO_BIN_EXE_drover"),
-            "run",
-            "--metrics-listen",
-            &listen,
-            "drover.yaml",
-        ],
-        None,
+        metrics_port,
     );
     let ready = || crate::metrics::get(metrics_port, "/readyz").map(|(code, _)| code);
     wait_until(SECS(30), "/readyz 200", || ready() == Some(200));
@@ -607,27 +586,16 @@ services:
 #[test]
 fn a_shutdown_delay_turns_readyz_503_before_anything_stops() {
     let metrics_port = crate::metrics::free_port();
+    let web_port = crate::metrics::free_port();
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("drover.yaml"),
+    write_term_recording_server(dir.path(), web_port);
+    let mut drover = crate::metrics::with_metrics_in(
+        dir,
         "settings: { shutdown_delay: 1s, log: { service_output: discard } }
 services:
-  web:
-    command: [python3, -c, \"import signal, sys, time\\ndef term(*_):\\n    open('term', 'w').write(repr(time.time()) + '\\\\n')\\n    sys.exit(0)\\nsignal.signal(signal.SIGTERM, term)\\nwhile True: time.sleep(0.05)\"]
+  web: { command: [python3, server.py] }
 ",
-    )
-    .expect("write");
-    let listen = format!("127.0.0.1:{metrics_port}");
-    let mut drover = Drover::start(
-        dir,
-        &[
-            env!("CARGO_BIN_EXE_drover"),
-            "run",
-            "--metrics-listen",
-            &listen,
-            "drover.yaml",
-        ],
-        None,
+        metrics_port,
     );
     let ready = || crate::metrics::get(metrics_port, "/readyz");
     wait_until(SECS(30), "/readyz 200", || {
@@ -655,4 +623,19 @@ services:
         term - unready
     );
     assert_eq!(drover.wait(SECS(20)), 0, "{}", drover.stderr());
+}
+
+/// Writes `server.py` in `dir`: a web server on loopback `port` that, on SIGTERM, writes the
+/// time (and a newline) to `term` and exits 0.
+fn write_term_recording_server(dir: &std::path::Path, port: u16) {
+    let server = format!(
+        "import http.server, signal, sys, time
+def term(*_):
+    open('term', 'w').write(repr(time.time()) + '\\n')
+    sys.exit(0)
+signal.signal(signal.SIGTERM, term)
+http.server.ThreadingHTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler).serve_forever()
+"
+    );
+    std::fs::write(dir.join("server.py"), server).expect("write server.py");
 }
