@@ -142,13 +142,16 @@ fn added_removed_and_env_file_changes_apply() {
     wait_new_pid(&drover, "d", None);
     wait_until(SECS(10), "b and c stopped", || !alive(b) && !alive(c));
     wait_log(&drover, "reload: +d -b,c =a,keep");
-    // c stopped before b, its dependency.
+    // c stopped before b, its dependency. The log lines are written by an observer of the
+    // events, so they may come a little after the processes are gone: wait for both.
+    let stopping =
+        |name: &str| format!("removed from the manifest; stopping with SIGTERM service={name} ");
+    wait_log(&drover, &stopping("b"));
+    wait_log(&drover, &stopping("c"));
     let log = drover.stderr();
     let stopped = |name: &str| {
-        log.find(&format!(
-            "removed from the manifest; stopping with SIGTERM service={name} "
-        ))
-        .unwrap_or_else(|| panic!("{name} stopped\n{log}"))
+        log.find(&stopping(name))
+            .unwrap_or_else(|| panic!("{name} stopped\n{log}"))
     };
     assert!(stopped("c") < stopped("b"), "{log}");
     assert_eq!(pid_of(&drover, "a"), Some(a2));
