@@ -860,6 +860,15 @@ fn event_json(event: &Event) -> serde_json::Value {
             "type": "reload",
             "plan": plan.to_string(),
         }),
+        Event::Hook(hook) => serde_json::json!({
+            "type": "hook",
+            "service": &*hook.service,
+            "hook": hook.kind.as_str(),
+            "index": hook.index,
+            "outcome": hook.outcome.as_str(),
+            "duration_ms": hook.duration.as_secs_f64() * 1000.0,
+            "message": hook.message,
+        }),
     }
 }
 

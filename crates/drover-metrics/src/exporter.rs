@@ -5,6 +5,7 @@
 //! metrics come from the prometheus crate's process collector.
 
 use crate::Error;
+use crate::stops::StopStats;
 use crate::usage;
 use drover_supervisor::{
     CheckOutcome, Event, ProbeKind, Processes, ServiceSnapshot, State, Supervisor,
@@ -21,25 +22,85 @@ use tokio::sync::broadcast::error::RecvError;
 /// default timeout is 1 s too).
 pub const HEALTH_PING: Duration = Duration::from_secs(1);
 
-const PROBE_BUCKETS: [f64; 13] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+const PROBE_BUCKETS: Buckets = Buckets {
+    bounds: &[
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ],
+    labels: &[
+        "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5",
+        "10",
+    ],
+};
 
-/// [`PROBE_BUCKETS`] as their `le` labels, written once rather than formatted at each scrape.
-const PROBE_BUCKET_LABELS: [&str; PROBE_BUCKETS.len()] = [
-    "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5",
-    "10",
-];
+/// A histogram's upper bounds, and the same as their `le` labels (written once rather than
+/// formatted at each scrape).
+pub(crate) struct Buckets {
+    pub(crate) bounds: &'static [f64],
+    pub(crate) labels: &'static [&'static str],
+}
+
+/// One histogram series.
+#[derive(Clone, Debug)]
+pub(crate) struct Histogram {
+    /// Per bucket, not cumulative.
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    pub(crate) fn new(buckets: &Buckets) -> Histogram {
+        Histogram {
+            counts: vec![0; buckets.bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    pub(crate) fn observe(&mut self, buckets: &Buckets, seconds: f64) {
+        let index = buckets.bounds.iter().position(|le| seconds <= *le);
+        if let Some(count) = index.and_then(|i| self.counts.get_mut(i)) {
+            *count = count.saturating_add(1);
+        }
+        self.sum += seconds;
+        self.count = self.count.saturating_add(1);
+    }
+
+    /// Its `_bucket`, `_sum` and `_count` lines.
+    pub(crate) fn write(
+        &self,
+        out: &mut String,
+        name: &str,
+        buckets: &Buckets,
+        labels: &[(&str, &str)],
+    ) {
+        let bucket_name = format!("{name}_bucket");
+        let mut cumulative = 0u64;
+        for (le, count) in buckets.labels.iter().zip(&self.counts) {
+            cumulative = cumulative.saturating_add(*count);
+            bucket(out, &bucket_name, labels, le, cumulative);
+        }
+        bucket(out, &bucket_name, labels, "+Inf", self.count);
+        sample(out, &format!("{name}_sum"), labels, self.sum);
+        sample(out, &format!("{name}_count"), labels, self.count as f64);
+    }
+}
 
 /// Results and durations of one probe of one service.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 struct ProbeStats {
     /// Indexed as [`CheckOutcome::ALL`].
     results: [u64; 3],
-    /// Per bucket of [`PROBE_BUCKETS`], not cumulative.
-    buckets: [u64; PROBE_BUCKETS.len()],
-    sum: f64,
-    count: u64,
+    durations: Histogram,
+}
+
+impl Default for ProbeStats {
+    fn default() -> Self {
+        ProbeStats {
+            results: [0; 3],
+            durations: Histogram::new(&PROBE_BUCKETS),
+        }
+    }
 }
 
 impl ProbeStats {
@@ -48,13 +109,11 @@ impl ProbeStats {
             .iter()
             .position(|o| *o == outcome)
             .unwrap_or(1);
-        self.results[index] += 1;
-        let seconds = duration.as_secs_f64();
-        if let Some(bucket) = PROBE_BUCKETS.iter().position(|le| seconds <= *le) {
-            self.buckets[bucket] += 1;
+        if let Some(result) = self.results.get_mut(index) {
+            *result = result.saturating_add(1);
         }
-        self.sum += seconds;
-        self.count += 1;
+        self.durations
+            .observe(&PROBE_BUCKETS, duration.as_secs_f64());
     }
 }
 
@@ -88,6 +147,8 @@ pub struct Exporter {
     process: Registry,
     probes: Mutex<HashMap<(Arc<str>, ProbeKind), ProbeStats>>,
     reloads: Mutex<Reloads>,
+    /// Stops and hooks.
+    stops: Mutex<StopStats>,
     /// Reads the services' CPU and memory, keeping their `/proc` files open between scrapes.
     usage: usage::UsageReader,
     /// Counters kept elsewhere.
@@ -116,6 +177,7 @@ impl Exporter {
             processes,
             process,
             probes: Mutex::new(HashMap::new()),
+            stops: Mutex::new(StopStats::default()),
             reloads: Mutex::new(Reloads {
                 last_success: unix_seconds(SystemTime::now()),
                 ..Reloads::default()
@@ -125,7 +187,7 @@ impl Exporter {
         }))
     }
 
-    /// Counts every probe check the supervisor publishes, until it stops.
+    /// Counts every probe check, stop and hook the supervisor publishes, until it stops.
     pub fn record_probes(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let mut events = self.supervisor.subscribe();
         let this = self.clone();
@@ -140,7 +202,11 @@ impl Exporter {
                             .or_default()
                             .record(probe.outcome, probe.duration);
                     }
-                    Ok(_) => {}
+                    Ok(Event::State(change)) => {
+                        lock(&this.stops).on_state(&change, tokio::time::Instant::now());
+                    }
+                    Ok(Event::Hook(hook)) => lock(&this.stops).on_hook(&hook),
+                    Ok(Event::Reload(_)) => {}
                     Err(RecvError::Lagged(missed)) => {
                         tracing::debug!(missed, "metrics fell behind the probe events");
                     }
@@ -183,6 +249,7 @@ impl Exporter {
         let mut out = String::with_capacity(64 * 1024 + services.len() * 3 * 1024);
         self.write_services(&mut out, &services);
         self.write_probes(&mut out, &services);
+        lock(&self.stops).write(&mut out, &services);
         self.write_drover(&mut out);
         for family in &self.families {
             header(&mut out, family.name, "counter", family.help);
@@ -456,20 +523,12 @@ impl Exporter {
             "Duration of probe checks.",
         );
         for key in &keys {
-            let stats = &probes[*key];
             let labels = [("probe", key.1.as_str()), ("service", &*key.0)];
-            let mut cumulative = 0;
-            for (le, count) in PROBE_BUCKET_LABELS.iter().zip(stats.buckets) {
-                cumulative += count;
-                bucket(out, &labels, le, cumulative);
-            }
-            bucket(out, &labels, "+Inf", stats.count);
-            sample(out, "drover_probe_duration_seconds_sum", &labels, stats.sum);
-            sample(
+            probes[*key].durations.write(
                 out,
-                "drover_probe_duration_seconds_count",
+                "drover_probe_duration_seconds",
+                &PROBE_BUCKETS,
                 &labels,
-                stats.count as f64,
             );
         }
     }
@@ -533,12 +592,12 @@ impl Exporter {
     }
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+pub(crate) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
 /// One sample line; `labels` in the order given (keep them sorted by name).
-fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
+pub(crate) fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
     out.push_str(name);
     write_labels(out, labels, None);
     // Whole numbers (most values: counts, codes, flags) print as integers, which is cheaper.
@@ -554,8 +613,8 @@ fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: f64) {
     }
 }
 
-fn bucket(out: &mut String, labels: &[(&str, &str)], le: &str, count: u64) {
-    out.push_str("drover_probe_duration_seconds_bucket");
+fn bucket(out: &mut String, name: &str, labels: &[(&str, &str)], le: &str, count: u64) {
+    out.push_str(name);
     write_labels(out, labels, Some(le));
     out.push(' ');
     push_integer(out, count);
@@ -623,6 +682,10 @@ fn counts_as_ready(s: &ServiceSnapshot) -> bool {
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 fn unix_seconds(at: SystemTime) -> f64 {
     at.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -652,7 +715,13 @@ mod tests {
     fn label_values_are_escaped_only_where_needed() {
         let mut out = String::new();
         sample(&mut out, "m", &[("a", "plain"), ("b", "q\"b\\n\nx")], 1.0);
-        bucket(&mut out, &[("service", "web")], "0.5", 12);
+        bucket(
+            &mut out,
+            "drover_probe_duration_seconds_bucket",
+            &[("service", "web")],
+            "0.5",
+            12,
+        );
         assert_eq!(
             out,
             "m{a=\"plain\",b=\"q\\\"b\\\\n\\nx\"} 1\n\
@@ -662,9 +731,12 @@ mod tests {
 
     #[test]
     fn bucket_labels_are_the_bucket_bounds() {
-        for (label, bound) in PROBE_BUCKET_LABELS.iter().zip(PROBE_BUCKETS) {
-            assert_eq!(label.parse::<f64>().ok(), Some(bound), "{label}");
-            assert_eq!(*label, bound.to_string());
+        for buckets in [&PROBE_BUCKETS, &crate::stops::DRAIN_BUCKETS] {
+            assert_eq!(buckets.labels.len(), buckets.bounds.len());
+            for (label, bound) in buckets.labels.iter().zip(buckets.bounds) {
+                assert_eq!(label.parse::<f64>().ok(), Some(*bound), "{label}");
+                assert_eq!(*label, bound.to_string());
+            }
         }
     }
 }

@@ -5,12 +5,13 @@
 //! and memory read from /proc ([`usage`]). Service
 //! metrics are rebuilt from the supervisor's snapshot at each scrape, so a scrape never waits
 //! for supervision and a removed service's series disappear; probe results come from the
-//! supervisor's event channel.
+//! supervisor's event channel, and so are stops and hooks (`stops`).
 #![forbid(unsafe_code)]
 
 mod endpoint;
 pub mod exporter;
 pub mod server;
+mod stops;
 pub mod usage;
 
 pub use endpoint::{Endpoint, EndpointMove};

@@ -6,9 +6,9 @@
 //! `working_dir`, `environment`, `env_file` (the files' content, not only their names), `user`,
 //! or whether it has an sd_notify readiness probe (its `NOTIFY_SOCKET` and `WATCHDOG_USEC` are in
 //! its environment). It is **updated in place** when only other keys differ (`restart`, `stop`,
-//! `depends_on`, `on_exit`, the other probes): the new values apply from now on, probes are
-//! restarted if they changed, and its process is never signalled. Where a key was written (its
-//! line in the file) is not a change.
+//! `depends_on`, `on_exit`, `post_start`, `pre_stop`, the other probes): the new values apply
+//! from now on, probes are restarted if they changed, and its process is never signalled. Where
+//! a key was written (its line in the file) is not a change.
 
 use crate::model::{Manifest, ProbeAction, Service, Settings};
 use std::collections::{HashMap, HashSet};
@@ -46,7 +46,9 @@ pub fn compare(old: &Service, new: &Service) -> ServiceChange {
     let other = old.restart != new.restart
         || old.stop != new.stop
         || old.depends_on != new.depends_on
-        || old.on_exit != new.on_exit;
+        || old.on_exit != new.on_exit
+        || old.post_start != new.post_start
+        || old.pre_stop != new.pre_stop;
     if probes || other {
         ServiceChange::InPlace { probes }
     } else {

@@ -120,6 +120,8 @@ pub mod defaults {
     pub const RESET_AFTER: Duration = Duration::from_secs(60);
     /// `stop.timeout`.
     pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+    /// `post_start[].timeout` (a `pre_stop` hook's is what is left of `stop.timeout`).
+    pub const POST_START_TIMEOUT: Duration = Duration::from_secs(30);
     /// `*_probe.initial_delay`.
     pub const PROBE_INITIAL_DELAY: Duration = Duration::ZERO;
     /// `*_probe.period`.
@@ -163,6 +165,10 @@ pub struct Service {
     pub startup_probe: Option<Probe>,
     /// What its end means for drover.
     pub on_exit: OnExit,
+    /// Run once its process started.
+    pub post_start: Vec<Hook>,
+    /// Run before its stop signal.
+    pub pre_stop: Vec<Hook>,
     /// Where it was defined.
     pub origin: Origin,
 }
@@ -314,6 +320,22 @@ impl Default for Stop {
             drain: Duration::ZERO,
         }
     }
+}
+
+/// A `post_start` or `pre_stop` command, with the service's user and working directory where
+/// it names none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hook {
+    /// What to run.
+    pub command: Command,
+    /// Who runs it.
+    pub user: Option<User>,
+    /// Absolute working directory; `None` = drover's own.
+    pub working_dir: Option<PathBuf>,
+    /// Added to the service's environment (its env files and `environment`).
+    pub environment: Vec<(String, String)>,
+    /// Killed after this long (a `pre_stop` hook also when `stop.timeout` runs out).
+    pub timeout: Duration,
 }
 
 /// A probe, with defaults.

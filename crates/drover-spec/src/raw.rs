@@ -186,6 +186,37 @@ pub struct RawService {
     /// and exit with its exit code.
     #[serde(default)]
     pub on_exit: Option<OnExit>,
+    /// Commands run, in order, once its process has started (the start is not delayed): its
+    /// probes start once they all succeed; a failing one fails the run.
+    #[serde(default)]
+    pub post_start: Option<Located<Vec<Located<RawHook>>>>,
+    /// Commands run, in order, before its stop signal (after `stop.drain`); their time counts
+    /// against `stop.timeout`.
+    #[serde(default)]
+    pub pre_stop: Option<Located<Vec<Located<RawHook>>>>,
+}
+
+/// One `post_start` or `pre_stop` command (Compose's shape); each key but `command` defaults to
+/// the service's.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawHook {
+    /// A list is the exec form; a string runs under `/bin/sh -c`. Required.
+    #[serde(default)]
+    pub command: Option<Located<CommandSpec>>,
+    /// User to run as (default: the service's).
+    #[serde(default)]
+    pub user: Option<Located<String>>,
+    /// Working directory, relative to the manifest's directory (default: the service's).
+    #[serde(default)]
+    pub working_dir: Option<Located<String>>,
+    /// Added to the service's environment.
+    #[serde(default)]
+    pub environment: Option<EnvSpec>,
+    /// Killed (with its process group) after this long. Default: `30s` for `post_start`; for
+    /// `pre_stop`, what is left of `stop.timeout`, which bounds it in any case.
+    #[serde(default)]
+    pub timeout: Option<DurationSpec>,
 }
 
 /// `restart`.

@@ -5,10 +5,10 @@ use crate::envfile;
 use crate::error::{Diagnostic, shorten, shorten_escaped};
 use crate::located::Located;
 use crate::model::{
-    Backoff, Command, ControlSettings, ControlSocket, Dependency, EnvFile, Manifest, Origin, Probe,
-    ProbeAction, Restart, Service, Settings, Signal, Stop, User, defaults,
+    Backoff, Command, ControlSettings, ControlSocket, Dependency, EnvFile, Hook, Manifest, Origin,
+    Probe, ProbeAction, Restart, Service, Settings, Signal, Stop, User, defaults,
 };
-use crate::raw::{RawControl, RawManifest, RawProbe, RawService, RawSettings};
+use crate::raw::{RawControl, RawHook, RawManifest, RawProbe, RawService, RawSettings};
 use crate::suggest::{Budget, did_you_mean, did_you_mean_within};
 use crate::values::{CommandSpec, Condition, DependsOnSpec, EnvSpec, SignalSpec};
 use crate::yaml::Pos;
@@ -346,14 +346,12 @@ fn service(check: &mut Checker<'_>, item: &Pending<'_>, known: &HashSet<String>)
             Command::Exec(Vec::new())
         }
     };
-    let working_dir = raw.working_dir.as_ref().and_then(|dir| {
-        if dir.value.trim().is_empty() {
-            check.error(dir.pos, path("working_dir"), "working_dir is empty");
-            None
-        } else {
-            Some(base_dir.join(&dir.value))
-        }
-    });
+    let working_dir = working_dir(
+        check,
+        raw.working_dir.as_ref(),
+        base_dir,
+        &path("working_dir"),
+    );
     let environment = environment(check, raw.environment.as_ref(), &path("environment"));
     let mut env_files = Vec::new();
     if let Some(files) = &raw.env_file {
@@ -383,19 +381,31 @@ fn service(check: &mut Checker<'_>, item: &Pending<'_>, known: &HashSet<String>)
             }
         }
     }
-    let user = raw
-        .user
-        .as_ref()
-        .and_then(|user| match parse_user(&user.value) {
-            Ok(parsed) => Some(parsed),
-            Err(why) => {
-                check.error(user.pos, path("user"), why);
-                None
-            }
-        });
+    let user = user(check, raw.user.as_ref(), &path("user"));
     let depends_on = dependencies(check, name, raw.depends_on.as_ref(), known);
     let restart = restart(check, raw, name, &item.file.dropped);
     let stop = stop(check, raw, name);
+    let owner = HookOwner {
+        service: name,
+        user: &user,
+        working_dir: &working_dir,
+        base_dir,
+        dropped: &item.file.dropped,
+    };
+    let post_start = hooks(
+        check,
+        raw.post_start.as_ref(),
+        &owner,
+        "post_start",
+        defaults::POST_START_TIMEOUT,
+    );
+    let pre_stop = hooks(
+        check,
+        raw.pre_stop.as_ref(),
+        &owner,
+        "pre_stop",
+        stop.timeout,
+    );
     let readiness_probe = raw
         .readiness_probe
         .as_ref()
@@ -422,11 +432,91 @@ fn service(check: &mut Checker<'_>, item: &Pending<'_>, known: &HashSet<String>)
         liveness_probe,
         startup_probe,
         on_exit: raw.on_exit.unwrap_or_default(),
+        post_start,
+        pre_stop,
         origin: Origin {
             file: item.file.path.clone(),
             pos: item.name.pos,
         },
     }
+}
+
+fn working_dir(
+    check: &mut Checker<'_>,
+    raw: Option<&Located<String>>,
+    base_dir: &Path,
+    path: &str,
+) -> Option<PathBuf> {
+    let dir = raw?;
+    if dir.value.trim().is_empty() {
+        check.error(dir.pos, path, "working_dir is empty");
+        None
+    } else {
+        Some(base_dir.join(&dir.value))
+    }
+}
+
+fn user(check: &mut Checker<'_>, raw: Option<&Located<String>>, path: &str) -> Option<User> {
+    let user = raw?;
+    match parse_user(&user.value) {
+        Ok(parsed) => Some(parsed),
+        Err(why) => {
+            check.error(user.pos, path, why);
+            None
+        }
+    }
+}
+
+/// What a service's hooks take from it.
+struct HookOwner<'a> {
+    service: &'a str,
+    user: &'a Option<User>,
+    working_dir: &'a Option<PathBuf>,
+    base_dir: &'a Path,
+    dropped: &'a [String],
+}
+
+/// `post_start` or `pre_stop` (`key`): each hook's own keys, the service's where it has none.
+fn hooks(
+    check: &mut Checker<'_>,
+    raw: Option<&Located<Vec<Located<RawHook>>>>,
+    owner: &HookOwner<'_>,
+    key: &str,
+    default_timeout: Duration,
+) -> Vec<Hook> {
+    let Some(raw) = raw else { return Vec::new() };
+    let mut out = Vec::new();
+    for (i, hook) in raw.value.iter().enumerate() {
+        let path = format!("services.{}.{key}[{i}]", owner.service);
+        let at = |field: &str| format!("{path}.{field}");
+        let command = match &hook.value.command {
+            Some(raw_command) => command(check, raw_command, &at("command")),
+            None => {
+                if !owner.dropped.contains(&at("command")) {
+                    check.error(hook.pos, path.clone(), "missing required key `command`");
+                }
+                continue;
+            }
+        };
+        let environment = environment(check, hook.value.environment.as_ref(), &at("environment"));
+        let working_dir = working_dir(
+            check,
+            hook.value.working_dir.as_ref(),
+            owner.base_dir,
+            &at("working_dir"),
+        )
+        .or_else(|| owner.working_dir.clone());
+        let user =
+            user(check, hook.value.user.as_ref(), &at("user")).or_else(|| owner.user.clone());
+        out.push(Hook {
+            command,
+            user,
+            working_dir,
+            environment,
+            timeout: hook.value.timeout.map_or(default_timeout, |t| t.0),
+        });
+    }
+    out
 }
 
 fn command(check: &mut Checker<'_>, raw: &Located<CommandSpec>, path: &str) -> Command {

@@ -37,8 +37,8 @@ mod slots;
 mod unit;
 
 pub use events::{
-    Event, ExitCounts, ProbeEvent, RestartCounts, RestartReason, ServiceSnapshot, State,
-    StateChange,
+    Event, ExitCounts, HookEvent, HookKind, HookOutcome, ProbeEvent, RestartCounts, RestartReason,
+    ServiceSnapshot, State, StateChange,
 };
 pub(crate) use slots::ServiceId;
 
@@ -139,6 +139,18 @@ pub(crate) enum Input {
         /// Chosen by the asker; the answers carry it back.
         ticket: u64,
     },
+    /// The hooks started by [`Action::RunHooks`] for run `run` are over: all succeeded, or
+    /// the first that did not, in words.
+    HooksDone {
+        /// The service.
+        unit: ServiceId,
+        /// The run they were started for.
+        run: u64,
+        /// Which hooks.
+        kind: HookKind,
+        /// `Err` names the hook that failed and how.
+        result: Result<(), String>,
+    },
     /// The service sent `STATUS=` over sd_notify (from a checked sender).
     Status {
         /// The service.
@@ -197,6 +209,21 @@ pub(crate) enum Action {
     },
     /// Stop every probe of service `unit`.
     StopProbes(ServiceId),
+    /// Run service `unit`'s `kind` hooks in order, for run `run`, each bounded by its own
+    /// `timeout` and all of them by `deadline`; answer with [`Input::HooksDone`].
+    RunHooks {
+        /// The service.
+        unit: ServiceId,
+        /// The run.
+        run: u64,
+        /// Which hooks.
+        kind: HookKind,
+        /// The bound on all of them.
+        deadline: Option<Duration>,
+    },
+    /// Kill service `unit`'s hooks still running (their run is stopping or over); no
+    /// [`Input::HooksDone`] follows.
+    StopHooks(ServiceId),
     /// An answer to the [`Input::Operate`] that carried `ticket`: `Accepted` first when the
     /// operation takes time, then `Done` or `Failed` (or only one of them, at once).
     Answer {
@@ -394,6 +421,12 @@ impl Core {
                 }
             }
             Input::Operate { unit, op, ticket } => self.operate(unit, op, ticket, now, &mut out),
+            Input::HooksDone {
+                unit,
+                run,
+                kind,
+                result,
+            } => self.on_hooks_done(unit, run, kind, result, now, &mut out),
             Input::Status { unit, text } => {
                 if let Some(u) = self.units.get_mut(unit) {
                     u.status = Some(text);

@@ -21,6 +21,7 @@
 mod cgroup;
 mod core;
 pub mod guard;
+mod hooks;
 mod output;
 mod passwd;
 mod probes;
@@ -32,8 +33,8 @@ mod runtime;
 use drover_sys as sys;
 
 pub use crate::core::{
-    Event, ExitCounts, HandOp, OpAnswer, ProbeEvent, RestartCounts, RestartReason, ServiceSnapshot,
-    State, StateChange,
+    Event, ExitCounts, HandOp, HookEvent, HookKind, HookOutcome, OpAnswer, ProbeEvent,
+    RestartCounts, RestartReason, ServiceSnapshot, State, StateChange,
 };
 pub use crate::passwd::group_id;
 pub use crate::process::{Processes, SpawnError, SpawnRequest};

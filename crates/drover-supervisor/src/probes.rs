@@ -1,5 +1,6 @@
-//! What the runtime needs to run probes: the exec probe runner (through the process table, so
-//! the one reaper sees the probe's exit) and each service's sd_notify socket and watchdog.
+//! What the runtime needs to run probes: the exec runner (through the process table, so the
+//! one reaper sees the command's exit; `crate::hooks` runs hooks with it too) and each
+//! service's sd_notify socket and watchdog.
 
 use crate::core::ServiceId;
 use crate::process::{Processes, SpawnRequest};
@@ -9,6 +10,7 @@ use drover_probe::{
     CheckFuture, CheckOutcome, CheckResult, ExecCheck, NotifyMessage, NotifySocket,
 };
 use drover_spec::model::User;
+use nix::unistd::Pid;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
@@ -21,8 +23,9 @@ use tokio::time::Instant;
 /// up waiting for its status (the reaper still collects it).
 const KILLED_PROBE_WAIT: Duration = Duration::from_secs(5);
 
-/// Runs an exec probe's command in its service's environment, working directory and user, in a
-/// process group of its own, killed whole when the timeout runs out.
+/// Runs an exec probe's (or a hook's) command in its service's environment, working directory
+/// and user, in a process group of its own, killed whole when the timeout runs out, or when the
+/// check is dropped before the command ended (its probe or hook was stopped).
 #[derive(Clone)]
 pub(crate) struct ExecProbe {
     processes: Processes,
@@ -55,8 +58,21 @@ impl ExecCheck for ExecProbe {
     }
 }
 
+/// SIGKILLs a command's process group when dropped, unless disarmed: a check abandoned half
+/// way (its task aborted) leaves nothing running.
+struct KillGroupOnDrop(Option<Pid>);
+
+impl Drop for KillGroupOnDrop {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            let _ = sys::signal_group(pgid, Some(libc::SIGKILL));
+        }
+    }
+}
+
 impl ExecProbe {
-    async fn check(&self, timeout: Duration) -> CheckResult {
+    /// Runs the command once, bounded by `timeout`.
+    pub(crate) async fn check(&self, timeout: Duration) -> CheckResult {
         let started = Instant::now();
         let failure =
             |message: String| CheckResult::new(CheckOutcome::Failure, started.elapsed(), message);
@@ -83,9 +99,15 @@ impl ExecProbe {
             Ok(pid) => pid,
             Err(err) => return failure(format!("cannot run: {err}")),
         };
+        let mut group = KillGroupOnDrop(Some(pid));
         // The timeout counts from the process's start, as Kubernetes' does: time spent waiting
         // for the spawner (1000 probes due at once queue there) is not the command's.
-        match tokio::time::timeout(timeout, &mut status).await {
+        let ended = tokio::time::timeout(timeout, &mut status).await;
+        if ended.is_ok() {
+            // Reaped: its group id may be anybody's from now on.
+            group.0 = None;
+        }
+        match ended {
             Ok(Ok(status)) if status.success() => {
                 CheckResult::new(CheckOutcome::Success, started.elapsed(), "exit code 0")
             }
@@ -93,7 +115,7 @@ impl ExecProbe {
             Ok(Err(_)) => failure("its exit status was lost".into()),
             Err(_) => {
                 // The whole group: a probe script's children go with it.
-                let _ = sys::signal_group(pid, Some(libc::SIGKILL));
+                drop(group);
                 let _ = tokio::time::timeout(KILLED_PROBE_WAIT, &mut status).await;
                 CheckResult::new(
                     CheckOutcome::Timeout,

@@ -6,9 +6,10 @@
 //! [`Supervisor::snapshot`]; the supervisor never knows who they are.
 
 use crate::core::{
-    Action, Core, Event, HandOp, Input, OpAnswer, ProbeEvent, ServiceId, ServiceSnapshot,
+    Action, Core, Event, HandOp, HookKind, Input, OpAnswer, ProbeEvent, ServiceId, ServiceSnapshot,
     StateChange,
 };
+use crate::hooks::{HookList, PreparedHook};
 use crate::output::{DropCounter, OutputSink, Stream};
 use crate::probes::{ExecProbe, NotifyUnit};
 use crate::process::{Processes, SpawnRequest};
@@ -32,7 +33,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -308,6 +309,14 @@ enum ServiceIo {
 }
 
 impl ServiceIo {
+    /// Where output goes without pipes: `prefix` falls back to discarding.
+    fn direct(output: ServiceOutput) -> ServiceIo {
+        ServiceIo::Direct(match output {
+            ServiceOutput::Prefix => ServiceOutput::Discard,
+            other => other,
+        })
+    }
+
     fn piped(
         sink: &mut OutputSink,
         name: &Arc<str>,
@@ -363,6 +372,10 @@ struct ServiceResources {
     probes: Vec<tokio::task::AbortHandle>,
     /// Its cgroup, if there is a subtree.
     cgroup: Option<Arc<crate::cgroup::ServiceCgroup>>,
+    /// Cancels its hooks still running, when dropped.
+    hooks: Option<oneshot::Sender<()>>,
+    /// Where each kind of its hooks writes (`web/pre_stop | ...`), made at its first use.
+    hook_io: Vec<(HookKind, Arc<ServiceIo>)>,
 }
 
 impl ServiceResources {
@@ -476,10 +489,7 @@ impl Driver {
                 None
             }
         });
-        let direct = ServiceIo::Direct(match self.service_output {
-            ServiceOutput::Prefix => ServiceOutput::Discard,
-            other => other,
-        });
+        let direct = ServiceIo::direct(self.service_output);
         let recent = self
             .recent
             .as_ref()
@@ -500,6 +510,8 @@ impl Driver {
                 notify: None,
                 probes: Vec::new(),
                 cgroup,
+                hooks: None,
+                hook_io: Vec::new(),
             },
         );
         if let Some(snapshot) = self.core.snapshot(id) {
@@ -932,6 +944,17 @@ impl Driver {
                         resources.stop_probes();
                     }
                 }
+                Action::RunHooks {
+                    unit,
+                    run,
+                    kind,
+                    deadline,
+                } => self.run_hooks(unit, run, kind, deadline),
+                Action::StopHooks(unit) => {
+                    if let Some(resources) = self.services.get_mut(&unit) {
+                        resources.hooks = None;
+                    }
+                }
                 Action::Forget(unit) => self.forget(unit),
                 Action::Answer { ticket, answer } => {
                     let last = !matches!(answer, OpAnswer::Accepted);
@@ -1148,6 +1171,107 @@ impl Driver {
             }
         }
         environment
+    }
+
+    /// Starts service `unit`'s `kind` hooks for run `run`; what cannot even start is answered
+    /// as a failure at once.
+    fn run_hooks(&mut self, unit: ServiceId, run: u64, kind: HookKind, deadline: Option<Duration>) {
+        let Some(spec) = self.core.spec(unit).cloned() else {
+            return;
+        };
+        let hooks = match self.prepare_hooks(unit, &spec, kind) {
+            Ok(hooks) => hooks,
+            Err(err) => {
+                let _ = self.inputs.send(Input::HooksDone {
+                    unit,
+                    run,
+                    kind,
+                    result: Err(format!("cannot run {}: {err}", kind.as_str())),
+                });
+                return;
+            }
+        };
+        let list = HookList {
+            unit,
+            run,
+            kind,
+            service: Arc::from(spec.name.as_str()),
+            hooks,
+            deadline,
+        };
+        let cancel = crate::hooks::start(list, self.events.clone(), self.inputs.clone());
+        if let Some(resources) = self.services.get_mut(&unit) {
+            resources.hooks = Some(cancel);
+        }
+    }
+
+    /// Service `unit`'s `kind` hooks as commands: its environment and then the hook's, their
+    /// output to `web/pre_stop`.
+    fn prepare_hooks(
+        &mut self,
+        unit: ServiceId,
+        spec: &Service,
+        kind: HookKind,
+    ) -> io::Result<Vec<PreparedHook>> {
+        let io = self.hook_io(unit, spec, kind)?;
+        let base = self.environment_of(unit, spec);
+        let list = match kind {
+            HookKind::PostStart => &spec.post_start,
+            HookKind::PreStop => &spec.pre_stop,
+        };
+        let mut hooks = Vec::with_capacity(list.len());
+        for hook in list {
+            let mut environment = base.clone();
+            environment.extend(hook.environment.iter().cloned());
+            let argv = hook.command.argv();
+            let (io, null) = (io.clone(), self.null.try_clone()?);
+            let build = move || {
+                let mut command = command_for(&argv, &environment)?;
+                io.apply(&mut command, &null)?;
+                Ok(command)
+            };
+            hooks.push(PreparedHook {
+                runner: ExecProbe::new(
+                    self.processes.clone(),
+                    Box::new(build),
+                    hook.user.clone(),
+                    hook.working_dir.clone(),
+                ),
+                timeout: hook.timeout,
+            });
+        }
+        Ok(hooks)
+    }
+
+    /// Where service `unit`'s `kind` hooks write: pipes read as `web/pre_stop` in `prefix`
+    /// mode, made once.
+    fn hook_io(
+        &mut self,
+        unit: ServiceId,
+        spec: &Service,
+        kind: HookKind,
+    ) -> io::Result<Arc<ServiceIo>> {
+        let resources = self
+            .services
+            .get_mut(&unit)
+            .ok_or_else(|| io::Error::other("the service is gone"))?;
+        if let Some((_, io)) = resources.hook_io.iter().find(|(k, _)| *k == kind) {
+            return Ok(io.clone());
+        }
+        let (dropped, recent) = match lock(&self.published).get(&unit) {
+            Some(observed) => (observed.dropped.clone(), observed.recent.clone()),
+            None => return Err(io::Error::other("the service is gone")),
+        };
+        let io = match (&mut self.sink, recent) {
+            (Some(sink), Some(recent)) => {
+                let name: Arc<str> = Arc::from(format!("{}/{}", spec.name, kind.as_str()));
+                ServiceIo::piped(sink, &name, unit.index(), &dropped, &recent)?
+            }
+            _ => ServiceIo::direct(self.service_output),
+        };
+        let io = Arc::new(io);
+        resources.hook_io.push((kind, io.clone()));
+        Ok(io)
     }
 
     fn spawn(&mut self, unit: ServiceId) {

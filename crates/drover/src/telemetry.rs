@@ -15,7 +15,7 @@
 //! default 2048, are dropped and counted by the SDK), and drover's exit waits at most
 //! [`FLUSH_LIMIT`] for the last export.
 
-use drover_supervisor::{Event, ExitStatus, ProbeEvent, State, StateChange, Supervisor};
+use drover_supervisor::{Event, ExitStatus, HookEvent, ProbeEvent, State, StateChange, Supervisor};
 use opentelemetry::trace::{Span as _, Status, TraceContextExt as _, Tracer as _, TracerProvider};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
@@ -170,6 +170,7 @@ impl Lifecycle {
         match event {
             Ok(Event::State(change)) => self.state(&change),
             Ok(Event::Probe(probe)) => self.probe(&probe),
+            Ok(Event::Hook(hook)) => self.hook(&hook),
             // The reload span is the reloader's own (`crate::reload`).
             Ok(Event::Reload(_)) => {}
             Err(RecvError::Lagged(missed)) => {
@@ -239,14 +240,37 @@ impl Lifecycle {
         self.runs.remove(&change.service);
     }
 
+    /// The run span of `service`, or a fresh root if there is none.
+    fn parent(&self, service: &str) -> Context {
+        self.runs.get(service).cloned().unwrap_or_else(Context::new)
+    }
+
+    fn hook(&mut self, hook: &HookEvent) {
+        let ended = SystemTime::now();
+        let started = ended.checked_sub(hook.duration).unwrap_or(ended);
+        let parent = self.parent(&hook.service);
+        let mut span = self
+            .tracer
+            .span_builder(format!("{} {}", hook.kind.as_str(), hook.index))
+            .with_start_time(started)
+            .with_attributes([
+                KeyValue::new("drover.service", hook.service.to_string()),
+                KeyValue::new("drover.hook", hook.kind.as_str()),
+                KeyValue::new("drover.hook.index", hook.index as i64),
+                KeyValue::new("drover.hook.result", hook.outcome.as_str()),
+                KeyValue::new("drover.hook.message", hook.message.clone()),
+            ])
+            .start_with_context(&self.tracer, &parent);
+        if hook.outcome != drover_supervisor::HookOutcome::Success {
+            span.set_status(Status::error(hook.message.clone()));
+        }
+        span.end_with_timestamp(ended);
+    }
+
     fn probe(&mut self, probe: &ProbeEvent) {
         let ended = SystemTime::now();
         let started = ended.checked_sub(probe.duration).unwrap_or(ended);
-        let parent = self
-            .runs
-            .get(&probe.service)
-            .cloned()
-            .unwrap_or_else(Context::new);
+        let parent = self.parent(&probe.service);
         let mut span = self
             .tracer
             .span_builder(format!("probe {}", probe.kind.as_str()))

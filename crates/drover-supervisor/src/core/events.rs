@@ -78,6 +78,66 @@ pub enum Event {
     Probe(ProbeEvent),
     /// A new manifest was applied: what changed.
     Reload(Arc<Plan>),
+    /// A `post_start` or `pre_stop` hook ended.
+    Hook(HookEvent),
+}
+
+/// Which hooks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HookKind {
+    /// `post_start`: once the process started; the probes wait for them.
+    PostStart,
+    /// `pre_stop`: before the stop signal.
+    PreStop,
+}
+
+impl HookKind {
+    /// The manifest key (and label value).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookKind::PostStart => "post_start",
+            HookKind::PreStop => "pre_stop",
+        }
+    }
+}
+
+/// How one hook ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HookOutcome {
+    /// Exit code 0.
+    Success,
+    /// Another exit, or it could not start.
+    Failure,
+    /// Killed at its deadline.
+    Timeout,
+}
+
+impl HookOutcome {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookOutcome::Success => "success",
+            HookOutcome::Failure => "failure",
+            HookOutcome::Timeout => "timeout",
+        }
+    }
+}
+
+/// One hook command of one service that ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HookEvent {
+    /// The service.
+    pub service: Arc<str>,
+    /// Which hooks.
+    pub kind: HookKind,
+    /// Its place in the list.
+    pub index: usize,
+    /// How it ended.
+    pub outcome: HookOutcome,
+    /// How long it ran.
+    pub duration: Duration,
+    /// What happened, in words.
+    pub message: String,
 }
 
 /// The result of one probe check of one service.
@@ -138,12 +198,14 @@ pub enum RestartReason {
     Manual,
     /// A dependency it has `restart: true` on restarted.
     Dependency,
+    /// A `post_start` hook failed.
+    PostStart,
 }
 
 impl RestartReason {
     /// Every reason, in the order metrics print them (a reason missing here has no
     /// [`RestartCounts`] field either: `get` and `slot` match every reason).
-    pub const ALL: [RestartReason; 8] = [
+    pub const ALL: [RestartReason; 9] = [
         RestartReason::Exit,
         RestartReason::Signal,
         RestartReason::Liveness,
@@ -152,6 +214,7 @@ impl RestartReason {
         RestartReason::Reload,
         RestartReason::Manual,
         RestartReason::Dependency,
+        RestartReason::PostStart,
     ];
 
     /// The label value.
@@ -165,6 +228,7 @@ impl RestartReason {
             RestartReason::Reload => "reload",
             RestartReason::Manual => "manual",
             RestartReason::Dependency => "dependency",
+            RestartReason::PostStart => "post_start",
         }
     }
 }
@@ -181,6 +245,7 @@ pub struct RestartCounts {
     reload: u64,
     manual: u64,
     dependency: u64,
+    post_start: u64,
 }
 
 impl RestartCounts {
@@ -195,6 +260,7 @@ impl RestartCounts {
             RestartReason::Reload => self.reload,
             RestartReason::Manual => self.manual,
             RestartReason::Dependency => self.dependency,
+            RestartReason::PostStart => self.post_start,
         }
     }
 
@@ -222,6 +288,7 @@ impl RestartCounts {
             RestartReason::Reload => &mut self.reload,
             RestartReason::Manual => &mut self.manual,
             RestartReason::Dependency => &mut self.dependency,
+            RestartReason::PostStart => &mut self.post_start,
         };
         *slot = slot.saturating_add(1);
     }

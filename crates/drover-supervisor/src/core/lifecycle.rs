@@ -2,8 +2,8 @@
 //! exited, group emptied, timers, probe verdicts, the watchdog; once a run is over, the
 //! restart policy decides between backoff, exited and failed (or the new spec of a reload).
 
-use super::events::RestartReason;
-use super::unit::{Ending, Hand, Milestones, Run, Stage, Stop, Transition};
+use super::events::{HookKind, RestartReason};
+use super::unit::{Ending, Hand, Milestones, Run, Stage, Stop, StopStep, Transition};
 use super::{Action, Core, Phase, Pid, ServiceId, next_random, round_ms};
 use crate::restart::{Decision, RestartTracker, RunEnd};
 use crate::sys::ExitStatus;
@@ -35,6 +35,7 @@ impl Core {
             ready: false,
             probing: false,
             startup_passed: false,
+            post_start: false,
         };
         if supervising && let Some(hand) = hand {
             // Stopped by hand (or to restart with a dependency) while it was being spawned.
@@ -57,20 +58,80 @@ impl Core {
             self.schedule(now, out);
             return;
         }
+        let post_start = supervising && !u.spec.post_start.is_empty();
         let reason = if !supervising {
             "started"
-        } else if u.spec.startup_probe.is_some() {
-            "started; waiting for the startup probe"
-        } else if u.spec.readiness_probe.is_some() {
-            "started; waiting for the readiness probe"
+        } else if post_start {
+            "started; running post_start"
         } else {
-            "started"
+            waiting_for_probes(u)
         };
-        u.enter(Stage::Up(run), Transition::new(reason), out);
-        if supervising {
+        u.enter(
+            Stage::Up(Run { post_start, ..run }),
+            Transition::new(reason),
+            out,
+        );
+        if post_start {
+            out.push(Action::RunHooks {
+                unit: id,
+                run: u.starts,
+                kind: HookKind::PostStart,
+                deadline: None,
+            });
+        } else if supervising {
             u.start_first_probes(out);
         }
         self.schedule(now, out);
+    }
+
+    /// The hooks of run `run` are over: after `post_start`, the probes start (or the run fails);
+    /// after `pre_stop`, the stop signal goes.
+    pub(super) fn on_hooks_done(
+        &mut self,
+        id: ServiceId,
+        run: u64,
+        kind: HookKind,
+        result: Result<(), String>,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let supervising = self.phase == Phase::Supervising;
+        let Some(u) = self.units.get_mut(id) else {
+            return;
+        };
+        if u.starts != run {
+            return;
+        }
+        match (kind, &mut u.stage) {
+            (HookKind::PostStart, Stage::Up(up)) if up.post_start => {
+                up.post_start = false;
+                if !supervising {
+                    return;
+                }
+                match result {
+                    Ok(()) => {
+                        let reason = format!("post_start done; {}", waiting_for_probes(u));
+                        u.explain(Transition::new(reason), out);
+                        u.start_first_probes(out);
+                        self.schedule(now, out);
+                    }
+                    Err(why) => self.stop_failed_run(id, RestartReason::PostStart, &why, out),
+                }
+            }
+            (HookKind::PreStop, Stage::Stopping(stop)) if stop.step == StopStep::PreStop => {
+                // `stop.timeout` keeps counting from the hooks' start.
+                stop.step = StopStep::Signalled;
+                let pgid = stop.pgid;
+                u.send_stop_signal(pgid, out);
+                let done = match result {
+                    Ok(()) => "pre_stop done".to_string(),
+                    Err(why) => format!("pre_stop failed ({why})"),
+                };
+                let reason = format!("{done}; {}", u.stopping_with());
+                u.explain(Transition::new(reason), out);
+            }
+            _ => {}
+        }
     }
 
     pub(super) fn on_spawn_failed(
@@ -121,11 +182,12 @@ impl Core {
             u.milestones.succeeded = true;
         }
         u.stop_probes(out);
+        u.stop_hooks(out);
         let (pgid, ending, stop_sent) = match &mut u.stage {
             Stage::Up(run) => (run.pid, Ending::default(), false),
             Stage::Stopping(stop) => {
                 stop.pid = None;
-                (stop.pgid, stop.ending(), stop.signalled)
+                (stop.pgid, stop.ending(), stop.step == StopStep::Signalled)
             }
             _ => return,
         };
@@ -137,19 +199,21 @@ impl Core {
         out.push(Action::WatchGroup { unit: id, pgid });
         let reason = format!("exited with {status}; stopping the rest of its process group");
         let change = Transition::new(reason).exit(status);
+        let timeout = u.spec.stop.timeout;
         if stop_sent {
             u.explain(change, out);
         } else if let Stage::Stopping(stop) = &mut u.stage {
-            // It ended while draining: the rest of its group gets the signal now.
-            stop.signalled = true;
-            u.signal_stop(pgid, out);
+            // It ended while draining (or in `pre_stop`): the rest of its group gets the
+            // signal now.
+            stop.step = StopStep::Signalled;
+            u.signal_stop(pgid, timeout, out);
             u.explain(change, out);
         } else {
-            u.signal_stop(pgid, out);
+            u.signal_stop(pgid, timeout, out);
             let stop = Stop {
                 pid: None,
                 pgid,
-                signalled: true,
+                step: StopStep::Signalled,
                 killed: false,
                 failure: None,
                 hand: None,
@@ -176,12 +240,31 @@ impl Core {
             return;
         }
         match &mut u.stage {
-            // `stop.drain` is over: now the stop signal.
-            Stage::Stopping(stop) if !stop.signalled => {
-                stop.signalled = true;
+            // `stop.drain` is over: now `pre_stop`, or the stop signal.
+            Stage::Stopping(stop) if stop.step == StopStep::Draining => {
                 let pgid = stop.pgid;
-                u.signal_stop(pgid, out);
-                let reason = u.stopping_with();
+                let (step, reason) = u.after_drain(pgid, out);
+                if let Stage::Stopping(stop) = &mut u.stage {
+                    stop.step = step;
+                }
+                u.explain(Transition::new(reason), out);
+            }
+            // `stop.timeout` ran out in `pre_stop`: the hooks are killed, and the service
+            // still gets its signal and a short grace (as Kubernetes gives 2 s).
+            Stage::Stopping(stop) if stop.step == StopStep::PreStop => {
+                let pgid = stop.pgid;
+                u.stop_hooks(out);
+                if let Stage::Stopping(stop) = &mut u.stage {
+                    stop.step = StopStep::Signalled;
+                }
+                let grace = PRE_STOP_OVERRUN_GRACE.min(u.spec.stop.timeout);
+                u.signal_stop(pgid, grace, out);
+                let reason = format!(
+                    "pre_stop still running when stop.timeout ({}) ran out; killed it; {}, SIGKILL in {}",
+                    humantime::format_duration(u.spec.stop.timeout),
+                    u.stopping_with(),
+                    humantime::format_duration(grace)
+                );
                 u.explain(Transition::new(reason), out);
             }
             Stage::Stopping(stop) if !stop.killed => {
@@ -467,11 +550,26 @@ impl Core {
     }
 }
 
-/// How a run stopped by a probe or the watchdog is described.
+/// The grace between the stop signal and SIGKILL when `pre_stop` used up `stop.timeout`.
+const PRE_STOP_OVERRUN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How a run stopped by a probe, the watchdog or a `post_start` hook is described.
 fn failure_text(cause: RestartReason) -> &'static str {
     match cause {
         RestartReason::Liveness => "liveness probe failed",
         RestartReason::Startup => "startup probe failed",
+        RestartReason::PostStart => "post_start failed",
         _ => "watchdog expired",
+    }
+}
+
+/// What a run that just started waits for.
+fn waiting_for_probes(u: &super::unit::Unit) -> &'static str {
+    if u.spec.startup_probe.is_some() {
+        "started; waiting for the startup probe"
+    } else if u.spec.readiness_probe.is_some() {
+        "started; waiting for the readiness probe"
+    } else {
+        "started"
     }
 }

@@ -174,6 +174,21 @@ impl Sim {
                         .join(",")
                 ),
                 Action::StopProbes(unit) => format!("stop probes {}", self.names[&unit]),
+                Action::RunHooks {
+                    unit,
+                    kind,
+                    deadline,
+                    ..
+                } => match deadline {
+                    Some(deadline) => format!(
+                        "hooks {} {} within {}",
+                        self.names[&unit],
+                        kind.as_str(),
+                        humantime::format_duration(deadline)
+                    ),
+                    None => format!("hooks {} {}", self.names[&unit], kind.as_str()),
+                },
+                Action::StopHooks(unit) => format!("stop hooks {}", self.names[&unit]),
                 Action::Answer { ticket, answer } => match answer {
                     OpAnswer::Accepted => format!("answer {ticket} accepted"),
                     OpAnswer::Done(text) => format!("answer {ticket} done: {text}"),
@@ -668,7 +683,7 @@ fn restarts_are_counted_by_reason_and_exits_by_outcome() {
     let counts = snapshot.restarts_by_reason;
     assert_eq!(
         RestartReason::ALL.map(|r| counts.get(r)),
-        [2, 1, 0, 0, 0, 0, 0, 0],
+        [2, 1, 0, 0, 0, 0, 0, 0, 0],
         "as ALL orders them: exit, signal, ..."
     );
     assert_eq!(
@@ -1400,4 +1415,183 @@ fn restart_true_reaches_a_dependent_that_waits_to_restart_or_is_being_spawned() 
     );
     assert!(acts(sim.exited("web", 11, ExitStatus::Signaled(15), false)).is_empty());
     assert_eq!(sim.state("web"), State::Pending);
+}
+
+impl Sim {
+    fn hooks_done(&mut self, name: &str, kind: HookKind, result: Result<(), &str>) -> Vec<String> {
+        let unit = self.unit(name);
+        let run = self.get(name).starts;
+        self.feed(Input::HooksDone {
+            unit,
+            run,
+            kind,
+            result: result.map_err(str::to_string),
+        })
+    }
+}
+
+#[test]
+fn pre_stop_runs_after_the_drain_and_stop_timeout_counts_from_its_start() {
+    let (mut sim, _) = Sim::new(
+        "services:
+  web: { command: w, stop: { drain: 1s, timeout: 5s }, pre_stop: [{ command: q }] }",
+    );
+    sim.spawned("web", 10);
+    assert_eq!(
+        acts(sim.feed(Input::Shutdown)),
+        ["deadline 30s", "timer web 1s"]
+    );
+    assert!(
+        sim.get("web")
+            .reason
+            .contains("draining for 1s before pre_stop")
+    );
+    let token = sim.token("web");
+    assert_eq!(
+        acts(sim.timer("web", token)),
+        ["timer web 5s", "hooks web pre_stop within 5s"]
+    );
+    // Done: the signal goes, and SIGKILL stays due 5s after the hooks began.
+    let token = sim.token("web");
+    assert_eq!(
+        acts(sim.hooks_done("web", HookKind::PreStop, Ok(()))),
+        ["signal web SIGTERM"]
+    );
+    assert_eq!(sim.token("web"), token);
+    assert!(
+        sim.get("web")
+            .reason
+            .starts_with("pre_stop done; stopping with SIGTERM")
+    );
+    assert_eq!(
+        acts(sim.timer("web", token)),
+        ["signal web SIGKILL", "watch web"]
+    );
+    // A late answer changes nothing.
+    assert!(acts(sim.hooks_done("web", HookKind::PreStop, Ok(()))).is_empty());
+}
+
+#[test]
+fn a_pre_stop_that_overruns_is_killed_and_a_failing_one_does_not_stop_the_stop() {
+    let yaml = "services:
+  web: { command: w, stop: { timeout: 5s }, pre_stop: [{ command: q }] }";
+    let (mut sim, _) = Sim::new(yaml);
+    sim.spawned("web", 10);
+    assert_eq!(
+        acts(sim.operate("web", HandOp::Stop, 1)),
+        [
+            "answer 1 accepted",
+            "timer web 5s",
+            "hooks web pre_stop within 5s"
+        ]
+    );
+    let token = sim.token("web");
+    assert_eq!(
+        acts(sim.timer("web", token)),
+        ["stop hooks web", "signal web SIGTERM", "timer web 2s"]
+    );
+    assert!(
+        sim.get("web")
+            .reason
+            .contains("pre_stop still running when stop.timeout (5s) ran out")
+    );
+    assert!(acts(sim.hooks_done("web", HookKind::PreStop, Err("late"))).is_empty());
+
+    let (mut sim, _) = Sim::new(yaml);
+    sim.spawned("web", 10);
+    sim.operate("web", HandOp::Stop, 1);
+    assert_eq!(
+        acts(sim.hooks_done("web", HookKind::PreStop, Err("pre_stop[0]: exit code 3"))),
+        ["signal web SIGTERM"]
+    );
+    assert!(
+        sim.get("web")
+            .reason
+            .starts_with("pre_stop failed (pre_stop[0]: exit code 3)")
+    );
+
+    // The main process ends during pre_stop: the hooks are killed, the group signalled.
+    let (mut sim, _) = Sim::new(yaml);
+    sim.spawned("web", 10);
+    sim.operate("web", HandOp::Stop, 1);
+    assert_eq!(
+        acts(sim.exited("web", 10, EXIT0, true)),
+        [
+            "stop hooks web",
+            "watch web",
+            "signal web SIGTERM",
+            "timer web 5s"
+        ]
+    );
+    // Or SIGKILL for everything (a drain's deadline): the hooks go too.
+    let (mut sim, _) = Sim::new(yaml);
+    sim.spawned("web", 10);
+    sim.operate("web", HandOp::Stop, 1);
+    assert_eq!(
+        acts(sim.feed(Input::Kill)),
+        [
+            "kill deadline 5s",
+            "stop hooks web",
+            "signal web SIGKILL",
+            "watch web"
+        ]
+    );
+}
+
+#[test]
+fn post_start_holds_the_probes_back_and_a_failure_fails_the_run() {
+    let yaml = "services:
+  web: { command: w, post_start: [{ command: warm }], liveness_probe: { tcp: { port: 1 } } }
+  app: { command: a, depends_on: { web: { condition: ready } } }";
+    let (mut sim, _) = Sim::new(yaml);
+    // Started, not ready: the hooks run first, and the probes wait for them.
+    assert_eq!(
+        sim.spawned("web", 10),
+        ["web: starting -> running", "hooks web post_start"]
+    );
+    assert_eq!(sim.get("web").reason, "started; running post_start");
+    assert_eq!(
+        sim.hooks_done("web", HookKind::PostStart, Ok(())),
+        [
+            "web: running -> running",
+            "probes web liveness",
+            "web: running -> ready",
+            "app: pending -> starting",
+            "spawn app"
+        ]
+    );
+    // A failing one stops the run as a failure, restarted by its policy for `post_start`.
+    let (mut sim, _) = Sim::new(yaml);
+    sim.spawned("web", 10);
+    assert_eq!(
+        acts(sim.hooks_done(
+            "web",
+            HookKind::PostStart,
+            Err("post_start[0]: exit code 1")
+        )),
+        ["signal web SIGTERM", "timer web 10s"]
+    );
+    assert!(
+        sim.get("web")
+            .reason
+            .starts_with("post_start failed (post_start[0]: exit code 1)")
+    );
+    sim.exited("web", 10, ExitStatus::Signaled(15), false);
+    assert_eq!(sim.state("web"), State::Backoff);
+    assert_eq!(sim.get("web").restarts.get(RestartReason::PostStart), 1);
+    // Stopped while its post_start runs: the hooks are killed; an answer for an old run is
+    // ignored.
+    let (mut sim, _) = Sim::new(yaml);
+    sim.spawned("web", 10);
+    let shown = acts(sim.operate("web", HandOp::Stop, 1));
+    assert_eq!(
+        shown,
+        [
+            "answer 1 accepted",
+            "stop hooks web",
+            "signal web SIGTERM",
+            "timer web 10s"
+        ]
+    );
+    assert!(acts(sim.hooks_done("web", HookKind::PostStart, Ok(()))).is_empty());
 }

@@ -6,7 +6,7 @@
 //! new reason in the same state), which publishes the change; nothing else records a state.
 
 use super::events::{
-    ExitCounts, RestartCounts, RestartReason, ServiceSnapshot, State, StateChange,
+    ExitCounts, HookKind, RestartCounts, RestartReason, ServiceSnapshot, State, StateChange,
 };
 use super::{Action, OpAnswer, Pid, ServiceId, pid_u32};
 use crate::restart::RestartTracker;
@@ -27,8 +27,8 @@ pub(super) enum Stage {
     Starting { hand: Option<Hand> },
     /// Its main process runs (`running`, or `ready` once readiness passed).
     Up(Run),
-    /// Being stopped: draining first (`stop.drain`, no signal yet), then its stop signal went
-    /// to its process group; waiting for the group to empty.
+    /// Being stopped: draining first (`stop.drain`, no signal yet), then its `pre_stop` hooks,
+    /// then its stop signal went to its process group; waiting for the group to empty.
     Stopping(Stop),
     /// Waiting `delay` to restart.
     Backoff { delay: Duration },
@@ -99,6 +99,8 @@ pub(super) struct Run {
     pub(super) probing: bool,
     /// The startup probe passed, or there is none: readiness and liveness run.
     pub(super) startup_passed: bool,
+    /// Its `post_start` hooks run: its probes start once they succeed.
+    pub(super) post_start: bool,
 }
 
 /// A run being stopped.
@@ -108,8 +110,8 @@ pub(super) struct Stop {
     pub(super) pid: Option<Pid>,
     /// Its process group.
     pub(super) pgid: Pid,
-    /// The stop signal went to the group (not yet while `stop.drain` runs).
-    pub(super) signalled: bool,
+    /// How far the stop got.
+    pub(super) step: StopStep,
     /// SIGKILL went to the group (after `stop.timeout`, or a kill).
     pub(super) killed: bool,
     /// Why a probe or the watchdog stopped the run, if one did: the run then counts as a
@@ -117,6 +119,17 @@ pub(super) struct Stop {
     pub(super) failure: Option<RestartReason>,
     /// What was asked by hand for its end, if anything: it then decides, not the policy.
     pub(super) hand: Option<Hand>,
+}
+
+/// Where a stop is, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum StopStep {
+    /// `stop.drain`: marked not ready, nothing sent yet.
+    Draining,
+    /// Its `pre_stop` hooks run; `stop.timeout` counts from their start.
+    PreStop,
+    /// The stop signal went to the group.
+    Signalled,
 }
 
 impl Stage {
@@ -456,11 +469,11 @@ impl Unit {
     ) {
         let Stage::Up(run) = &self.stage else { return };
         let pid = run.pid;
+        self.stop_hooks(out);
         self.stop_probes(out);
         let drain = self.spec.stop.drain;
-        let action = if drain.is_zero() {
-            self.signal_stop(pid, out);
-            self.stopping_with()
+        let (step, action) = if drain.is_zero() {
+            self.after_drain(pid, out)
         } else {
             self.token += 1;
             out.push(Action::SetTimer {
@@ -468,16 +481,21 @@ impl Unit {
                 token: self.token,
                 after: drain,
             });
-            format!(
-                "not ready; draining for {} before {}",
-                humantime::format_duration(drain),
+            let next = if self.spec.pre_stop.is_empty() {
                 self.spec.stop.signal.as_str()
-            )
+            } else {
+                "pre_stop"
+            };
+            let text = format!(
+                "not ready; draining for {} before {next}",
+                humantime::format_duration(drain),
+            );
+            (StopStep::Draining, text)
         };
         let stop = Stop {
             pid: Some(pid),
             pgid: pid,
-            signalled: drain.is_zero(),
+            step,
             killed: false,
             failure,
             hand,
@@ -489,19 +507,71 @@ impl Unit {
         self.enter(Stage::Stopping(stop), Transition::new(reason), out);
     }
 
-    /// Sends the stop signal to `pgid` and arms `stop.timeout`.
-    pub(super) fn signal_stop(&mut self, pgid: Pid, out: &mut Vec<Action>) {
-        self.token += 1;
+    /// The drain is over (or there is none): the `pre_stop` hooks start, or else the stop
+    /// signal goes; either way `stop.timeout` counts from now. The step reached, in words.
+    pub(super) fn after_drain(&mut self, pgid: Pid, out: &mut Vec<Action>) -> (StopStep, String) {
+        if self.spec.pre_stop.is_empty() {
+            self.signal_stop(pgid, self.spec.stop.timeout, out);
+            return (StopStep::Signalled, self.stopping_with());
+        }
+        let timeout = self.spec.stop.timeout;
+        self.arm_timer(timeout, out);
+        out.push(Action::RunHooks {
+            unit: self.id,
+            run: self.starts,
+            kind: HookKind::PreStop,
+            deadline: Some(timeout),
+        });
+        let text = format!(
+            "running pre_stop before {} (stop.timeout {} counts)",
+            self.spec.stop.signal.as_str(),
+            humantime::format_duration(timeout)
+        );
+        (StopStep::PreStop, text)
+    }
+
+    /// Sends the stop signal to `pgid` and arms SIGKILL after `grace`.
+    pub(super) fn signal_stop(&mut self, pgid: Pid, grace: Duration, out: &mut Vec<Action>) {
+        self.send_stop_signal(pgid, out);
+        self.arm_timer(grace, out);
+    }
+
+    /// Sends the stop signal to `pgid`, leaving the timer as it is.
+    pub(super) fn send_stop_signal(&self, pgid: Pid, out: &mut Vec<Action>) {
         out.push(Action::SignalGroup {
             unit: self.id,
             pgid,
             signal: self.spec.stop.signal,
         });
+    }
+
+    /// Cancels the pending timer and sets a new one.
+    pub(super) fn arm_timer(&mut self, after: Duration, out: &mut Vec<Action>) {
+        self.token += 1;
         out.push(Action::SetTimer {
             unit: self.id,
             token: self.token,
-            after: self.spec.stop.timeout,
+            after,
         });
+    }
+
+    /// Whether hooks of its current run may be running.
+    pub(super) fn hooks_running(&self) -> bool {
+        match &self.stage {
+            Stage::Up(run) => run.post_start,
+            Stage::Stopping(stop) => stop.step == StopStep::PreStop,
+            _ => false,
+        }
+    }
+
+    /// Kills the hooks of its current run, if any run.
+    pub(super) fn stop_hooks(&mut self, out: &mut Vec<Action>) {
+        if self.hooks_running() {
+            out.push(Action::StopHooks(self.id));
+        }
+        if let Stage::Up(run) = &mut self.stage {
+            run.post_start = false;
+        }
     }
 
     /// SIGKILLs its process group (running, or stopping without SIGKILL yet) and publishes
@@ -511,18 +581,19 @@ impl Unit {
             Stage::Up(run) => Stop {
                 pid: Some(run.pid),
                 pgid: run.pid,
-                signalled: true,
+                step: StopStep::Signalled,
                 killed: true,
                 failure: None,
                 hand: None,
             },
             Stage::Stopping(stop) if !stop.killed => Stop {
-                signalled: true,
+                step: StopStep::Signalled,
                 killed: true,
                 ..stop.clone()
             },
             _ => return false,
         };
+        self.stop_hooks(out);
         self.stop_probes(out);
         self.token += 1;
         out.push(Action::SignalGroup {
@@ -597,10 +668,14 @@ impl Unit {
         }
     }
 
-    /// Restarts the probes of the running process after its probes changed.
+    /// Restarts the probes of the running process after its probes changed (they start once
+    /// its `post_start` hooks are done, if they still run).
     pub(super) fn restart_probes(&mut self, out: &mut Vec<Action>) {
         self.stop_probes(out);
         let Stage::Up(run) = &self.stage else { return };
+        if run.post_start {
+            return;
+        }
         if run.startup_passed || self.spec.startup_probe.is_none() {
             self.start_main_probes(out);
         } else {

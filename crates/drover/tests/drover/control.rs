@@ -13,7 +13,7 @@ use std::time::Duration;
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
 /// A client command against `socket`, bounded by `timeout(1)`: (exit code, stdout, stderr).
-fn cli(socket: &Path, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn cli(socket: &Path, args: &[&str]) -> (i32, String, String) {
     cli_as(None, socket, args)
 }
 

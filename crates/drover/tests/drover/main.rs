@@ -9,6 +9,7 @@
 mod cli;
 mod control;
 mod hardening;
+mod hooks;
 mod init;
 mod metrics;
 mod otel;
