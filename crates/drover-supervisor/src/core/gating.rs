@@ -61,6 +61,7 @@ impl Core {
     /// will, and exits once every service has ended for good.
     pub(super) fn schedule_starts(&mut self, now: Instant, out: &mut Vec<Action>) {
         self.stop_removed(out);
+        self.stop_deferred(out);
         loop {
             let mut changed = false;
             for id in self.units.ids() {
@@ -108,6 +109,23 @@ impl Core {
         }
     }
 
+    /// Performs each deferred stop whose `restart: true` dependents have stopped; drops those
+    /// of services that stopped meanwhile anyway.
+    fn stop_deferred(&mut self, out: &mut Vec<Action>) {
+        for id in self.units.ids() {
+            let waiting = self.active_followers(id);
+            let Some(u) = self.units.get_mut(id) else {
+                continue;
+            };
+            if u.deferred.is_none() || (!waiting.is_empty() && matches!(u.stage, Stage::Up(_))) {
+                continue;
+            }
+            if let Some(deferred) = u.deferred.take() {
+                u.stop(Some(&deferred.why), None, deferred.hand, out);
+            }
+        }
+    }
+
     /// Whether anything that depends on `id`, directly or through others, is still active.
     pub(super) fn has_active_dependent(&self, id: ServiceId) -> bool {
         let mut seen = HashSet::new();
@@ -140,6 +158,11 @@ impl Core {
             let Some(dep) = self.units.get(d) else {
                 continue;
             };
+            // About to stop for a restart: nothing starts against its ending run.
+            if dep.deferred.is_some() {
+                gate = Gate::Wait;
+                continue;
+            }
             let outcome = dep.outcome();
             let met = match condition {
                 Condition::Started => dep.milestones.started,

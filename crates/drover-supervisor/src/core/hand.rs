@@ -131,12 +131,8 @@ impl Core {
             Stage::Up(_) => {
                 u.waiters.push(waiter);
                 out.push(accepted);
-                u.stop(
-                    Some("restarting by hand"),
-                    None,
-                    Some(Hand::Restart(RestartReason::Manual)),
-                    out,
-                );
+                let hand = Some(Hand::Restart(RestartReason::Manual));
+                self.stop_in_order(id, "restarting by hand", hand, out);
             }
             // A new run is on its way; a stop asked meanwhile is called off.
             Stage::Starting { hand } => {

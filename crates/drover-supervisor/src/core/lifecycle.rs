@@ -506,6 +506,86 @@ impl Core {
         self.schedule(now, out);
     }
 
+    /// Stops running service `id` on purpose, to start it again (`why`, `hand`): at once, or,
+    /// when dependents with `restart: true` on it are active, after them: they stop first (each
+    /// in the same order), and its dependents do not start against it meanwhile.
+    pub(super) fn stop_in_order(
+        &mut self,
+        id: ServiceId,
+        why: &str,
+        hand: Option<Hand>,
+        out: &mut Vec<Action>,
+    ) {
+        let followers = self.active_followers(id);
+        let Some(u) = self.units.get_mut(id) else {
+            return;
+        };
+        if followers.is_empty() {
+            u.stop(Some(why), None, hand, out);
+            return;
+        }
+        if !matches!(u.stage, Stage::Up(_)) {
+            return;
+        }
+        u.deferred = Some(super::unit::DeferredStop {
+            why: why.to_string(),
+            hand,
+        });
+        // Its dependents wait for the next run, not this one.
+        u.milestones = Milestones::default();
+        let names: Vec<&str> = followers
+            .iter()
+            .filter_map(|&f| self.units.get(f).map(|f| &*f.name))
+            .collect();
+        let reason = format!(
+            "{why}; stopping after its dependents with restart: true ({})",
+            names.join(", ")
+        );
+        if let Some(u) = self.units.get_mut(id) {
+            u.explain(Transition::new(reason), out);
+        }
+        let name = self
+            .units
+            .get(id)
+            .map(|u| u.name.clone())
+            .unwrap_or_default();
+        let why = format!("dependency `{name}` restarts");
+        for follower in followers {
+            self.follow_restart(follower, &why, out);
+        }
+    }
+
+    /// The dependents of `id` with `restart: true` on it that have processes (or soon will).
+    pub(super) fn active_followers(&self, id: ServiceId) -> Vec<ServiceId> {
+        let Some(unit) = self.units.get(id) else {
+            return Vec::new();
+        };
+        unit.dependents
+            .iter()
+            .copied()
+            .filter(|&d| {
+                self.units
+                    .get(d)
+                    .is_some_and(|d| d.restarts_with.contains(&id) && d.is_active())
+            })
+            .collect()
+    }
+
+    /// A dependency of `id` with `restart: true` restarts (or is about to): a running `id`
+    /// stops, in order, to start again once the dependency meets its condition anew; one being
+    /// spawned restarts once up.
+    fn follow_restart(&mut self, id: ServiceId, why: &str, out: &mut Vec<Action>) {
+        let restart = Hand::Restart(RestartReason::Dependency);
+        let Some(u) = self.units.get_mut(id) else {
+            return;
+        };
+        match &mut u.stage {
+            Stage::Up(_) => self.stop_in_order(id, why, Some(restart), out),
+            Stage::Starting { hand } if hand.is_none() => *hand = Some(restart),
+            _ => {}
+        }
+    }
+
     /// Service `id` restarts: each running dependent with `restart: true` on it stops, and
     /// starts again once `id` meets its condition anew (its own dependents follow in turn).
     pub(super) fn restart_dependents(&mut self, id: ServiceId, out: &mut Vec<Action>) {
@@ -523,7 +603,7 @@ impl Core {
                 continue;
             }
             match &mut d.stage {
-                Stage::Up(_) => d.stop(Some(&why), None, Some(restart), out),
+                Stage::Up(_) => self.stop_in_order(dependent, &why, Some(restart), out),
                 // Its spawn lands against the old run of the dependency: it restarts then.
                 Stage::Starting { hand } if hand.is_none() => *hand = Some(restart),
                 // Its own restart would not wait for the dependency: it waits now.

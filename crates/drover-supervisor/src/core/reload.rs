@@ -153,7 +153,7 @@ impl Core {
             ServiceChange::Restart if u.is_active() => {
                 u.next_spec = Some(new);
                 if is_up {
-                    u.stop(Some("manifest changed"), None, None, out);
+                    self.stop_in_order(id, "manifest changed", None, out);
                 }
                 // Being spawned: stopped as soon as it is (`on_spawned`); being stopped: it
                 // restarts once stopped (`finish_run`).

@@ -1595,3 +1595,91 @@ fn post_start_holds_the_probes_back_and_a_failure_fails_the_run() {
     );
     assert!(acts(sim.hooks_done("web", HookKind::PostStart, Ok(()))).is_empty());
 }
+
+#[test]
+fn a_planned_restart_stops_its_restart_true_dependents_first_in_dependency_order() {
+    let yaml = "services:
+  db: { command: d }
+  web: { command: w, depends_on: { db: { condition: ready, restart: true } } }
+  edge: { command: e, depends_on: { web: { restart: true } } }
+  other: { command: o, depends_on: [db] }";
+    let (mut sim, _) = Sim::new(yaml);
+    sim.spawned("db", 10);
+    sim.spawned("web", 11);
+    sim.spawned("other", 12);
+    sim.spawned("edge", 13);
+    // `drover restart db`: edge stops first, then web, then db; other keeps running.
+    assert_eq!(
+        acts(sim.operate("db", HandOp::Restart, 1)),
+        ["answer 1 accepted", "signal edge SIGTERM", "timer edge 10s"]
+    );
+    assert!(
+        sim.get("db")
+            .reason
+            .contains("stopping after its dependents with restart: true (web)"),
+        "{}",
+        sim.get("db").reason
+    );
+    assert_eq!(sim.state("db"), State::Ready, "db still serves meanwhile");
+    assert_eq!(
+        acts(sim.exited("edge", 13, ExitStatus::Signaled(15), false)),
+        ["signal web SIGTERM", "timer web 10s"]
+    );
+    assert_eq!(
+        sim.state("edge"),
+        State::Pending,
+        "edge waits for web's next run"
+    );
+    assert_eq!(
+        acts(sim.exited("web", 11, ExitStatus::Signaled(15), false)),
+        ["signal db SIGTERM", "timer db 10s"]
+    );
+    // Neither starts against the old db, and each starts once its dependency is back.
+    assert_eq!(
+        acts(sim.exited("db", 10, ExitStatus::Signaled(15), false)),
+        ["spawn db"]
+    );
+    assert_eq!(
+        acts(sim.spawned("db", 14)),
+        ["answer 1 done: running as pid 14", "spawn web"]
+    );
+    assert_eq!(acts(sim.spawned("web", 15)), ["spawn edge"]);
+    assert_eq!(sim.state("other"), State::Ready);
+    for name in ["web", "edge"] {
+        let snapshot = sim.core.snapshot(sim.unit(name)).expect("present");
+        assert_eq!(
+            snapshot.restarts_by_reason.get(RestartReason::Dependency),
+            1,
+            "{name}"
+        );
+    }
+
+    // A reload that changes db does the same; if db crashes meanwhile, the held stop is
+    // dropped and web waits for db's next run all the same.
+    let (mut sim, _) = Sim::new(yaml);
+    sim.spawned("db", 10);
+    sim.spawned("web", 11);
+    sim.spawned("other", 12);
+    sim.spawned("edge", 13);
+    let (plan, shown) = sim.reload(&yaml.replace("command: d", "command: d2"));
+    assert!(plan.contains("~db"), "{plan}");
+    assert_eq!(acts(shown), ["signal edge SIGTERM", "timer edge 10s"]);
+    sim.exited("db", 10, EXIT1, false);
+    assert!(sim.get("db").deferred.is_none());
+    assert_eq!(
+        sim.state("db"),
+        State::Starting,
+        "restarts with the new spec"
+    );
+    // web still waits for edge, then stops, and starts once the new db is ready.
+    assert!(sim.get("web").deferred.is_some());
+    assert_eq!(
+        acts(sim.exited("edge", 13, ExitStatus::Signaled(15), false)),
+        ["signal web SIGTERM", "timer web 10s"]
+    );
+    sim.spawned("db", 14);
+    assert_eq!(
+        acts(sim.exited("web", 11, ExitStatus::Signaled(15), false)),
+        ["spawn web"]
+    );
+}

@@ -253,6 +253,17 @@ pub(super) struct Unit {
     pub(super) restarts_with: Vec<ServiceId>,
     /// Operations by hand not done yet (`hand`).
     pub(super) waiters: Vec<Waiter>,
+    /// A planned stop held until its `restart: true` dependents have stopped (`gating`).
+    pub(super) deferred: Option<DeferredStop>,
+}
+
+/// A planned stop (a restart by hand, by a reload, or with a dependency) of a running service
+/// that has `restart: true` dependents: they stop first, in dependency order, then it does.
+pub(super) struct DeferredStop {
+    /// The reason its stop gives.
+    pub(super) why: String,
+    /// What was asked by hand for its end.
+    pub(super) hand: Option<Hand>,
 }
 
 impl Unit {
@@ -278,6 +289,7 @@ impl Unit {
             dependents: Vec::new(),
             restarts_with: Vec::new(),
             waiters: Vec::new(),
+            deferred: None,
         }
     }
 

@@ -690,3 +690,38 @@ services:
     );
     assert!(!alive(web));
 }
+
+/// `drover restart db` with a `restart: true` dependent: web gets its stop signal first, db
+/// only once web is gone (each records when its TERM came), and web starts again after db.
+#[test]
+fn a_restart_by_hand_stops_the_restart_true_dependent_first() {
+    let (running, socket) = start(
+        "settings: { log: { service_output: discard } }
+services:
+  db: { command: \"trap 'date +%s%N >> db.term; exit 0' TERM; echo $$ >> db.pids; while :; do sleep 0.05; done\" }
+  web:
+    command: \"trap 'sleep 0.3; date +%s%N >> web.term; exit 0' TERM; while :; do sleep 0.05; done\"
+    depends_on: { db: { condition: ready, restart: true } }
+",
+    );
+    wait_state(&socket, "web", "ready");
+    let web = pid_of(&socket, "web").expect("web");
+    let (code, out, err) = cli(&socket, &["restart", "db"]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_until(SECS(20), "web restarted", || {
+        pid_of(&socket, "web").is_some_and(|p| p != web)
+    });
+    let stamp = |name: &str| -> u128 {
+        let text = running.wait_file(name, SECS(10));
+        text.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}: {text:?}"))
+    };
+    // web took 0.3 s to exit after its TERM; db's came after that.
+    assert!(
+        stamp("db.term") > stamp("web.term"),
+        "db was signalled before web had stopped"
+    );
+    let runs = std::fs::read_to_string(running.path("db.pids")).expect("pids");
+    assert_eq!(runs.lines().count(), 2, "db ran twice: {runs}");
+}
