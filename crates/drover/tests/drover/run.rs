@@ -639,3 +639,65 @@ http.server.ThreadingHTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPReq
     );
     std::fs::write(dir.join("server.py"), server).expect("write server.py");
 }
+
+/// `drover restart web` and a reload that replaces web drain too: `/readyz` turns 503 and the
+/// server's stop signal comes `stop.drain` (1 s) later, each time.
+#[test]
+fn a_restart_by_hand_and_a_reload_restart_drain_before_the_signal() {
+    let web_port = crate::metrics::free_port();
+    let metrics_port = crate::metrics::free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_term_recording_server(dir.path(), web_port);
+    let manifest = |value: &str| {
+        format!(
+            "settings: {{ log: {{ service_output: discard }} }}
+services:
+  web:
+    command: [python3, server.py]
+    environment: {{ VALUE: {value} }}
+    readiness_probe: {{ http: {{ url: \"http://127.0.0.1:{web_port}/\" }}, period: 100ms }}
+    stop: {{ drain: 1s }}
+"
+        )
+    };
+    let drover = crate::metrics::with_metrics_in(dir, &manifest("a"), metrics_port);
+    let socket = drover.path("drover.sock");
+    let ready = || crate::metrics::get(metrics_port, "/readyz").map(|(code, _)| code);
+    let wall_clock = || {
+        #[allow(clippy::disallowed_methods)]
+        let now = std::time::SystemTime::now();
+        now.duration_since(std::time::UNIX_EPOCH)
+            .expect("a time")
+            .as_secs_f64()
+    };
+    let restart_by_hand = || {
+        let (code, out, err) = crate::control::cli(&socket, &["restart", "web"]);
+        assert_eq!(code, 0, "{out}{err}");
+    };
+    let reload = || {
+        std::fs::write(drover.path("drover.yaml"), manifest("b")).expect("write");
+    };
+    for (how, restart) in [
+        ("drover restart", &restart_by_hand as &(dyn Fn() + Sync)),
+        ("a reload", &reload),
+    ] {
+        let _ = std::fs::remove_file(drover.path("term"));
+        wait_until(SECS(30), "/readyz 200", || ready() == Some(200));
+        // (`drover restart` answers once the new run is up: it runs beside the watch.)
+        let unready = std::thread::scope(|scope| {
+            scope.spawn(restart);
+            wait_until(SECS(10), "/readyz 503", || ready() == Some(503));
+            wall_clock()
+        });
+        let term: f64 = drover
+            .wait_file("term", SECS(20))
+            .trim()
+            .parse()
+            .expect("a time");
+        assert!(
+            term - unready >= 0.9,
+            "{how}: the signal came {:.3} s after /readyz turned 503",
+            term - unready
+        );
+    }
+}
