@@ -135,6 +135,7 @@ pub(crate) fn trace_lifecycle(
         let mut lifecycle = Lifecycle {
             tracer,
             runs: HashMap::new(),
+            stops: HashMap::new(),
         };
         loop {
             let event = tokio::select! {
@@ -152,6 +153,9 @@ pub(crate) fn trace_lifecycle(
                 Err(_) => break,
             }
         }
+        for (_, stop) in lifecycle.stops.drain() {
+            stop.span().end();
+        }
         for (_, run) in lifecycle.runs.drain() {
             run.span().end();
         }
@@ -159,10 +163,12 @@ pub(crate) fn trace_lifecycle(
     (task, stop)
 }
 
-/// The open run span of each service, as a context that holds it.
+/// The open run span of each service, as a context that holds it, and the stop span inside it
+/// while drover stops the run.
 struct Lifecycle {
     tracer: SdkTracer,
     runs: HashMap<Arc<str>, Context>,
+    stops: HashMap<Arc<str>, Context>,
 }
 
 impl Lifecycle {
@@ -197,6 +203,7 @@ impl Lifecycle {
                 .insert(change.service.clone(), Context::new().with_span(span));
             return;
         }
+        self.stop_step(change);
         let Some(run) = self.runs.get(&change.service) else {
             return;
         };
@@ -240,9 +247,46 @@ impl Lifecycle {
         self.runs.remove(&change.service);
     }
 
-    /// The run span of `service`, or a fresh root if there is none.
+    /// A stop drover began (from `running` or `ready`, not an exit) opens a `stop NAME` span
+    /// under the run; each step of it (`stop.drain`, `pre_stop`, the signal, SIGKILL) is an
+    /// event; the end of the run ends it.
+    fn stop_step(&mut self, change: &StateChange) {
+        let began = change.to == State::Stopping
+            && matches!(change.from, State::Running | State::Ready)
+            && change.exit.is_none();
+        if began && let Some(run) = self.runs.get(&change.service) {
+            let span = self
+                .tracer
+                .span_builder(format!("stop {}", change.service))
+                .with_attributes([
+                    KeyValue::new("drover.service", change.service.to_string()),
+                    KeyValue::new("drover.reason", change.reason.clone()),
+                ])
+                .start_with_context(&self.tracer, run);
+            self.stops
+                .insert(change.service.clone(), run.with_span(span));
+            return;
+        }
+        let Some(stop) = self.stops.get(&change.service) else {
+            return;
+        };
+        if change.to == State::Stopping {
+            stop.span().add_event(
+                "step",
+                vec![KeyValue::new("drover.reason", change.reason.clone())],
+            );
+        } else if let Some(stop) = self.stops.remove(&change.service) {
+            stop.span().end();
+        }
+    }
+
+    /// The innermost open span of `service` (its stop, else its run), or a fresh root.
     fn parent(&self, service: &str) -> Context {
-        self.runs.get(service).cloned().unwrap_or_else(Context::new)
+        self.stops
+            .get(service)
+            .or_else(|| self.runs.get(service))
+            .cloned()
+            .unwrap_or_else(Context::new)
     }
 
     fn hook(&mut self, hook: &HookEvent) {

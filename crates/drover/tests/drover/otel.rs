@@ -291,6 +291,17 @@ fn spans_reach_a_real_otlp_receiver() {
         assert_ne!(web["status"]["code"], 2, "{web:#}");
     }
     assert_ne!(replaced["traceId"], drained["traceId"], "a trace per run");
+    // Each stop drover began is a span inside its run, ending before it.
+    let stops = named(&spans, "stop web");
+    assert_eq!(stops.len(), 2, "{stops:#?}");
+    for stop in &stops {
+        let run = [replaced, drained]
+            .into_iter()
+            .find(|web| stop["parentSpanId"] == web["spanId"])
+            .unwrap_or_else(|| panic!("no parent run: {stop:#}"));
+        assert_eq!(stop["traceId"], run["traceId"]);
+        assert!(times(stop).1 <= times(run).1, "{stop:#}");
+    }
 
     // Probe checks are children of the run they checked, in its trace, each with the time the
     // check took.
