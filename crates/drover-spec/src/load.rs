@@ -96,6 +96,30 @@ fn finish(
     }
 }
 
+/// Compose's extension fields: `x-*` keys at the top level and in a service, where Compose files
+/// keep anchors for reuse (`x-common: &common ...`, then `<<: *common`). The aliases are already
+/// resolved in the tree; the keys themselves are dropped, as Compose ignores them.
+fn drop_extension_keys(tree: &mut yaml::Node) {
+    let is_extension = |key: &yaml::Key| key.name.starts_with("x-");
+    let yaml::Kind::Map(top) = &mut tree.kind else {
+        return;
+    };
+    top.retain(|(key, _)| !is_extension(key));
+    for (key, services) in top.iter_mut() {
+        if key.name != "services" {
+            continue;
+        }
+        let yaml::Kind::Map(entries) = &mut services.kind else {
+            continue;
+        };
+        for (_, service) in entries.iter_mut() {
+            if let yaml::Kind::Map(keys) = &mut service.kind {
+                keys.retain(|(key, _)| !is_extension(key));
+            }
+        }
+    }
+}
+
 /// The `*.yaml` and `*.yml` files of a directory, sorted by name, hidden ones skipped
 /// (Kubernetes ConfigMap volumes keep their bookkeeping in `..data` entries).
 fn manifest_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
@@ -114,7 +138,7 @@ fn manifest_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// Parses and deserializes one file; `None` when nothing usable came out (a syntax error).
 fn parse_file(text: &str, file: &Path, diagnostics: &mut Vec<Diagnostic>) -> Option<ParsedFile> {
-    let tree = match yaml::parse(text) {
+    let mut tree = match yaml::parse(text) {
         Ok(tree) => tree,
         Err((pos, message)) => {
             diagnostics.push(Diagnostic::new(file, pos, "", message));
@@ -130,6 +154,7 @@ fn parse_file(text: &str, file: &Path, diagnostics: &mut Vec<Diagnostic>) -> Opt
         ));
         return None;
     }
+    drop_extension_keys(&mut tree);
     let errors_before = diagnostics.len();
     let recovered =
         from_tree_by_entries::<RawManifest, RawService>(&tree, Some("services"), file, diagnostics);

@@ -167,9 +167,10 @@ pub struct RawService {
     /// `{ condition: started | ready | completed_successfully }`.
     #[serde(default)]
     pub depends_on: Option<DependsOnSpec>,
-    /// When and how fast to restart.
+    /// When and how fast to restart: the full mapping, or Compose's string (`always`,
+    /// `on-failure`, `on-failure:N`, `unless-stopped`, `no`).
     #[serde(default)]
-    pub restart: Option<RawRestart>,
+    pub restart: Option<Located<RestartSpec>>,
     /// How to stop the service.
     #[serde(default)]
     pub stop: Option<RawStop>,
@@ -217,6 +218,47 @@ pub struct RawHook {
     /// `pre_stop`, what is left of `stop.timeout`, which bounds it in any case.
     #[serde(default)]
     pub timeout: Option<DurationSpec>,
+}
+
+/// `restart`: a mapping, or Compose's one string.
+#[derive(Debug, JsonSchema)]
+#[serde(untagged)]
+pub enum RestartSpec {
+    /// Compose's form: `always`, `on-failure`, `on-failure:N` (`max_retries: N`),
+    /// `unless-stopped` (`always`: a service stopped by hand stays stopped anyway), `no` or
+    /// `never`.
+    Compose(String),
+    /// The full form.
+    Full(RawRestart),
+}
+
+impl<'de> Deserialize<'de> for RestartSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RestartVisitor;
+        impl<'de> serde::de::Visitor<'de> for RestartVisitor {
+            type Value = RestartSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a mapping such as `{ policy: always }`, or `always`, `on-failure`, `on-failure:N`, `unless-stopped` or `no`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RestartSpec, E> {
+                Ok(RestartSpec::Compose(v.to_string()))
+            }
+            // `restart: no` read as YAML 1.1 reads it.
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<RestartSpec, E> {
+                Ok(RestartSpec::Compose(
+                    if v { "yes" } else { "no" }.to_string(),
+                ))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RestartSpec, A::Error> {
+                RawRestart::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RestartSpec::Full)
+            }
+        }
+        deserializer.deserialize_any(RestartVisitor)
+    }
 }
 
 /// `restart`.

@@ -8,7 +8,9 @@ use crate::model::{
     Backoff, Command, ControlSettings, ControlSocket, Dependency, EnvFile, Hook, Manifest, Origin,
     Probe, ProbeAction, Restart, Service, Settings, Signal, Stop, User, defaults,
 };
-use crate::raw::{RawControl, RawHook, RawManifest, RawProbe, RawService, RawSettings};
+use crate::raw::{
+    RawControl, RawHook, RawManifest, RawProbe, RawService, RawSettings, RestartPolicy, RestartSpec,
+};
 use crate::suggest::{Budget, did_you_mean, did_you_mean_within};
 use crate::values::{CommandSpec, Condition, DependsOnSpec, EnvSpec, SignalSpec};
 use crate::yaml::Pos;
@@ -604,6 +606,47 @@ fn environment(
     out.into_iter().collect()
 }
 
+/// Compose's `restart` string: the policy and `max_retries`.
+fn compose_restart(text: &str) -> Result<(RestartPolicy, u32), String> {
+    let (word, retries) = match text.split_once(':') {
+        Some((word, retries)) => (word, Some(retries)),
+        None => (text, None),
+    };
+    let policy = match word {
+        "always" | "unless-stopped" => RestartPolicy::Always,
+        "on-failure" => RestartPolicy::OnFailure,
+        "no" | "never" => RestartPolicy::Never,
+        _ => {
+            let known = ["always", "on-failure", "unless-stopped", "no", "never"];
+            let mut why = format!(
+                "invalid restart `{}`: expected `always`, `on-failure`, `on-failure:N`, `unless-stopped`, `no`, or a mapping such as `{{ policy: always }}`",
+                shorten_escaped(text)
+            );
+            if let Some(best) = did_you_mean(word, known) {
+                why.push_str(&format!("; did you mean `{best}`?"));
+            }
+            return Err(why);
+        }
+    };
+    let max_retries = match retries {
+        None => 0,
+        Some(n) if policy == RestartPolicy::OnFailure => n.parse::<u32>().map_err(|_| {
+            format!(
+                "invalid restart `{}`: the count after `on-failure:` must be a number from 0 to {}",
+                shorten_escaped(text),
+                u32::MAX
+            )
+        })?,
+        Some(_) => {
+            return Err(format!(
+                "invalid restart `{}`: only `on-failure` takes a count (`on-failure:3`)",
+                shorten_escaped(text)
+            ));
+        }
+    };
+    Ok((policy, max_retries))
+}
+
 /// `name`, `uid` or `uid:gid`.
 fn parse_user(text: &str) -> Result<User, String> {
     let invalid = || {
@@ -701,8 +744,21 @@ fn dependencies(
 
 fn restart(check: &mut Checker<'_>, raw: &RawService, name: &str, dropped: &[String]) -> Restart {
     let mut out = Restart::default();
-    let Some(raw) = &raw.restart else { return out };
+    let Some(spec) = &raw.restart else { return out };
     let path = format!("services.{name}.restart");
+    let raw = match &spec.value {
+        RestartSpec::Full(raw) => raw,
+        RestartSpec::Compose(text) => {
+            match compose_restart(text) {
+                Ok((policy, max_retries)) => {
+                    out.policy = policy;
+                    out.max_retries = max_retries;
+                }
+                Err(why) => check.error(spec.pos, path, why),
+            }
+            return out;
+        }
+    };
     out.policy = raw.policy.unwrap_or_default();
     out.reset_after = raw.reset_after.map_or(defaults::RESET_AFTER, |d| d.0);
     if let Some(retries) = &raw.max_retries {

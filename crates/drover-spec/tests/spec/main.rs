@@ -1,5 +1,6 @@
 //! drover-spec's integration tests: one binary, a module per concern.
 
+mod compose;
 mod examples;
 mod fuzz;
 mod hostile;
