@@ -80,7 +80,9 @@ impl DeError {
             ErrorKind::Message(message) => message.clone(),
             ErrorKind::UnknownKey { key, expected } => {
                 let mut text = format!("unknown key `{}`", shorten(key));
-                if let Some(best) = did_you_mean(key, expected.iter().copied()) {
+                if let Some(hint) = crate::hints::hint(key, expected) {
+                    text.push_str(&format!("; {hint}"));
+                } else if let Some(best) = did_you_mean(key, expected.iter().copied()) {
                     text.push_str(&format!("; did you mean `{best}`?"));
                 } else if !expected.is_empty() {
                     text.push_str(&format!("; expected one of {}", list(expected)));
@@ -152,7 +154,9 @@ impl de::Error for DeError {
             shorten(variant),
             list(expected)
         );
-        if let Some(best) = did_you_mean(variant, expected.iter().copied()) {
+        if let Some(hint) = crate::hints::hint(variant, expected) {
+            text.push_str(&format!("; {hint}"));
+        } else if let Some(best) = did_you_mean(variant, expected.iter().copied()) {
             text.push_str(&format!("; did you mean `{best}`?"));
         }
         DeError::message(text)

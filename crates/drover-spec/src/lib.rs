@@ -20,6 +20,7 @@ mod de;
 pub mod diff;
 mod envfile;
 mod error;
+mod hints;
 mod load;
 mod located;
 pub mod model;
