@@ -7,7 +7,7 @@
 
 use crate::core::{
     Action, Core, Event, HandOp, HookKind, Input, OpAnswer, ProbeEvent, ServiceId, ServiceSnapshot,
-    StateChange,
+    State, StateChange,
 };
 use crate::hooks::{HookList, PreparedHook};
 use crate::output::{DropCounter, OutputSink, Stream};
@@ -995,13 +995,26 @@ impl Driver {
         {
             observed.snapshot = snapshot;
         }
-        tracing::info!(
-            service = %event.service,
-            from = %event.from,
-            to = %event.to,
-            pid = event.pid,
-            "{}", event.reason
-        );
+        // A level for each: alerts on WARN and ERROR see every failure, and nothing routine.
+        macro_rules! log_change {
+            ($level:expr) => {
+                tracing::event!(
+                    $level,
+                    service = %event.service,
+                    from = %event.from,
+                    to = %event.to,
+                    pid = event.pid,
+                    "{}", event.reason
+                )
+            };
+        }
+        if event.to == State::Failed {
+            log_change!(tracing::Level::ERROR);
+        } else if event.trouble {
+            log_change!(tracing::Level::WARN);
+        } else {
+            log_change!(tracing::Level::INFO);
+        }
         let _ = self.events.send(Event::State(event));
     }
 

@@ -24,6 +24,9 @@ pub(crate) enum Command {
         /// Metrics endpoint address, overriding settings.metrics.listen ('' disables it).
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<String>,
+        /// drover's own log level, overriding RUST_LOG [default: RUST_LOG, else info].
+        #[arg(long, value_name = "LEVEL", value_parser = ["error", "warn", "info", "debug", "trace"])]
+        log_level: Option<String>,
     },
     /// Validate manifests and print every error as file:line:col; exit 0 valid, 1 invalid.
     Check {

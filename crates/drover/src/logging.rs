@@ -196,16 +196,27 @@ fn log_layer(format: LogFormat) -> LogLayer {
     }
 }
 
-/// Installs the subscriber. `default_level` applies when `RUST_LOG` is unset or invalid.
-/// With `tracer`, drover's own spans (those whose target is a module of drover, never a
-/// library's) are exported too.
+/// Which of drover's lines are written.
+pub(crate) enum Level<'a> {
+    /// `RUST_LOG`'s filter; `default` when it is unset or invalid.
+    FromEnv { default: &'a str },
+    /// This level whatever `RUST_LOG` says (`--log-level`).
+    Fixed(&'a str),
+}
+
+/// Installs the subscriber, its filter from `level`. With `tracer`, drover's own spans (those
+/// whose target is a module of drover, never a library's) are exported too.
 pub(crate) fn init(
     format: LogFormat,
-    default_level: &str,
+    level: Level<'_>,
     tracer: Option<SdkTracer>,
 ) -> LogFormatHandle {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let filter = match level {
+        Level::FromEnv { default } => {
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default))
+        }
+        Level::Fixed(level) => EnvFilter::new(level),
+    };
     let (log, handle) = reload::Layer::new(log_layer(format));
     // Only drover's spans: the exporter's HTTP client must never trace its own exports.
     let spans = tracer.map(|tracer| {

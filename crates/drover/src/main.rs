@@ -85,9 +85,10 @@ fn main() -> ExitCode {
             Some(Command::Run {
                 manifest,
                 metrics_listen,
+                log_level,
             }),
             _,
-        ) => run(manifest, metrics_listen),
+        ) => run(manifest, metrics_listen, log_level),
         (None, false) => single_command(
             tini::InitOptions {
                 argv: cli.init_command.into_iter().map(Into::into).collect(),
@@ -109,6 +110,7 @@ fn single_command(
 ) -> ExitCode {
     // tini's -v: warnings by default, then info, debug, trace.
     let level = ["warn", "info", "debug", "trace"][usize::from(options.verbosity.min(3))];
+    let level = logging::Level::FromEnv { default: level };
     let _ = logging::init(drover_spec::model::LogFormat::Text, level, None);
     let code = exit_code(block_on(init::init(options, inherited)));
     logging::LogQueue::flush(LOG_FLUSH_LIMIT);
@@ -171,7 +173,11 @@ fn schema() -> ExitCode {
 }
 
 /// `drover run`: supervises the manifest until told to stop.
-fn run(manifest: Option<PathBuf>, metrics_listen: Option<String>) -> ExitCode {
+fn run(
+    manifest: Option<PathBuf>,
+    metrics_listen: Option<String>,
+    log_level: Option<String>,
+) -> ExitCode {
     let path = manifest.unwrap_or_else(|| PathBuf::from(DEFAULT_MANIFEST));
     let manifest = match drover_spec::load(&path) {
         Ok(manifest) => manifest,
@@ -185,9 +191,13 @@ fn run(manifest: Option<PathBuf>, metrics_listen: Option<String>) -> ExitCode {
         Ok(telemetry) => (telemetry, None),
         Err(refused) => (None, Some(refused)),
     };
+    let level = match &log_level {
+        Some(level) => logging::Level::Fixed(level),
+        None => logging::Level::FromEnv { default: "info" },
+    };
     let log_format = logging::init(
         manifest.settings.log_format,
-        "info",
+        level,
         telemetry.as_ref().map(telemetry::Telemetry::tracer),
     );
     if let Some(telemetry::Refused(why)) = refused {

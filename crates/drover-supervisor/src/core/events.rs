@@ -174,6 +174,9 @@ pub struct StateChange {
     /// The change ends a run that drover stopped on purpose (a drain, or a reload that replaced
     /// or removed the service), whatever its exit status: not a failure of the service.
     pub requested: bool,
+    /// The change reports a failure (a run that failed, a probe that stops a run, a dependency
+    /// that blocks it, readiness lost): logged as a warning. (`failed` is an error whatever.)
+    pub trouble: bool,
     /// Why, in words.
     pub reason: String,
 }

@@ -83,7 +83,7 @@ impl Core {
                     }
                     Gate::Never(reason) => {
                         let blocked = Stage::Pending { blocked: true };
-                        u.enter(blocked, Transition::new(reason), out);
+                        u.enter(blocked, Transition::new(reason).trouble(), out);
                         self.ended_for_good(id, now, out);
                         if self.phase != Phase::Supervising {
                             return;

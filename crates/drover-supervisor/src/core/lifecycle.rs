@@ -317,12 +317,13 @@ impl Core {
                 self.schedule(now, out);
             }
             (ProbeKind::Readiness, Change::Failed) => {
-                let reason = if u.is_ready() {
-                    format!("not ready: readiness probe failed ({message})")
+                let change = if u.is_ready() {
+                    Transition::new(format!("not ready: readiness probe failed ({message})"))
+                        .trouble()
                 } else {
-                    format!("started; readiness probe failing ({message})")
+                    Transition::new(format!("started; readiness probe failing ({message})"))
                 };
-                u.set_ready(false, Transition::new(reason), out);
+                u.set_ready(false, change, out);
             }
             (ProbeKind::Liveness, Change::Failed) => {
                 self.stop_failed_run(id, RestartReason::Liveness, message, out)
@@ -465,7 +466,10 @@ impl Core {
                     "{ended}; restarting in {}",
                     humantime::format_duration(round_ms(delay))
                 );
-                let change = Transition::new(text).exit(status).restart(reason);
+                let mut change = Transition::new(text).exit(status).restart(reason);
+                if end == RunEnd::Failure {
+                    change = change.trouble();
+                }
                 u.enter(Stage::Backoff { delay }, change, out);
                 if delay.is_zero() {
                     u.spawn(out);
@@ -485,7 +489,10 @@ impl Core {
                 self.ended_for_good(id, now, out);
             }
             Decision::Ended => {
-                let change = Transition::new(ended).exit(status);
+                let mut change = Transition::new(ended).exit(status);
+                if end == RunEnd::Failure {
+                    change = change.trouble();
+                }
                 let completed = Some(status);
                 u.enter(Stage::Exited { completed }, change, out);
                 self.ended_for_good(id, now, out);

@@ -175,6 +175,7 @@ pub(super) struct Transition {
     pub(super) exit: Option<ExitStatus>,
     pub(super) restart: Option<RestartReason>,
     pub(super) requested: bool,
+    pub(super) trouble: bool,
 }
 
 impl Transition {
@@ -184,7 +185,14 @@ impl Transition {
             exit: None,
             restart: None,
             requested: false,
+            trouble: false,
         }
+    }
+
+    /// It reports a failure ([`StateChange::trouble`]).
+    pub(super) fn trouble(mut self) -> Transition {
+        self.trouble = true;
+        self
     }
 
     /// The change is about a run that ended with `status`.
@@ -448,6 +456,7 @@ impl Unit {
                 exit: change.exit,
                 restart: change.restart,
                 requested: change.requested,
+                trouble: change.trouble,
                 reason: change.reason,
             },
         ));
@@ -516,7 +525,11 @@ impl Unit {
             Some(why) => format!("{why}; {action}"),
             None => action,
         };
-        self.enter(Stage::Stopping(stop), Transition::new(reason), out);
+        let mut change = Transition::new(reason);
+        if failure.is_some() {
+            change = change.trouble();
+        }
+        self.enter(Stage::Stopping(stop), change, out);
     }
 
     /// The drain is over (or there is none): the `pre_stop` hooks start, or else the stop

@@ -701,3 +701,51 @@ services:
         );
     }
 }
+
+/// Failures are warnings and giving up is an error, so `--log-level warn` (or an alert on
+/// WARN) sees each of them and no routine line; `--log-level` wins over `RUST_LOG`.
+#[test]
+fn failures_are_warnings_giving_up_is_an_error_and_log_level_filters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("drover.yaml"),
+        "services:
+  crash: { command: \"exit 3\", restart: { backoff: { initial: 0s }, max_retries: 1 } }
+  fine: { command: [sleep, \"600\"] }
+",
+    )
+    .expect("write");
+    let drover = Drover::start_with_env(
+        dir,
+        &[
+            env!("CARGO_BIN_EXE_drover"),
+            "run",
+            "--log-level",
+            "warn",
+            "drover.yaml",
+        ],
+        None,
+        &[("RUST_LOG", "debug")],
+    );
+    wait_until(SECS(20), "crash failed", || {
+        drover.stderr().contains("to=failed")
+    });
+    let log = drover.stderr();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("service=")).collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(" WARN ") && l.contains("restarting in 0s service=crash")),
+        "{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(" ERROR ") && l.contains("gave up after 1 restarts")),
+        "{log}"
+    );
+    assert!(
+        !log.contains(" INFO ") && !log.contains(" DEBUG "),
+        "routine lines at warn:\n{log}"
+    );
+}
