@@ -35,7 +35,8 @@ pub(crate) enum Command {
     },
     /// Print the manifest's JSON Schema (for editors and CI linters).
     Schema,
-    /// Print what reloading manifest OLD into NEW would do, without doing it.
+    /// Print what reloading manifest OLD into NEW would do, without doing it; exit 0 equal, 1
+    /// different, 2 error (as diff).
     Diff {
         /// The running manifest.
         old: PathBuf,

@@ -146,14 +146,16 @@ fn diff(old: &Path, new: &Path) -> ExitCode {
     let (old, new) = (drover_spec::load(old), drover_spec::load(new));
     match (old, new) {
         (Ok(old), Ok(new)) => {
-            println!("{}", drover_spec::diff::plan(&old, &new));
-            ExitCode::SUCCESS
+            let plan = drover_spec::diff::plan(&old, &new);
+            println!("{plan}");
+            // As diff(1): 0 when equal, 1 when they differ.
+            ExitCode::from(u8::from(!plan.is_empty()))
         }
         (old, new) => {
             for err in [old.err(), new.err()].into_iter().flatten() {
                 printer.error(&err);
             }
-            ExitCode::from(1)
+            ExitCode::from(2)
         }
     }
 }

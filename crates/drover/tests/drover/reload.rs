@@ -359,11 +359,15 @@ fn drover_diff_prints_the_plan() {
             .output()
             .expect("run drover diff")
     };
+    // As diff(1): 1 when they differ, 0 when equal, 2 on an error.
     let out = drover(&["diff", "old.yaml", "new.yaml"]);
-    assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "+d ~b *c =a\n");
-    let out = drover(&["diff", "old.yaml", "bad.yaml"]);
     assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "+d ~b *c =a\n");
+    let out = drover(&["diff", "old.yaml", "old.yaml"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "=a,b,c\n");
+    let out = drover(&["diff", "old.yaml", "bad.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.yaml:1:"));
 }
 
