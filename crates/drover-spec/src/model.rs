@@ -23,6 +23,51 @@ pub struct Manifest {
     pub services: IndexMap<String, Service>,
 }
 
+impl Manifest {
+    /// The manifest with only the services `names` and what they depend on, transitively (as
+    /// `docker compose up web` starts web and its dependencies), in the manifest's order; all
+    /// of them when `names` is empty.
+    ///
+    /// # Errors
+    /// [`crate::Error::Invalid`] naming each name that is no service of the manifest (at the
+    /// start of its first file, key `services`), with a "did you mean".
+    pub fn only(mut self, names: &[String]) -> Result<Manifest, crate::Error> {
+        if names.is_empty() {
+            return Ok(self);
+        }
+        let file = self.sources.first().cloned().unwrap_or_default();
+        let diagnostics: Vec<crate::Diagnostic> = names
+            .iter()
+            .filter(|name| !self.services.contains_key(name.as_str()))
+            .map(|name| {
+                let known = self.services.keys().map(String::as_str);
+                let message = match crate::suggest::did_you_mean(name, known) {
+                    Some(best) => format!(
+                        "no service `{name}`, named on the command line; did you mean `{best}`?"
+                    ),
+                    None => format!("no service `{name}`, named on the command line"),
+                };
+                crate::Diagnostic::new(&file, Pos::START, "services", message)
+            })
+            .collect();
+        if !diagnostics.is_empty() {
+            return Err(crate::Error::Invalid { diagnostics });
+        }
+        let mut wanted: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut stack: Vec<String> = names.to_vec();
+        while let Some(name) = stack.pop() {
+            if !wanted.insert(name.clone()) {
+                continue;
+            }
+            if let Some(service) = self.services.get(&name) {
+                stack.extend(service.depends_on.iter().map(|d| d.service.clone()));
+            }
+        }
+        self.services.retain(|name, _| wanted.contains(name));
+        Ok(self)
+    }
+}
+
 /// `settings`, with defaults.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {

@@ -15,19 +15,25 @@ pub(crate) struct Cli {
     pub(crate) init_command: Vec<String>,
 }
 
+/// `drover run`'s arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    /// The manifest [default: ./drover.yaml].
+    pub(crate) manifest: Option<PathBuf>,
+    /// Only these services, and what they depend on [default: every service].
+    pub(crate) services: Vec<String>,
+    /// Metrics endpoint address, overriding settings.metrics.listen ('' disables it).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_listen: Option<String>,
+    /// drover's own log level, overriding RUST_LOG [default: RUST_LOG, else info].
+    #[arg(long, value_name = "LEVEL", value_parser = ["error", "warn", "info", "debug", "trace"])]
+    pub(crate) log_level: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the services of a manifest (a file, or a directory whose *.yaml files are merged).
-    Run {
-        /// The manifest [default: ./drover.yaml].
-        manifest: Option<PathBuf>,
-        /// Metrics endpoint address, overriding settings.metrics.listen ('' disables it).
-        #[arg(long, value_name = "ADDR")]
-        metrics_listen: Option<String>,
-        /// drover's own log level, overriding RUST_LOG [default: RUST_LOG, else info].
-        #[arg(long, value_name = "LEVEL", value_parser = ["error", "warn", "info", "debug", "trace"])]
-        log_level: Option<String>,
-    },
+    Run(RunArgs),
     /// Validate manifests and print every error as file:line:col; exit 0 valid, 1 invalid.
     Check {
         /// Manifests to check [default: ./drover.yaml].

@@ -81,14 +81,7 @@ fn main() -> ExitCode {
             _,
         ) => client::logs(&services, lines, follow, &client),
         (Some(Command::Reload { client }), _) => client::reload(&client),
-        (
-            Some(Command::Run {
-                manifest,
-                metrics_listen,
-                log_level,
-            }),
-            _,
-        ) => run(manifest, metrics_listen, log_level),
+        (Some(Command::Run(args)), _) => run(args),
         (None, false) => single_command(
             tini::InitOptions {
                 argv: cli.init_command.into_iter().map(Into::into).collect(),
@@ -175,17 +168,26 @@ fn schema() -> ExitCode {
 }
 
 /// `drover run`: supervises the manifest until told to stop.
-fn run(
-    manifest: Option<PathBuf>,
-    metrics_listen: Option<String>,
-    log_level: Option<String>,
-) -> ExitCode {
+fn run(args: cli::RunArgs) -> ExitCode {
+    let cli::RunArgs {
+        manifest,
+        services,
+        metrics_listen,
+        log_level,
+    } = args;
     let path = manifest.unwrap_or_else(|| PathBuf::from(DEFAULT_MANIFEST));
     let manifest = match drover_spec::load(&path) {
         Ok(manifest) => manifest,
         Err(err) => {
             report::Printer::for_stderr().error(&err);
             return ExitCode::from(1);
+        }
+    };
+    let manifest = match manifest.only(&services) {
+        Ok(manifest) => manifest,
+        Err(err) => {
+            report::Printer::for_stderr().error(&err);
+            return ExitCode::from(2);
         }
     };
     // Before the runtime starts: the exporter's HTTP client is a blocking one.
@@ -229,6 +231,7 @@ fn run(
     };
     let start = run::Start {
         path,
+        services,
         manifest,
         metrics,
         metrics_pinned,

@@ -131,6 +131,8 @@ pub(crate) struct Reloader {
     /// Digest of the watched files when the last reload failed; a change on disk that reads
     /// the same is not tried again.
     failed_digest: Option<u64>,
+    /// `drover run MANIFEST SERVICE...`: each new manifest is cut down to those too.
+    selection: Vec<String>,
     watcher: Option<Watcher>,
     /// The trigger channel, for the watcher's `Trigger::Files`.
     triggers: mpsc::UnboundedSender<Asked>,
@@ -141,6 +143,7 @@ impl Reloader {
     /// sends on `triggers`.
     pub(crate) fn new(
         path: PathBuf,
+        selection: Vec<String>,
         running: Manifest,
         supervisor: Supervisor,
         metrics: Endpoint,
@@ -149,6 +152,7 @@ impl Reloader {
     ) -> Reloader {
         let mut reloader = Reloader {
             path,
+            selection,
             running,
             supervisor,
             metrics,
@@ -195,7 +199,12 @@ impl Reloader {
         }
         let path = self.path.clone();
         let started = std::time::Instant::now();
-        let loaded = tokio::task::spawn_blocking(move || drover_spec::load(&path)).await;
+        let selection = self.selection.clone();
+        // A selected service the new manifest no longer has fails the reload.
+        let loaded = tokio::task::spawn_blocking(move || {
+            drover_spec::load(&path).and_then(|manifest| manifest.only(&selection))
+        })
+        .await;
         let read = started.elapsed();
         let plan = match &loaded {
             Ok(Ok(new)) => Some(drover_spec::diff::plan(&self.running, new)),
@@ -380,6 +389,7 @@ mod tests {
         let (triggers, _unused) = mpsc::unbounded_channel();
         let mut reloader = Reloader::new(
             path.clone(),
+            Vec::new(),
             manifest,
             supervisor.clone(),
             endpoint,

@@ -22,6 +22,8 @@ const DESCENDANT_GRACE: Duration = Duration::from_secs(2);
 pub(crate) struct Start {
     /// The manifest as named (a file or a directory), for reloads.
     pub(crate) path: std::path::PathBuf,
+    /// The services named on the command line (all when empty): reloads keep to them.
+    pub(crate) services: Vec<String>,
     pub(crate) manifest: Manifest,
     /// The metrics listener, bound before anything starts.
     pub(crate) metrics: Option<std::net::TcpListener>,
@@ -37,6 +39,7 @@ pub(crate) struct Start {
 pub(crate) async fn run(start: Start) -> anyhow::Result<i32> {
     let Start {
         path,
+        services,
         manifest,
         metrics,
         metrics_pinned,
@@ -105,6 +108,7 @@ pub(crate) async fn run(start: Start) -> anyhow::Result<i32> {
     let (triggers_tx, triggers) = mpsc::unbounded_channel();
     let reloader = Reloader::new(
         path,
+        services,
         manifest,
         supervisor.clone(),
         endpoint,

@@ -458,3 +458,49 @@ fn format_and_output_settings_change_together_without_harm() {
     drover.signal(SIGTERM);
     assert_eq!(drover.wait(SECS(10)), 0, "{}", drover.stderr());
 }
+
+/// `drover run drover.yaml web` runs web and what it depends on, nothing else, and reloads keep
+/// to that selection; a reload that drops web fails and keeps everything running.
+#[test]
+fn run_with_service_names_starts_them_and_their_dependencies_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let all = [
+        service("db", ""),
+        service("cache", ""),
+        service("web", ", depends_on: [db]"),
+        service("worker", ", depends_on: [web]"),
+    ];
+    std::fs::write(dir.path().join("drover.yaml"), manifest(&all)).expect("write");
+    let mut drover = Drover::start(
+        dir,
+        &[env!("CARGO_BIN_EXE_drover"), "run", "drover.yaml", "web"],
+        None,
+    );
+    let db = wait_new_pid(&drover, "db", None);
+    let web = wait_new_pid(&drover, "web", None);
+    // A reload that changes everything touches only the selection.
+    let changed: Vec<String> = all
+        .iter()
+        .map(|s| s.replace("exec sleep 1000", "exec sleep 1001"))
+        .collect();
+    std::fs::write(drover.path("drover.yaml"), manifest(&changed)).expect("write");
+    wait_log(&drover, "reload: ~db,web");
+    wait_new_pid(&drover, "web", Some(web));
+    // Without web, the reload fails and the running services stay.
+    std::fs::write(
+        drover.path("drover.yaml"),
+        manifest(&[service("db", ""), service("cache", "")]),
+    )
+    .expect("write");
+    wait_log(&drover, "no service `web`, named on the command line");
+    assert!(alive(pid_of(&drover, "web").expect("web")));
+    for never in ["cache", "worker"] {
+        assert!(
+            !drover.path(&format!("{never}.pid")).exists(),
+            "{never} was started"
+        );
+    }
+    assert!(!alive(db), "db was restarted with the new command");
+    drover.signal(SIGTERM);
+    assert_eq!(drover.wait(SECS(10)), 0);
+}
