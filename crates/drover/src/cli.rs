@@ -33,16 +33,26 @@ pub(crate) struct RunArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run the services of a manifest (a file, or a directory whose *.yaml files are merged).
+    #[command(
+        after_help = "Examples:\n  drover run manifests/demo.yaml\n  drover run drover.yaml web            # web and what it depends on\n  drover run conf.d/ --log-level warn --metrics-listen 0.0.0.0:9464"
+    )]
     Run(RunArgs),
     /// Validate manifests and print every error as file:line:col; exit 0 valid, 1 invalid.
+    #[command(after_help = "Examples:\n  drover check\n  drover check manifests/*.yaml conf.d/")]
     Check {
         /// Manifests to check [default: ./drover.yaml].
         manifests: Vec<PathBuf>,
     },
     /// Print the manifest's JSON Schema (for editors and CI linters).
+    #[command(
+        after_help = "Example:\n  drover schema > drover.schema.json\n  # then, first line of drover.yaml: # yaml-language-server: $schema=drover.schema.json"
+    )]
     Schema,
     /// Print what reloading manifest OLD into NEW would do, without doing it; exit 0 equal, 1
     /// different, 2 error (as diff).
+    #[command(
+        after_help = "Example:\n  drover diff /etc/drover/drover.yaml new.yaml   # +added ~restarted *updated -removed =unchanged"
+    )]
     Diff {
         /// The running manifest.
         old: PathBuf,
@@ -50,6 +60,7 @@ pub(crate) enum Command {
         new: PathBuf,
     },
     /// Show the services of the running drover: state, pid, uptime, restarts, ready, last exit.
+    #[command(after_help = "Examples:\n  drover status\n  drover status web --json")]
     Status {
         /// Only these services.
         services: Vec<String>,
@@ -57,12 +68,18 @@ pub(crate) enum Command {
         client: ClientArgs,
     },
     /// Start services by hand (a stopped one, or one waiting to restart, at once).
+    #[command(after_help = "Examples:\n  drover start web\n  drover start --all --timeout 2m")]
     Start(OperationArgs),
     /// Stop services by hand: they stay `stopped` until started.
+    #[command(after_help = "Examples:\n  drover stop worker\n  drover stop web worker --no-wait")]
     Stop(OperationArgs),
     /// Restart services by hand: stop the run, start a new one.
+    #[command(after_help = "Examples:\n  drover restart web\n  drover restart --all")]
     Restart(OperationArgs),
     /// Send a signal to a service's main process (or its process group).
+    #[command(
+        after_help = "Examples:\n  drover signal web HUP\n  drover signal worker SIGUSR1 --group"
+    )]
     Signal {
         /// The service.
         service: String,
@@ -76,6 +93,7 @@ pub(crate) enum Command {
     },
     /// Print the recent output of services (all of them without names), each line prefixed
     /// with its service and stream.
+    #[command(after_help = "Examples:\n  drover logs\n  drover logs web -n 20 -f")]
     Logs {
         /// Only these services.
         services: Vec<String>,
@@ -88,15 +106,25 @@ pub(crate) enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Print state changes, probe results and reloads as they happen, as JSON lines.
+    /// Print state changes, probe results, hooks and reloads as they happen, as JSON lines.
+    #[command(after_help = "Example:\n  drover events | jq 'select(.type == \"state\")'")]
     Events {
         #[command(flatten)]
         client: ClientArgs,
     },
     /// Reload the manifest now (as SIGHUP) and say what was applied, or why not.
+    #[command(after_help = "Example:\n  drover reload")]
     Reload {
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  drover completions bash > /etc/bash_completion.d/drover\n  drover completions zsh > \"${fpath[1]}/_drover\"\n  drover completions fish > ~/.config/fish/completions/drover.fish"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
 }
 
@@ -129,4 +157,62 @@ pub(crate) struct OperationArgs {
     pub(crate) no_wait: bool,
     #[command(flatten)]
     pub(crate) client: ClientArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_subcommand_has_an_example_in_its_help() {
+        for sub in Cli::command().get_subcommands() {
+            let help = sub
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(
+                help.contains("Example") && help.contains("drover "),
+                "`drover {} --help` has no example",
+                sub.get_name()
+            );
+        }
+    }
+
+    /// `docs/man/` (drover.1 and one page per subcommand, drover-run.1, ...) is generated from
+    /// the definitions: regenerate it with `DROVER_UPDATE_MAN=1 cargo test -p drover man_pages`.
+    #[test]
+    fn the_man_pages_in_docs_are_generated_from_the_command_line() {
+        let generated = tempfile::tempdir().expect("tempdir");
+        clap_mangen::generate_to(Cli::command(), generated.path()).expect("render");
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/man");
+        let pages = |dir: &std::path::Path| -> Vec<(String, Vec<u8>)> {
+            let mut pages: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+                .map(|entries| {
+                    entries
+                        .filter_map(Result::ok)
+                        .map(|e| {
+                            let name = e.file_name().to_string_lossy().into_owned();
+                            (name, std::fs::read(e.path()).unwrap_or_default())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            pages.sort();
+            pages
+        };
+        if std::env::var_os("DROVER_UPDATE_MAN").is_some() {
+            let _ = std::fs::remove_dir_all(&docs);
+            std::fs::create_dir_all(&docs).expect("mkdir docs/man");
+            for (name, page) in pages(generated.path()) {
+                std::fs::write(docs.join(name), page).expect("write a page");
+            }
+        }
+        let (committed, fresh) = (pages(&docs), pages(generated.path()));
+        assert!(fresh.len() > 10, "{} pages", fresh.len());
+        assert!(
+            committed == fresh,
+            "docs/man is stale: run DROVER_UPDATE_MAN=1 cargo test -p drover man_pages"
+        );
+    }
 }

@@ -56,6 +56,11 @@ fn main() -> ExitCode {
     match (cli.command, cli.init_command.is_empty()) {
         (Some(Command::Check { manifests }), _) => check(manifests),
         (Some(Command::Schema), _) => schema(),
+        (Some(Command::Completions { shell }), _) => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "drover", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
         (Some(Command::Diff { old, new }), _) => diff(&old, &new),
         (Some(Command::Status { services, client }), _) => client::status(&services, &client),
         (Some(Command::Start(args)), _) => client::operate("start", &args),

@@ -8,9 +8,21 @@ use std::ffi::{OsStr, OsString};
 
 /// drover's subcommands: a first word that is one of them (or a help/version flag) goes to the
 /// subcommand parser; anything else is a command to run.
-pub(crate) const SUBCOMMANDS: [&str; 13] = [
-    "run", "check", "schema", "diff", "status", "start", "stop", "restart", "signal", "logs",
-    "events", "reload", "help",
+pub(crate) const SUBCOMMANDS: [&str; 14] = [
+    "run",
+    "check",
+    "schema",
+    "diff",
+    "status",
+    "start",
+    "stop",
+    "restart",
+    "signal",
+    "logs",
+    "events",
+    "reload",
+    "completions",
+    "help",
 ];
 
 /// What `drover -- CMD` was asked to do.
@@ -190,8 +202,23 @@ mod tests {
     #[test]
     fn subcommands_and_help_go_to_the_subcommand_parser() {
         for first in [
-            "run", "check", "schema", "diff", "status", "start", "stop", "restart", "signal",
-            "logs", "events", "reload", "help", "--help", "-h", "-V",
+            "run",
+            "check",
+            "schema",
+            "diff",
+            "status",
+            "start",
+            "stop",
+            "restart",
+            "signal",
+            "logs",
+            "events",
+            "reload",
+            "completions",
+            "help",
+            "--help",
+            "-h",
+            "-V",
         ] {
             assert_eq!(
                 parse(&args(&[first.as_bytes()]), |_| None),

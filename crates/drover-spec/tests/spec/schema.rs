@@ -102,3 +102,40 @@ fn the_schema_describes_the_keys_of_the_contract() {
         );
     }
 }
+
+/// Every form the parser accepts, the schema accepts too: scalars where strings are expected,
+/// Compose's shorthands, extension keys, hooks.
+#[test]
+fn the_schema_accepts_what_the_parser_accepts() {
+    let validator = validator();
+    let cases = [
+        "services:\n  web: { command: [sleep, 5], environment: { PORT: 8080, DEBUG: true, RATIO: 0.5 } }\n",
+        "services:\n  web: { command: sleep 5, environment: [PORT=8080] }\n",
+        "services:\n  web: { command: x, restart: always }\n",
+        "services:\n  web: { command: x, restart: \"on-failure:3\" }\n",
+        "services:\n  web: { command: x, restart: no }\n",
+        "services:\n  web: { command: x, stop: { signal: 15, timeout: 5, drain: 1s } }\n",
+        "services:\n  web: { command: x, user: 1000 }\n",
+        "services:\n  web: { command: x, working_dir: 42 }\n",
+        "services:\n  db: { command: x }\n  web: { command: x, depends_on: { db: } }\n",
+        "services:\n  db: { command: x }\n  web: { command: x, depends_on: { db: { condition: ready, restart: true } } }\n",
+        "x-base: &base { restart: always }\nservices:\n  web: { <<: *base, command: x, x-note: free }\n",
+        "services:\n  web: { command: x, post_start: [{ command: [warm], timeout: 5s }], pre_stop: [{ command: q, user: nobody, environment: { A: 1 } }] }\n",
+        "services:\n  web: { command: x, env_file: a.env }\n",
+        "services:\n  web: { command: x, readiness_probe: { http: { port: 8080, path: /h, headers: { X-A: 1 } } } }\n",
+        "settings: { metrics: { listen: null }, control: { socket: null } }\nservices:\n  web: { command: x }\n",
+    ];
+    for case in cases {
+        let instance: Value = serde_saphyr::from_str(case).expect("yaml");
+        let errors: Vec<String> = validator
+            .iter_errors(&instance)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "the schema refuses:\n{case}{errors:#?}");
+        if !case.contains("env_file") {
+            if let Err(err) = drover_spec::load_str(case, Path::new("/tmp/s.yaml")) {
+                panic!("the parser refuses:\n{case}{err:?}");
+            }
+        }
+    }
+}

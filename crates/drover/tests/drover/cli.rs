@@ -287,3 +287,35 @@ fn on_a_terminal_errors_show_the_source_line_and_a_caret() {
         "no caret under `alway`:\n{out}"
     );
 }
+
+/// `drover completions SHELL` prints a script the shell accepts, naming every subcommand.
+#[test]
+fn completions_are_scripts_the_shells_accept() {
+    let run = drover(&["completions", "bash"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    for sub in [
+        "run",
+        "check",
+        "status",
+        "restart",
+        "logs",
+        "reload",
+        "completions",
+    ] {
+        assert!(run.stdout.contains(sub), "no {sub} in the bash script");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = write(dir.path(), "drover.bash", &run.stdout);
+    // bash -n: parsed, not run.
+    let status = Command::new("bash")
+        .args(["-n", &script])
+        .status()
+        .expect("run bash");
+    assert!(status.success(), "bash refuses the completion script");
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let run = drover(&["completions", shell]);
+        assert_eq!(run.code, Some(0), "{shell}: {}", run.stderr);
+        assert!(run.stdout.contains("reload"), "{shell}");
+    }
+    assert_eq!(drover(&["completions", "tcsh"]).code, Some(2));
+}
