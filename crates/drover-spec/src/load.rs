@@ -154,6 +154,17 @@ fn parse_file(text: &str, file: &Path, diagnostics: &mut Vec<Diagnostic>) -> Opt
         ));
         return None;
     }
+    let duplicates = yaml::duplicates(&tree);
+    if !duplicates.is_empty() {
+        for (pos, path, key, first) in duplicates {
+            let message = format!(
+                "duplicate key `{}` (first written on line {first})",
+                crate::error::shorten_escaped(&key)
+            );
+            diagnostics.push(Diagnostic::new(file, pos, path, message));
+        }
+        return None;
+    }
     drop_extension_keys(&mut tree);
     let errors_before = diagnostics.len();
     let recovered =

@@ -95,6 +95,8 @@ pub(crate) fn parse(text: &str) -> Result<Node, (Pos, String)> {
             max_aliases: MAX_ALIASES,
         },
         strict_booleans: true,
+        // Handed to the tree, so that `duplicates` can name where each one is.
+        duplicate_keys: serde_saphyr::options::DuplicateKeyPolicy::PassThrough,
     };
     serde_saphyr::from_str_with_options::<Node>(text, options).map_err(|err| {
         let pos = err.location().map(Pos::from).unwrap_or(Pos::START);
@@ -103,6 +105,45 @@ pub(crate) fn parse(text: &str) -> Result<Node, (Pos, String)> {
             clean_parser_message(&err.without_snippet().to_string()),
         )
     })
+}
+
+/// Every key written twice in one mapping of `tree`: the position of the second, the key path of
+/// the mapping (`services.web.environment`), the key, and the line of the first.
+pub(crate) fn duplicates(tree: &Node) -> Vec<(Pos, String, String, u32)> {
+    fn walk(node: &Node, path: &mut String, out: &mut Vec<(Pos, String, String, u32)>) {
+        match &node.kind {
+            Kind::Map(entries) => {
+                let mut seen: std::collections::HashMap<&str, u32> =
+                    std::collections::HashMap::new();
+                for (key, value) in entries {
+                    if let Some(&first) = seen.get(key.name.as_str()) {
+                        out.push((key.pos, path.clone(), key.name.clone(), first));
+                    } else {
+                        seen.insert(&key.name, key.pos.line);
+                    }
+                    let len = path.len();
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(&key.name);
+                    walk(value, path, out);
+                    path.truncate(len);
+                }
+            }
+            Kind::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    walk(item, path, out);
+                    path.truncate(len);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(tree, &mut String::new(), &mut out);
+    out
 }
 
 /// serde-saphyr appends " at line L, column C" (and alias details) to its messages; we print the

@@ -21,7 +21,6 @@ fn positions_are_one_based() {
 
 #[test]
 fn hostile_and_broken_input_is_refused() {
-    check_err("a: 1\na: 2\n", 2, "duplicate mapping key");
     check_err("a: [1\n", 1, "unclosed");
     check_err("\u{0}garbage", 1, "unexpected character");
     check_err(&"[".repeat(100_000), 1, "nesting is deeper than 32 levels");
@@ -33,4 +32,30 @@ fn hostile_and_broken_input_is_refused() {
     let bomb = "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\nh: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]\n";
     let (_, message) = parse(bomb).expect_err("alias bomb");
     assert!(message.contains("alias bomb"), "{message}");
+}
+
+#[test]
+fn duplicate_keys_are_found_with_the_path_of_their_mapping() {
+    let tree = parse("a: 1\nb:\n  - { x: 1, y: 2, x: 3 }\na: 4\n").expect("parsed");
+    let found = duplicates(&tree);
+    assert_eq!(
+        found,
+        [
+            (
+                Pos {
+                    line: 3,
+                    column: 19
+                },
+                "b[0]".to_string(),
+                "x".to_string(),
+                3
+            ),
+            (
+                Pos { line: 4, column: 1 },
+                String::new(),
+                "a".to_string(),
+                1
+            ),
+        ]
+    );
 }
