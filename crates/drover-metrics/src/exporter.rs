@@ -149,6 +149,8 @@ pub struct Exporter {
     reloads: Mutex<Reloads>,
     /// Stops and hooks.
     stops: Mutex<StopStats>,
+    /// The CPU counter of each service's current run: (run, highest value written).
+    cpu_marks: Mutex<HashMap<Arc<str>, (u64, f64)>>,
     /// Reads the services' CPU and memory, keeping their `/proc` files open between scrapes.
     usage: usage::UsageReader,
     /// Counters kept elsewhere.
@@ -178,6 +180,7 @@ impl Exporter {
             process,
             probes: Mutex::new(HashMap::new()),
             stops: Mutex::new(StopStats::default()),
+            cpu_marks: Mutex::new(HashMap::new()),
             reloads: Mutex::new(Reloads {
                 last_success: unix_seconds(SystemTime::now()),
                 ..Reloads::default()
@@ -263,6 +266,30 @@ impl Exporter {
         }
         out.push_str(&String::from_utf8_lossy(&text));
         out
+    }
+
+    /// Each service's CPU counter: what its group uses now, but never less than what was
+    /// written before for the same run (a process of the group that exited took its time
+    /// along); a new run starts from its own usage (a counter reset).
+    fn cpu_counters(
+        &self,
+        services: &[ServiceSnapshot],
+        now: impl Fn(&ServiceSnapshot) -> f64,
+    ) -> Vec<f64> {
+        let mut marks = lock(&self.cpu_marks);
+        let present: std::collections::HashSet<&str> = services.iter().map(|s| &*s.name).collect();
+        marks.retain(|name, _| present.contains(&**name));
+        services
+            .iter()
+            .map(|s| {
+                let mark = marks.entry(s.name.clone()).or_insert((s.starts, 0.0));
+                if mark.0 != s.starts {
+                    *mark = (s.starts, 0.0);
+                }
+                mark.1 = mark.1.max(now(s));
+                mark.1
+            })
+            .collect()
     }
 
     fn write_services(&self, out: &mut String, services: &[ServiceSnapshot]) {
@@ -432,17 +459,18 @@ impl Exporter {
                 .and_then(|g| usage.get(&g).copied())
                 .unwrap_or_default()
         };
+        let cpu = self.cpu_counters(services, |s| used(s).cpu_seconds);
         family(
             "drover_service_cpu_seconds_total",
             "counter",
-            "User and system CPU time of the service's live process group.",
+            "User and system CPU time of the service's current run: its process group's, and that of the children they waited for; it never goes down during a run.",
             &|out| {
-                for s in services {
+                for (s, seconds) in services.iter().zip(&cpu) {
                     sample(
                         out,
                         "drover_service_cpu_seconds_total",
                         &[("service", &s.name)],
-                        used(s).cpu_seconds,
+                        *seconds,
                     );
                 }
             },

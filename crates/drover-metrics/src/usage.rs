@@ -11,7 +11,8 @@ use std::time::Duration;
 /// CPU seconds (user + system) and resident bytes of one process group.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Usage {
-    /// utime + stime of its live processes, in seconds.
+    /// utime + stime of its live processes and of the children they have waited for, in
+    /// seconds.
     pub cpu_seconds: f64,
     /// Their resident set, in bytes.
     pub rss_bytes: u64,
@@ -218,10 +219,12 @@ fn read_stat(file: &File, buffer: &mut [u8; STAT_LIMIT]) -> Option<usize> {
     }
 }
 
-/// (process group, utime + stime in ticks, rss in pages) from the text of `/proc/<pid>/stat`.
+/// (process group, CPU in ticks, rss in pages) from the text of `/proc/<pid>/stat`; the CPU is
+/// its own and that of the children it has waited for (a shell's finished commands).
 fn parse_stat(stat: &str) -> Option<(i32, u64, u64)> {
     let stat = drover_sys::procfs::ProcStat::parse(stat)?;
-    Some((stat.pgrp, stat.cpu_ticks, stat.rss_pages))
+    let cpu = stat.cpu_ticks.saturating_add(stat.children_cpu_ticks);
+    Some((stat.pgrp, cpu, stat.rss_pages))
 }
 
 fn clock_ticks() -> f64 {

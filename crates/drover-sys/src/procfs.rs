@@ -12,6 +12,8 @@ pub struct ProcStat {
     pub pgrp: i32,
     /// Fields 14 and 15, added (saturating): user and system CPU time, in clock ticks.
     pub cpu_ticks: u64,
+    /// Fields 16 and 17, added (saturating): the CPU time of its children it has waited for.
+    pub children_cpu_ticks: u64,
     /// Field 24: resident set size, in pages (0 if the kernel printed a negative number).
     pub rss_pages: u64,
 }
@@ -45,11 +47,17 @@ impl ProcStat {
         let pgrp = fields.next()?.parse().ok()?;
         let utime: u64 = fields.nth(8)?.parse().ok()?;
         let stime: u64 = fields.next()?.parse().ok()?;
-        let rss: i64 = fields.nth(8)?.parse().ok()?;
+        // Signed in the kernel (`%ld`); never negative in practice, and 0 if so.
+        let cutime: i64 = fields.next()?.parse().ok()?;
+        let cstime: i64 = fields.next()?.parse().ok()?;
+        let rss: i64 = fields.nth(6)?.parse().ok()?;
         Some(ProcStat {
             ppid,
             pgrp,
             cpu_ticks: utime.saturating_add(stime),
+            children_cpu_ticks: u64::try_from(cutime)
+                .unwrap_or(0)
+                .saturating_add(u64::try_from(cstime).unwrap_or(0)),
             rss_pages: u64::try_from(rss).unwrap_or(0),
         })
     }
@@ -61,13 +69,14 @@ mod tests {
 
     #[test]
     fn names_with_spaces_and_parentheses_are_skipped() {
-        let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0 100 1000000 256 18446744073709551615";
+        let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 7 3 2 1 20 0 1 0 100 1000000 256 18446744073709551615";
         assert_eq!(
             ProcStat::parse(stat),
             Some(ProcStat {
                 ppid: 1,
                 pgrp: 42,
                 cpu_ticks: 10,
+                children_cpu_ticks: 3,
                 rss_pages: 256
             })
         );

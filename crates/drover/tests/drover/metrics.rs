@@ -449,3 +449,33 @@ services:
         drover.stderr()
     );
 }
+
+/// A shell that runs busy commands one after another: each takes its CPU time with it when it
+/// exits, yet `drover_service_cpu_seconds_total` never goes down during the run (so `rate()`
+/// sees no false reset) and grows by what the commands used.
+#[test]
+fn the_cpu_counter_never_goes_down_while_children_come_and_go() {
+    let (_drover, port) = with_metrics(
+        "settings: { log: { service_output: discard } }
+services:
+  busy: { command: \"while :; do sh -c 'i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done'; done\" }
+",
+    );
+    let series = "drover_service_cpu_seconds_total{service=\"busy\"}";
+    let mut seen = vec![wait_value(port, series, |_| true)];
+    let deadline = std::time::Instant::now() + SECS(30);
+    while seen.last().copied().unwrap_or_default() < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {seen:?} in 30 s"
+        );
+        if let Some((200, body)) = get(port, "/metrics")
+            && let Some(v) = value(&body, series)
+        {
+            seen.push(v);
+        }
+    }
+    for pair in seen.windows(2) {
+        assert!(pair[1] >= pair[0], "it went down: {seen:?}");
+    }
+}
