@@ -113,30 +113,12 @@ fn bounded_distance(a: &[char], b: &[char], limit: usize) -> Option<usize> {
     (distance <= limit).then_some(distance)
 }
 
-/// Edit distance where swapping two neighbours counts as one edit (optimal string alignment),
-/// so `SIGTREM` is closer to `SIGTERM` than to `SIGTRAP`. Three rows: memory is linear in the
-/// shorter input, which callers bound to `MAX_LEN`.
+/// Edit distance where swapping two neighbours counts as one edit (optimal string alignment,
+/// `strsim::osa_distance`), so `SIGTREM` is closer to `SIGTERM` than to `SIGTRAP`. Both sides
+/// are at most `MAX_LEN + 1` characters here, so one comparison is bounded too.
 fn edit_distance(a: &[char], b: &[char]) -> usize {
-    let width = b.len() + 1;
-    let mut before: Vec<usize> = vec![0; width];
-    let mut previous: Vec<usize> = (0..width).collect();
-    let mut current: Vec<usize> = vec![0; width];
-    for i in 1..=a.len() {
-        current[0] = i;
-        for j in 1..width {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (previous[j] + 1)
-                .min(current[j - 1] + 1)
-                .min(previous[j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(before[j - 2] + 1);
-            }
-            current[j] = best;
-        }
-        std::mem::swap(&mut before, &mut previous);
-        std::mem::swap(&mut previous, &mut current);
-    }
-    previous[width - 1]
+    let (a, b): (String, String) = (a.iter().collect(), b.iter().collect());
+    strsim::osa_distance(&a, &b)
 }
 
 #[cfg(test)]

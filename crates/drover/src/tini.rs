@@ -161,23 +161,8 @@ pub(crate) fn subcommand_hint(program: &OsStr) -> Option<String> {
     SUBCOMMANDS
         .iter()
         .filter(|&&sub| sub != "help")
-        .find(|&&sub| edit_distance(name, sub) <= 2)
+        .find(|&&sub| strsim::levenshtein(name, sub) <= 2)
         .map(|sub| format!("; did you mean `drover {sub}`?"))
-}
-
-/// Levenshtein distance of two short words.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut current = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(ca != *cb);
-            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
-        }
-        previous = current;
-    }
-    previous[b.len()]
 }
 
 #[cfg(test)]
