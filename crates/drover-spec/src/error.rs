@@ -51,6 +51,17 @@ impl Diagnostic {
         }
     }
 
+    /// `file:line:col: warning: key.path: message`, for what is valid but worth saying.
+    pub fn warning_line(&self) -> String {
+        format!(
+            "{}:{}:{}: warning: {}",
+            self.file.display(),
+            self.pos.line,
+            self.pos.column,
+            self.message_with_path()
+        )
+    }
+
     /// The message with its key path in front: `services.web: unknown key ...`.
     pub fn message_with_path(&self) -> String {
         if self.key_path.is_empty() {

@@ -21,6 +21,7 @@ pub mod diff;
 mod envfile;
 mod error;
 mod hints;
+mod interpolate;
 mod load;
 mod located;
 pub mod model;

@@ -21,6 +21,9 @@ pub struct Manifest {
     pub settings: Settings,
     /// The services, in the order they were written.
     pub services: IndexMap<String, Service>,
+    /// What is valid but worth saying (a `${VAR}` that is not set): `drover check` prints them,
+    /// `drover run` logs them.
+    pub warnings: Vec<crate::Diagnostic>,
 }
 
 impl Manifest {

@@ -3,6 +3,7 @@
 
 use crate::envfile;
 use crate::error::{Diagnostic, shorten, shorten_escaped};
+use crate::interpolate::{Mode, Vars, interpolate};
 use crate::located::Located;
 use crate::model::{
     Backoff, Command, ControlSettings, ControlSocket, Dependency, EnvFile, Hook, Manifest, Origin,
@@ -15,7 +16,7 @@ use crate::suggest::{Budget, did_you_mean, did_you_mean_within};
 use crate::values::{CommandSpec, Condition, DependsOnSpec, EnvSpec, SignalSpec};
 use crate::yaml::Pos;
 use indexmap::IndexMap;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -39,12 +40,42 @@ struct Checker<'a> {
     diagnostics: &'a mut Vec<Diagnostic>,
     /// What is left of this load's budget for "did you mean" searches among its own names.
     suggestions: &'a mut Budget,
+    /// Where `${VAR}` values come from.
+    vars: &'a Vars,
+    /// What is worth saying but valid (an unset variable).
+    warnings: &'a mut Vec<Diagnostic>,
 }
 
 impl Checker<'_> {
     fn error(&mut self, pos: Pos, path: impl Into<String>, message: impl Into<String>) {
         self.diagnostics
             .push(Diagnostic::new(self.file, pos, path, message));
+    }
+
+    /// `text` with its `${VAR}`s replaced; an unset one without a default is a warning, a
+    /// `${VAR:?...}` unset or a malformed one an error (then `text` is kept as written).
+    fn expand(&mut self, pos: Pos, path: &str, text: &str) -> String {
+        self.expand_as(pos, path, text, Mode::Strict)
+    }
+
+    /// [`Checker::expand`], with the shell's own forms passed through in `Mode::Shell`.
+    fn expand_as(&mut self, pos: Pos, path: &str, text: &str, mode: Mode) -> String {
+        match interpolate(text, self.vars, mode) {
+            Ok((text, unset)) => {
+                for name in unset {
+                    let message = format!(
+                        "variable `{name}` is not set (in drover's environment or `.env`); an empty string is used"
+                    );
+                    self.warnings
+                        .push(Diagnostic::new(self.file, pos, path, message));
+                }
+                text
+            }
+            Err(why) => {
+                self.error(pos, path, why);
+                text.to_string()
+            }
+        }
     }
 }
 
@@ -63,6 +94,7 @@ pub(crate) fn validate(
 ) -> Option<Manifest> {
     let errors_before = diagnostics.len();
     let mut suggestions = Budget::per_load();
+    let no_vars = Vars::new(Vec::new());
     let settings = settings(files, diagnostics, &mut suggestions);
 
     // Every service of every file, each name once.
@@ -74,6 +106,8 @@ pub(crate) fn validate(
             file: &file.path,
             diagnostics,
             suggestions: &mut suggestions,
+            vars: &no_vars,
+            warnings: &mut Vec::new(),
         };
         if let Some(version) = &file.raw.version
             && version.value != 1
@@ -133,11 +167,21 @@ pub(crate) fn validate(
     }
 
     let mut services = IndexMap::new();
+    let mut warnings = Vec::new();
+    let mut dotenvs: HashMap<PathBuf, Vars> = HashMap::new();
     for item in &pending {
+        let dir = &item.file.base_dir;
+        if !dotenvs.contains_key(dir) {
+            let vars = dotenv(dir, diagnostics);
+            dotenvs.insert(dir.clone(), vars);
+        }
+        let vars = dotenvs.get(dir).unwrap_or(&no_vars);
         let mut check = Checker {
             file: &item.file.path,
             diagnostics,
             suggestions: &mut suggestions,
+            vars,
+            warnings: &mut warnings,
         };
         let service = service(&mut check, item, &known);
         services.insert(item.name.value.clone(), service);
@@ -151,7 +195,28 @@ pub(crate) fn validate(
         sources: files.iter().map(|f| f.path.clone()).collect(),
         settings,
         services,
+        warnings,
     })
+}
+
+/// The variables of the `.env` file in `dir`, if there is one (a broken one is an error).
+fn dotenv(dir: &Path, diagnostics: &mut Vec<Diagnostic>) -> Vars {
+    let path = dir.join(".env");
+    if !path.is_file() {
+        return Vars::new(Vec::new());
+    }
+    match envfile::read(&path) {
+        Ok(vars) => Vars::new(vars),
+        Err(envfile::EnvFileError::Io(why)) => {
+            diagnostics.push(Diagnostic::new(&path, Pos::START, "", why));
+            Vars::new(Vec::new())
+        }
+        Err(envfile::EnvFileError::Line(line, why)) => {
+            let pos = Pos { line, column: 1 };
+            diagnostics.push(Diagnostic::new(&path, pos, "", format!("{why} (.env)")));
+            Vars::new(Vec::new())
+        }
+    }
 }
 
 /// `[a-z0-9_-]{1,63}`: safe in metric labels, file names and log prefixes.
@@ -179,10 +244,13 @@ fn settings(
         let Some(raw) = &file.raw.settings else {
             continue;
         };
+        let no_vars = Vars::new(Vec::new());
         let mut check = Checker {
             file: &file.path,
             diagnostics,
             suggestions,
+            vars: &no_vars,
+            warnings: &mut Vec::new(),
         };
         if let Some((other, pos)) = first {
             let message = format!(
@@ -450,11 +518,12 @@ fn working_dir(
     path: &str,
 ) -> Option<PathBuf> {
     let dir = raw?;
-    if dir.value.trim().is_empty() {
+    let value = check.expand(dir.pos, path, &dir.value);
+    if value.trim().is_empty() {
         check.error(dir.pos, path, "working_dir is empty");
         None
     } else {
-        Some(base_dir.join(&dir.value))
+        Some(base_dir.join(&value))
     }
 }
 
@@ -524,12 +593,17 @@ fn hooks(
 fn command(check: &mut Checker<'_>, raw: &Located<CommandSpec>, path: &str) -> Command {
     match &raw.value {
         CommandSpec::Shell(script) => {
+            let script = check.expand_as(raw.pos, path, script, Mode::Shell);
             if script.trim().is_empty() {
                 check.error(raw.pos, path, "command is empty");
             }
-            Command::Shell(script.clone())
+            Command::Shell(script)
         }
         CommandSpec::Exec(argv) => {
+            let argv: Vec<String> = argv
+                .iter()
+                .map(|arg| check.expand_as(raw.pos, path, arg, Mode::Shell))
+                .collect();
             if argv.first().is_none_or(|program| program.is_empty()) {
                 check.error(
                     raw.pos,
@@ -540,7 +614,7 @@ fn command(check: &mut Checker<'_>, raw: &Located<CommandSpec>, path: &str) -> C
             if argv.iter().any(|arg| arg.contains('\0')) {
                 check.error(raw.pos, path, "command contains a NUL byte");
             }
-            Command::Exec(argv.clone())
+            Command::Exec(argv)
         }
     }
 }
@@ -578,7 +652,9 @@ fn environment(
                         "value contains a NUL byte",
                     );
                 } else {
-                    out.insert(key.value.clone(), value.value.clone());
+                    let value_path = format!("{path}.{}", key.value);
+                    let value = check.expand(value.pos, &value_path, &value.value);
+                    out.insert(key.value.clone(), value);
                 }
             }
         }
@@ -597,7 +673,10 @@ fn environment(
                     check.error(item.pos, item_path, why);
                 } else if value.contains('\0') {
                     check.error(item.pos, item_path, "value contains a NUL byte");
-                } else if out.insert(key.to_string(), value.to_string()).is_some() {
+                } else if out
+                    .insert(key.to_string(), check.expand(item.pos, &item_path, value))
+                    .is_some()
+                {
                     check.error(item.pos, item_path, format!("`{key}` is set twice"));
                 }
             }

@@ -248,10 +248,13 @@ pub fn dirs_to_watch(path: &Path, manifest: &Manifest) -> Vec<WatchDir> {
             dirs[at].add_name(name);
         }
     };
+    // The `.env` beside the manifest holds `${VAR}` values, whether it exists yet or not.
     if path.is_dir() {
         add(path, None, true);
+        add(path, Some(OsString::from(".env")), true);
     } else if let Some(parent) = path.parent() {
         add(parent, path.file_name().map(OsString::from), false);
+        add(parent, Some(OsString::from(".env")), false);
     }
     // A symlinked manifest (or a ConfigMap's `..data/` link) also changes where it points.
     for file in manifest

@@ -125,9 +125,16 @@ fn check(manifests: Vec<PathBuf>) -> ExitCode {
     let mut printer = report::Printer::for_stderr();
     let mut failed = false;
     for manifest in &manifests {
-        if let Err(err) = drover_spec::load(manifest) {
-            printer.error(&err);
-            failed = true;
+        match drover_spec::load(manifest) {
+            Ok(manifest) => {
+                for warning in &manifest.warnings {
+                    eprintln!("{}", warning.warning_line());
+                }
+            }
+            Err(err) => {
+                printer.error(&err);
+                failed = true;
+            }
         }
     }
     if failed {
@@ -211,6 +218,9 @@ fn run(args: cli::RunArgs) -> ExitCode {
     );
     if let Some(telemetry::Refused(why)) = refused {
         tracing::warn!("traces are not exported: {why}");
+    }
+    for warning in &manifest.warnings {
+        tracing::warn!("{}", warning.warning_line());
     }
     let metrics_pinned = metrics_listen.is_some();
     let listen = match metrics_listen {

@@ -246,6 +246,9 @@ impl Reloader {
             }
         };
         self.failed_digest = None;
+        for warning in &new.warnings {
+            tracing::warn!(parent: &span, "reload: {}", warning.warning_line());
+        }
         let plan = plan.unwrap_or_default();
         // The one setting that can fail goes first: on failure nothing changes.
         let endpoint = match self.metrics.prepare(new.settings.metrics_listen) {

@@ -66,3 +66,58 @@ services:
         "{diagnostics:?}"
     );
 }
+
+#[test]
+fn variables_come_from_the_environment_then_a_dot_env_beside_the_manifest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join(".env"),
+        "FROM_FILE=filed\nPATH=not-this-one\n",
+    )
+    .expect("write .env");
+    let manifest = dir.path().join("drover.yaml");
+    std::fs::write(
+        &manifest,
+        "services:
+  web:
+    command: [echo, \"${FROM_FILE}\", \"$${LITERAL}\", \"$$\"]
+    working_dir: \"${DROVER_TEST_NEVER_SET_DIR:-sub}\"
+    environment:
+      GREETING: \"${DROVER_TEST_NEVER_SET:-hello}\"
+      SEARCH: \"${PATH}\"
+      EMPTY: \"${DROVER_TEST_NEVER_SET_2}\"
+  sh: { command: \"echo ${FROM_FILE:+yes} $HOME\" }
+",
+    )
+    .expect("write manifest");
+    let loaded = drover_spec::load(&manifest).expect("valid");
+    let web = &loaded.services["web"];
+    assert_eq!(
+        web.command.argv(),
+        ["echo", "filed", "${LITERAL}", "$$"],
+        "$$ alone is left to the shell"
+    );
+    assert_eq!(web.working_dir, Some(dir.path().join("sub")));
+    let env: std::collections::HashMap<_, _> = web.environment.iter().cloned().collect();
+    assert_eq!(env["GREETING"], "hello");
+    assert_eq!(
+        env["SEARCH"],
+        std::env::var("PATH").expect("PATH"),
+        "drover's own environment wins over .env"
+    );
+    assert_eq!(env["EMPTY"], "");
+    assert_eq!(
+        loaded.services["sh"].command.argv(),
+        ["/bin/sh", "-c", "echo yes $HOME"]
+    );
+    // The unset one without a default is a warning at its place.
+    assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+    let warning = &loaded.warnings[0];
+    assert_eq!(warning.key_path, "services.web.environment.EMPTY");
+    assert_eq!((warning.pos.line, warning.pos.column), (8, 14));
+    assert!(
+        warning
+            .message
+            .contains("`DROVER_TEST_NEVER_SET_2` is not set")
+    );
+}

@@ -319,3 +319,34 @@ fn completions_are_scripts_the_shells_accept() {
     }
     assert_eq!(drover(&["completions", "tcsh"]).code, Some(2));
 }
+
+/// An unset `${VAR}` without a default is valid (an empty string) but `check` says so; with
+/// `:?` it is an error at its place.
+#[test]
+fn check_warns_about_unset_variables_and_fails_on_required_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "warn.yaml",
+        "services:\n  web: { command: x, environment: { X: \"${DROVER_TEST_CLI_UNSET}\" } }\n",
+    );
+    let run = drover_in(dir.path(), &["check", "warn.yaml"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("warn.yaml:2:40: warning: services.web.environment.X: variable `DROVER_TEST_CLI_UNSET` is not set"),
+        "{}",
+        run.stderr
+    );
+    write(
+        dir.path(),
+        "fail.yaml",
+        "services:\n  web: { command: x, environment: { X: \"${DROVER_TEST_CLI_UNSET:?needed}\" } }\n",
+    );
+    let run = drover_in(dir.path(), &["check", "fail.yaml"]);
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr.contains("fail.yaml:2:40: error: services.web.environment.X: variable `DROVER_TEST_CLI_UNSET` is not set or empty: needed"),
+        "{}",
+        run.stderr
+    );
+}

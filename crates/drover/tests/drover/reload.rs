@@ -504,3 +504,31 @@ fn run_with_service_names_starts_them_and_their_dependencies_only() {
     drover.signal(SIGTERM);
     assert_eq!(drover.wait(SECS(10)), 0);
 }
+
+/// `${VAR}` values come from a `.env` beside the manifest; editing it reloads, and restarts the
+/// services whose values changed.
+#[test]
+fn a_dot_env_beside_the_manifest_feeds_variables_and_its_edits_reload() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join(".env"), "GREETING=one\n").expect("write .env");
+    let base = [
+        service("a", ", environment: { VALUE: \"${GREETING:-none}\" }"),
+        service("b", ""),
+    ];
+    let mut drover = Drover::run_in(dir, &manifest(&base));
+    let a = wait_new_pid(&drover, "a", None);
+    let b = wait_new_pid(&drover, "b", None);
+    assert_eq!(
+        std::fs::read_to_string(drover.path("a.value")).expect("value"),
+        "one\n"
+    );
+    save_by_rename(&drover.path(".env"), "GREETING=two\n");
+    wait_new_pid(&drover, "a", Some(a));
+    wait_until(SECS(10), "a.value two", || {
+        std::fs::read_to_string(drover.path("a.value")).is_ok_and(|v| v == "two\n")
+    });
+    wait_log(&drover, "reload: ~a =b");
+    assert_eq!(pid_of(&drover, "b"), Some(b));
+    drover.signal(SIGTERM);
+    assert_eq!(drover.wait(SECS(10)), 0);
+}
