@@ -1,6 +1,7 @@
 //! Compose's variables in `command`, `environment` values and `working_dir` (a hook's too):
 //! `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?message}`, `${VAR?message}`,
 //! `${VAR:+other}`, `${VAR+other}`, defaults themselves interpolated; `$${` is a literal `${`.
+//! The values of env files are read with the same rules ([`crate::envfile`]).
 //! Values come from drover's environment, then from a `.env` file beside the manifest.
 //!
 //! Only the braced form is read: a bare `$VAR` and a lone `$$` are left to the shell, as drover
@@ -30,7 +31,10 @@ pub(crate) enum Mode {
 }
 
 /// Where variables come from.
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Vars {
+    /// What an env file being read defined on its earlier lines: looked up first.
+    earlier: HashMap<String, String>,
     /// The `.env` beside the manifest.
     dotenv: HashMap<String, String>,
 }
@@ -38,14 +42,23 @@ pub(crate) struct Vars {
 impl Vars {
     pub(crate) fn new(dotenv: Vec<(String, String)>) -> Vars {
         Vars {
+            earlier: HashMap::new(),
             dotenv: dotenv.into_iter().collect(),
         }
     }
 
-    /// drover's environment first, as Compose lets the shell's win over `.env`.
-    fn get(&self, name: &str) -> Option<String> {
-        std::env::var(name)
-            .ok()
+    /// A name an env file defined, for its later lines.
+    pub(crate) fn define(&mut self, name: &str, value: &str) {
+        self.earlier.insert(name.to_string(), value.to_string());
+    }
+
+    /// An env file's earlier lines, then drover's environment (as Compose lets the shell's
+    /// win over `.env`), then `.env`.
+    pub(crate) fn get(&self, name: &str) -> Option<String> {
+        self.earlier
+            .get(name)
+            .cloned()
+            .or_else(|| std::env::var(name).ok())
             .or_else(|| self.dotenv.get(name).cloned())
     }
 }

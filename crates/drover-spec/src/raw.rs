@@ -6,7 +6,9 @@
 //! `crate::validate` turns them into the checked model of `crate::model`.
 
 use crate::located::Located;
-use crate::values::{CommandSpec, DependsOnSpec, DurationSpec, EnvSpec, OneOrMany, SignalSpec};
+use crate::values::{
+    CommandSpec, DependsOnSpec, DurationSpec, EnvFileRef, EnvSpec, OneOrMany, SignalSpec,
+};
 use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer};
@@ -156,10 +158,11 @@ pub struct RawService {
     /// `env_file`.
     #[serde(default)]
     pub environment: Option<EnvSpec>,
-    /// Files of `KEY=VALUE` lines, relative to the manifest's directory; a missing file is an
-    /// error.
+    /// Files of `KEY=VALUE` lines, read as Compose reads them, relative to the manifest's
+    /// directory: a path or a list of paths and `{ path, required: false }` entries; a missing
+    /// file is an error unless `required: false`.
     #[serde(default)]
-    pub env_file: Option<Located<OneOrMany<Located<String>>>>,
+    pub env_file: Option<Located<OneOrMany<Located<EnvFileRef>>>>,
     /// User to run as: a name, a uid, or `uid:gid`; requires drover to run as root.
     #[serde(default)]
     pub user: Option<Located<String>>,

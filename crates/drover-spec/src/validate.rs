@@ -172,7 +172,7 @@ pub(crate) fn validate(
     for item in &pending {
         let dir = &item.file.base_dir;
         if !dotenvs.contains_key(dir) {
-            let vars = dotenv(dir, diagnostics);
+            let vars = dotenv(dir, diagnostics, &mut warnings);
             dotenvs.insert(dir.clone(), vars);
         }
         let vars = dotenvs.get(dir).unwrap_or(&no_vars);
@@ -200,14 +200,22 @@ pub(crate) fn validate(
 }
 
 /// The variables of the `.env` file in `dir`, if there is one (a broken one is an error).
-fn dotenv(dir: &Path, diagnostics: &mut Vec<Diagnostic>) -> Vars {
+fn dotenv(dir: &Path, diagnostics: &mut Vec<Diagnostic>, warnings: &mut Vec<Diagnostic>) -> Vars {
     let path = dir.join(".env");
     if !path.is_file() {
         return Vars::new(Vec::new());
     }
-    match envfile::read(&path) {
-        Ok(vars) => Vars::new(vars),
-        Err(envfile::EnvFileError::Io(why)) => {
+    match envfile::read(&path, &Vars::default()) {
+        Ok(text) => {
+            for (line, variable) in text.unset {
+                let message = format!(
+                    "variable `{variable}` is not set in drover's environment; an empty string is used (.env)"
+                );
+                warnings.push(Diagnostic::new(&path, Pos { line, column: 1 }, "", message));
+            }
+            Vars::new(text.vars)
+        }
+        Err(envfile::EnvFileError::Missing(why) | envfile::EnvFileError::Io(why)) => {
             diagnostics.push(Diagnostic::new(&path, Pos::START, "", why));
             Vars::new(Vec::new())
         }
@@ -435,10 +443,39 @@ fn service(check: &mut Checker<'_>, item: &Pending<'_>, known: &HashSet<String>)
                 crate::values::OneOrMany::One(_) => path("env_file"),
                 crate::values::OneOrMany::Many(_) => format!("{}[{i}]", path("env_file")),
             };
-            let full = base_dir.join(&file.value);
-            match envfile::read(&full) {
-                Ok(vars) => env_files.push(EnvFile { path: full, vars }),
-                Err(envfile::EnvFileError::Io(why)) => check.error(pos, key_path, why),
+            let full = base_dir.join(file.value.path());
+            match envfile::read(&full, check.vars) {
+                Ok(text) => {
+                    for (line, variable) in text.unset {
+                        let message = format!(
+                            "variable `{variable}` is not set (in drover's environment or `.env`); an empty string is used (env_file of services.{name})"
+                        );
+                        let pos = Pos { line, column: 1 };
+                        check
+                            .warnings
+                            .push(Diagnostic::new(&full, pos, "", message));
+                    }
+                    env_files.push(EnvFile {
+                        path: full,
+                        vars: text.vars,
+                    });
+                }
+                // Kept with no variables, so that its directory is watched and its arrival
+                // is a change.
+                Err(envfile::EnvFileError::Missing(_)) if !file.value.required() => {
+                    env_files.push(EnvFile {
+                        path: full,
+                        vars: Vec::new(),
+                    });
+                }
+                Err(envfile::EnvFileError::Missing(why) | envfile::EnvFileError::Io(why)) => {
+                    let hint = if matches!(file.value, crate::values::EnvFileRef::Path(_)) {
+                        " (`{ path: ..., required: false }` makes it optional)"
+                    } else {
+                        ""
+                    };
+                    check.error(pos, key_path, format!("{why}{hint}"));
+                }
                 Err(envfile::EnvFileError::Line(line, why)) => {
                     let why = format!("{why} (env_file of services.{name})");
                     check.diagnostics.push(Diagnostic::new(

@@ -226,6 +226,69 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrMany<T> {
     }
 }
 
+/// One `env_file` entry: a path, or Compose's long form `{ path: .env, required: false }`.
+#[derive(Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(untagged)]
+pub enum EnvFileRef {
+    /// A path; the file must exist.
+    Path(String),
+    /// A path and whether it must exist.
+    Entry(EnvFileEntry),
+}
+
+/// Compose's long form of an `env_file` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvFileEntry {
+    /// The file, relative to the manifest's directory.
+    pub path: Located<String>,
+    /// `false`: a missing file is skipped (and read once it appears); default `true`.
+    #[serde(default = "required_by_default")]
+    pub required: bool,
+}
+
+fn required_by_default() -> bool {
+    true
+}
+
+impl EnvFileRef {
+    /// The path as written.
+    pub fn path(&self) -> &str {
+        match self {
+            EnvFileRef::Path(path) => path,
+            EnvFileRef::Entry(entry) => &entry.path.value,
+        }
+    }
+
+    /// Whether a missing file is an error.
+    pub fn required(&self) -> bool {
+        match self {
+            EnvFileRef::Path(_) => true,
+            EnvFileRef::Entry(entry) => entry.required,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for EnvFileRef {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EnvFileVisitor;
+        impl<'de> Visitor<'de> for EnvFileVisitor {
+            type Value = EnvFileRef;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a path, or a mapping `{ path: ..., required: false }`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<EnvFileRef, E> {
+                Ok(EnvFileRef::Path(v.to_string()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<EnvFileRef, A::Error> {
+                EnvFileEntry::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(EnvFileRef::Entry)
+            }
+        }
+        deserializer.deserialize_any(EnvFileVisitor)
+    }
+}
+
 /// `environment`: a map of names to values, or a list of `KEY=VALUE` strings.
 #[derive(Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(untagged)]

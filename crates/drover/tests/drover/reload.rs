@@ -161,6 +161,38 @@ fn added_removed_and_env_file_changes_apply() {
     assert_eq!(drover.wait(SECS(10)), 0);
 }
 
+/// Compose's `{ path, required: false }`: a missing env file is no error, and when it appears
+/// (written as Compose reads it: an inline comment, quotes, a variable) the service restarts
+/// with its values; the other service is untouched.
+#[test]
+fn an_optional_env_file_that_appears_is_applied() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = [
+        service("a", ", env_file: [{ path: late.env, required: false }]"),
+        service("keep", ""),
+    ];
+    let mut drover = Drover::run_in(dir, &manifest(&base));
+    let a = wait_new_pid(&drover, "a", None);
+    let keep = wait_new_pid(&drover, "keep", None);
+    assert_eq!(
+        std::fs::read_to_string(drover.path("a.value")).expect("value"),
+        "\n"
+    );
+    save_by_rename(
+        &drover.path("late.env"),
+        "BASE=late\nVALUE=\"${BASE} # kept\" # a comment\n",
+    );
+    wait_new_pid(&drover, "a", Some(a));
+    assert_eq!(
+        std::fs::read_to_string(drover.path("a.value")).expect("value"),
+        "late # kept\n"
+    );
+    wait_log(&drover, "reload: ~a =keep");
+    assert_eq!(pid_of(&drover, "keep"), Some(keep));
+    drover.signal(SIGTERM);
+    assert_eq!(drover.wait(SECS(10)), 0);
+}
+
 #[test]
 fn rename_over_saves_and_configmap_swaps_are_seen() {
     // Rename-over save of the manifest.
