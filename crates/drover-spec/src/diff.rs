@@ -147,6 +147,9 @@ pub fn settings_changed(old: &Settings, new: &Settings) -> Vec<&'static str> {
     if old.service_output != new.service_output {
         keys.push("settings.log.service_output");
     }
+    if old.log_timestamps != new.log_timestamps {
+        keys.push("settings.log.timestamps");
+    }
     if old.reload_watch != new.reload_watch {
         keys.push("settings.reload.watch");
     }

@@ -85,6 +85,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// What happens to service stdout and stderr.
     pub service_output: ServiceOutput,
+    /// `settings.log.timestamps`: `None` = on for a stream that is a terminal or a file.
+    pub log_timestamps: Option<bool>,
     /// Whether file changes trigger a reload.
     pub reload_watch: bool,
     /// How long a burst of file events is collected into one reload.
@@ -133,6 +135,7 @@ impl Default for Settings {
             metrics_listen: Some(defaults::METRICS_LISTEN),
             log_format: LogFormat::Text,
             service_output: ServiceOutput::Prefix,
+            log_timestamps: None,
             reload_watch: true,
             reload_debounce: defaults::RELOAD_DEBOUNCE,
             control: ControlSettings::default(),

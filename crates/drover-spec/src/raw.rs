@@ -104,6 +104,10 @@ pub struct RawLog {
     /// `prefix`, `inherit` or `discard` (default `prefix`).
     #[serde(default)]
     pub service_output: Option<ServiceOutput>,
+    /// A timestamp before each prefixed service line in `text` format; default: on when the
+    /// stream is a terminal or a file, off otherwise (a container runtime adds its own).
+    #[serde(default)]
+    pub timestamps: Option<bool>,
 }
 
 /// How drover writes log lines.

@@ -308,6 +308,7 @@ fn apply_settings(check: &mut Checker<'_>, raw: &RawSettings, out: &mut Settings
     if let Some(log) = &raw.log {
         out.log_format = log.format.unwrap_or_default();
         out.service_output = log.service_output.unwrap_or_default();
+        out.log_timestamps = log.timestamps;
     }
     if let Some(reload) = &raw.reload {
         out.reload_watch = reload.watch.unwrap_or(true);

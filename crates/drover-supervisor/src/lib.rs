@@ -36,6 +36,7 @@ pub use crate::core::{
     Event, ExitCounts, HandOp, HookEvent, HookKind, HookOutcome, OpAnswer, ProbeEvent,
     RestartCounts, RestartReason, ServiceSnapshot, State, StateChange,
 };
+pub use crate::output::colour_allowed;
 pub use crate::passwd::group_id;
 pub use crate::process::{Processes, SpawnError, SpawnRequest};
 pub use crate::recent::{KEPT_LINE_BYTES, OutputLine};

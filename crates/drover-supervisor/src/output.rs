@@ -13,7 +13,7 @@ use crate::ratelimit::ByteBudget;
 use crate::recent::Recent;
 use drover_spec::model::LogFormat;
 use std::io::{self, IsTerminal, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
@@ -77,16 +77,32 @@ impl DropCounter {
 }
 
 impl OutputSink {
-    /// Starts the writer thread. `width` is the longest service name, for alignment.
-    pub(crate) fn start(format: LogFormat, width: usize) -> io::Result<OutputSink> {
+    /// Starts the writer thread. `width` is the longest service name, for alignment;
+    /// `timestamps` is `settings.log.timestamps`.
+    pub(crate) fn start(
+        format: LogFormat,
+        width: usize,
+        timestamps: Option<bool>,
+    ) -> io::Result<OutputSink> {
         let (queue, lines) = mpsc::sync_channel::<Line>(QUEUE_LINES);
         let (done, finished) = mpsc::channel::<()>();
-        let colour = std::env::var_os("NO_COLOR").is_none();
+        let colour = colour_allowed();
+        let stdout = io::stdout();
+        let stderr = io::stderr();
+        let stamped = |fd: BorrowedFd<'_>, terminal: bool| {
+            timestamps.unwrap_or_else(|| terminal || crate::sys::is_regular_file(fd))
+        };
         let style = Style {
             format,
             width,
-            colour_stdout: colour && io::stdout().is_terminal(),
-            colour_stderr: colour && io::stderr().is_terminal(),
+            stdout: StreamStyle {
+                colour: colour && stdout.is_terminal(),
+                timestamps: stamped(stdout.as_fd(), stdout.is_terminal()),
+            },
+            stderr: StreamStyle {
+                colour: colour && stderr.is_terminal(),
+                timestamps: stamped(stderr.as_fd(), stderr.is_terminal()),
+            },
         };
         let queued_bytes = Arc::new(ByteBudget::new(QUEUE_BYTES));
         let written = queued_bytes.clone();
@@ -298,11 +314,26 @@ impl LineSplitter {
     }
 }
 
+/// Whether colours may be used on a terminal: not when `NO_COLOR` is set and not empty
+/// (<https://no-color.org>).
+pub fn colour_allowed() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
+}
+
 struct Style {
     format: LogFormat,
     width: usize,
-    colour_stdout: bool,
-    colour_stderr: bool,
+    stdout: StreamStyle,
+    stderr: StreamStyle,
+}
+
+/// How the lines of one of drover's streams look in `text` format.
+#[derive(Clone, Copy)]
+struct StreamStyle {
+    /// The name in its colour (a terminal, and [`colour_allowed`]).
+    colour: bool,
+    /// A timestamp first (`settings.log.timestamps`).
+    timestamps: bool,
 }
 
 const COLOURS: [&str; 6] = ["36", "33", "32", "35", "34", "31"];
@@ -319,11 +350,11 @@ fn write_lines(lines: &mpsc::Receiver<Line>, style: &Style, queued_bytes: &ByteB
         loop {
             queued_bytes.release(line.text.len());
             formatted.clear();
-            let colour = match line.stream {
-                Stream::Stdout => style.colour_stdout,
-                Stream::Stderr => style.colour_stderr,
+            let stream = match line.stream {
+                Stream::Stdout => style.stdout,
+                Stream::Stderr => style.stderr,
             };
-            format_line(&line, style, colour, &mut formatted);
+            format_line(&line, style, stream, &mut formatted);
             match line.stream {
                 Stream::Stdout => out.extend_from_slice(formatted.as_bytes()),
                 Stream::Stderr => err.extend_from_slice(formatted.as_bytes()),
@@ -348,21 +379,30 @@ fn write_lines(lines: &mpsc::Receiver<Line>, style: &Style, queued_bytes: &ByteB
     }
 }
 
-fn format_line(line: &Line, style: &Style, colour: bool, out: &mut String) {
+/// One line as written. JSON lines have the names, level and timestamp precision of drover's
+/// own JSON lines (`timestamp` in microseconds, `level`, `message`, `service`), and `stream`.
+fn format_line(line: &Line, style: &Style, stream: StreamStyle, out: &mut String) {
     use std::fmt::Write as _;
+    let now = || humantime::format_rfc3339_micros(std::time::SystemTime::now());
     match style.format {
         LogFormat::Json => {
-            let object = serde_json::json!({
-                "timestamp": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-                "service": &*line.service,
-                "stream": line.stream.as_str(),
-                "message": line.text,
-            });
-            let _ = writeln!(out, "{object}");
+            // In the order drover's own lines have them; strings escaped by serde_json.
+            let quoted = |text: &str| serde_json::to_string(text).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                r#"{{"timestamp":"{}","level":"INFO","message":{},"service":{},"stream":"{}"}}"#,
+                now(),
+                quoted(&line.text),
+                quoted(&line.service),
+                line.stream.as_str()
+            );
         }
         LogFormat::Text => {
             let text = line.text.strip_suffix('\r').unwrap_or(&line.text);
-            if colour {
+            if stream.timestamps {
+                let _ = write!(out, "{} ", now());
+            }
+            if stream.colour {
                 let code = COLOURS.get(line.colour % COLOURS.len()).unwrap_or(&"36");
                 let _ = writeln!(
                     out,

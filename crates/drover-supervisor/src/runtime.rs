@@ -164,12 +164,14 @@ impl Supervisor {
             .max()
             .unwrap_or(0);
         let sink = match settings.service_output {
-            ServiceOutput::Prefix => Some(OutputSink::start(settings.log_format, width).map_err(
-                |source| Error::Output {
-                    service: String::new(),
-                    source,
-                },
-            )?),
+            ServiceOutput::Prefix => Some(
+                OutputSink::start(settings.log_format, width, settings.log_timestamps).map_err(
+                    |source| Error::Output {
+                        service: String::new(),
+                        source,
+                    },
+                )?,
+            ),
             _ => None,
         };
         let core_len = core.len();
@@ -990,11 +992,26 @@ impl Driver {
     }
 
     fn publish(&mut self, unit: ServiceId, event: StateChange) {
-        if let Some(snapshot) = self.core.snapshot(unit)
-            && let Some(observed) = lock(&self.published).get_mut(&unit)
-        {
-            observed.snapshot = snapshot;
+        let mut started_at = None;
+        if let Some(snapshot) = self.core.snapshot(unit) {
+            started_at = snapshot.started_at;
+            if let Some(observed) = lock(&self.published).get_mut(&unit) {
+                observed.snapshot = snapshot;
+            }
         }
+        // `ready after 1.2s: readiness probe passed (HTTP 200)`: how long the run took to
+        // be ready, counted from its spawn.
+        let headline = match started_at {
+            Some(at) if event.to == State::Ready => {
+                let took = brief(Instant::now().saturating_duration_since(at));
+                match event.reason.strip_prefix("ready") {
+                    // `ready (no readiness probe)`
+                    Some(rest) => format!("ready after {took}{rest}"),
+                    None => format!("ready after {took}: {}", event.reason),
+                }
+            }
+            _ => event.reason.clone(),
+        };
         // A level for each: alerts on WARN and ERROR see every failure, and nothing routine.
         macro_rules! log_change {
             ($level:expr) => {
@@ -1004,7 +1021,7 @@ impl Driver {
                     from = %event.from,
                     to = %event.to,
                     pid = event.pid,
-                    "{}", event.reason
+                    "{headline}"
                 )
             };
         }
@@ -1466,6 +1483,18 @@ fn random_seed() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     now ^ (u64::from(std::process::id()) << 32)
+}
+
+/// A duration as a person reads it in a log line: `240ms`, `1.2s`, `3m05s`.
+fn brief(took: Duration) -> String {
+    let secs = took.as_secs();
+    if secs == 0 {
+        format!("{}ms", took.as_millis())
+    } else if secs < 60 {
+        format!("{:.1}s", took.as_secs_f64())
+    } else {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    }
 }
 
 #[cfg(test)]

@@ -606,6 +606,11 @@ pub fn raise_open_file_limit() -> io::Result<(u64, u64)> {
     Ok((soft, hard.max(soft)))
 }
 
+/// Whether `fd` is open on a regular file (`fstat`); false when that cannot be told.
+pub fn is_regular_file(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    nix::sys::stat::fstat(fd).is_ok_and(|stat| stat.st_mode & libc::S_IFMT == libc::S_IFREG)
+}
+
 /// The pid of this process.
 pub fn own_pid() -> Pid {
     nix::unistd::getpid()

@@ -185,14 +185,61 @@ impl<'a> fmt::MakeWriter<'a> for LogWriter {
 }
 
 fn log_layer(format: LogFormat) -> LogLayer {
-    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let text = fmt::layer()
+    let ansi = std::io::stderr().is_terminal() && drover_supervisor::colour_allowed();
+    let layer = fmt::layer()
         .with_writer(LogWriter(LogQueue::get()))
         .with_ansi(ansi)
         .with_target(false);
     match format {
-        LogFormat::Text => text.boxed(),
-        LogFormat::Json => text.json().flatten_event(true).boxed(),
+        LogFormat::Text => layer.fmt_fields(ServiceFirst).boxed(),
+        LogFormat::Json => layer.json().flatten_event(true).boxed(),
+    }
+}
+
+/// Text lines about a service start with its name (`web: ready after 1.2s (...)`), read at a
+/// glance; the fields follow as `tracing` writes them, `service=` too, so that what greps
+/// for the fields still finds them. JSON lines keep the message as logged: their `service`
+/// field names it.
+struct ServiceFirst;
+
+impl<'writer> fmt::FormatFields<'writer> for ServiceFirst {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        mut writer: fmt::format::Writer<'writer>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut found = ServiceAndMessage::default();
+        fields.record(&mut found);
+        if let (Some(service), true) = (found.service, found.message)
+            && !service.is_empty()
+        {
+            write!(writer, "{service}: ")?;
+        }
+        fmt::format::DefaultFields::new().format_fields(writer, fields)
+    }
+}
+
+/// Whether an event has a message, and its `service` field.
+#[derive(Default)]
+struct ServiceAndMessage {
+    service: Option<String>,
+    message: bool,
+}
+
+impl tracing::field::Visit for ServiceAndMessage {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "service" {
+            self.service = Some(value.to_string());
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        match field.name() {
+            "message" => self.message = true,
+            // A `%`-field is a `Display` seen through `Debug`: its text as written.
+            "service" => self.service = Some(format!("{value:?}")),
+            _ => {}
+        }
     }
 }
 

@@ -277,11 +277,13 @@ impl Reloader {
         self.metrics
             .commit(endpoint, new.settings.metrics_listen)
             .await;
-        if new.settings.service_output != self.running.settings.service_output {
-            tracing::warn!(
-                parent: &span,
-                "reload: settings.log.service_output changes apply when drover next starts"
-            );
+        for key in drover_spec::diff::settings_changed(&self.running.settings, &new.settings) {
+            if matches!(
+                key,
+                "settings.log.service_output" | "settings.log.timestamps"
+            ) {
+                tracing::warn!(parent: &span, "reload: {key} changes apply when drover next starts");
+            }
         }
         let format = (new.settings.log_format != self.running.settings.log_format)
             .then_some(new.settings.log_format);

@@ -433,22 +433,153 @@ fn nix_is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// `2026-12-03T15:58:14.611601Z`: RFC 3339 in UTC with microseconds, drover's own precision.
+fn is_timestamp(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.len() == 27
+        && bytes.iter().enumerate().all(|(i, b)| match i {
+            4 | 7 => *b == b'-',
+            10 => *b == b'T',
+            13 | 16 => *b == b':',
+            19 => *b == b'.',
+            26 => *b == b'Z',
+            _ => b.is_ascii_digit(),
+        })
+}
+
 #[test]
 fn json_log_format_writes_service_lines_as_objects() {
     let mut drover = Drover::run(
-        "settings: { log: { format: json } }\nservices:\n  web: { command: \"echo hello\", restart: { policy: never } }\n",
+        "settings: { log: { format: json } }\nservices:\n  web: { command: \"echo hello; echo oops >&2\", restart: { policy: never } }\n",
     );
     assert_eq!(drover.wait(SECS(10)), 0);
+    let object = |line: &str| -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::from_str(line) {
+            Ok(serde_json::Value::Object(map)) => map,
+            other => panic!("not a JSON object: {line}: {other:?}"),
+        }
+    };
+    let text = |map: &serde_json::Map<String, serde_json::Value>, key: &str| {
+        map.get(key).and_then(|v| v.as_str()).map(str::to_string)
+    };
     let out = drover.stdout();
-    let line = out
-        .lines()
-        .find(|l| l.contains("hello"))
-        .expect("the service line");
-    assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
-    assert!(
-        line.contains(r#""service":"web""#) && line.contains(r#""message":"hello""#),
-        "{line}"
+    let service_line = object(
+        out.lines()
+            .find(|l| l.contains("hello"))
+            .expect("the service line"),
     );
+    let err = drover.stderr();
+    let service_err = object(
+        err.lines()
+            .find(|l| l.contains("oops"))
+            .expect("its stderr line"),
+    );
+    let own = object(
+        err.lines()
+            .find(|l| l.contains(r#""to":"ready""#))
+            .expect("drover's own line about web"),
+    );
+    // The same names, level and timestamp precision in both kinds of line.
+    for (map, message) in [
+        (&service_line, "hello"),
+        (&service_err, "oops"),
+        (&own, "ready after"),
+    ] {
+        let stamp = text(map, "timestamp").expect("timestamp");
+        assert!(is_timestamp(&stamp), "{stamp}");
+        assert_eq!(text(map, "level").as_deref(), Some("INFO"), "{map:?}");
+        assert_eq!(text(map, "service").as_deref(), Some("web"), "{map:?}");
+        assert!(
+            text(map, "message").expect("message").starts_with(message),
+            "{map:?}"
+        );
+    }
+    assert_eq!(text(&service_line, "stream").as_deref(), Some("stdout"));
+    assert_eq!(text(&service_err, "stream").as_deref(), Some("stderr"));
+    // The message is as logged: the `service` field names the service.
+    assert!(
+        !text(&own, "message").expect("message").starts_with("web:"),
+        "{own:?}"
+    );
+}
+
+/// A text line about a service starts with its name; a ready one says how long it took.
+#[test]
+fn text_lines_about_a_service_read_at_a_glance() {
+    let mut drover = Drover::run(
+        "services:\n  web: { command: \"sleep 0.3; touch up; exec sleep 100\", readiness_probe: { exec: { command: [test, -e, up] }, period: 50ms } }\n",
+    );
+    wait_until(SECS(10), "web ready", || {
+        drover.stderr().contains("to=ready")
+    });
+    drover.signal(SIGTERM);
+    assert_eq!(drover.wait(SECS(10)), 0);
+    let log = drover.stderr();
+    let ready = log
+        .lines()
+        .find(|l| l.contains("to=ready"))
+        .expect("the ready line");
+    let (_, message) = ready.split_once(" INFO ").expect("an INFO line");
+    let after = message
+        .strip_prefix("web: ready after ")
+        .unwrap_or_else(|| panic!("{ready}"));
+    // At least the 0.3 s the service slept: `3xxms` or `1.2s`, never `0ms`.
+    let took = after.split_once(':').expect("the reason follows").0;
+    let seconds = match took.strip_suffix("ms") {
+        Some(ms) => ms.parse::<f64>().expect("ms") / 1000.0,
+        None => took.trim_end_matches('s').parse::<f64>().expect("s"),
+    };
+    assert!(seconds >= 0.3, "{ready}");
+    assert!(
+        after.contains(": readiness probe passed (exit code 0) service=web"),
+        "{ready}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" INFO web: stopping with SIGTERM service=web")),
+        "{log}"
+    );
+}
+
+/// `settings.log.timestamps`: service lines are stamped when asked, and by default when
+/// drover's stdout is a file; not by default on a pipe (a container runtime stamps those).
+#[test]
+fn service_lines_are_stamped_when_asked_and_in_files() {
+    let manifest = |settings: &str| {
+        format!("{settings}services:\n  job: {{ command: \"echo hello\", restart: never }}\n")
+    };
+    let line_of = |out: &str| {
+        out.lines()
+            .find(|l| l.ends_with("job | hello"))
+            .unwrap_or_else(|| panic!("no service line in {out:?}"))
+            .to_string()
+    };
+    // A pipe, by default: no stamp.
+    let mut drover = Drover::run(&manifest(""));
+    assert_eq!(drover.wait(SECS(10)), 0);
+    assert_eq!(line_of(&drover.stdout()), "job | hello");
+    // A pipe, asked for.
+    let mut drover = Drover::run(&manifest("settings: { log: { timestamps: true } }\n"));
+    assert_eq!(drover.wait(SECS(10)), 0);
+    let line = line_of(&drover.stdout());
+    let (stamp, rest) = line.split_once(' ').expect("a stamp");
+    assert!(is_timestamp(stamp) && rest == "job | hello", "{line}");
+    // A file, by default: stamped; and `false` turns that off.
+    for (settings, stamped) in [
+        ("", true),
+        ("settings: { log: { timestamps: false } }\n", false),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("drover.yaml"), manifest(settings)).expect("write");
+        let drover_bin = env!("CARGO_BIN_EXE_drover");
+        let script = format!("exec {drover_bin} run --metrics-listen '' drover.yaml > out.log");
+        let mut drover = Drover::start(dir, &["/bin/sh", "-c", &script], None);
+        assert_eq!(drover.wait(SECS(10)), 0);
+        let out = std::fs::read_to_string(drover.path("out.log")).expect("out.log");
+        let line = line_of(&out);
+        let first = line.split_once(' ').map_or("", |(first, _)| first);
+        assert_eq!(is_timestamp(first), stamped, "{settings:?}: {line}");
+    }
 }
 
 #[test]
