@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 pub struct Status {
     /// The services.
     pub services: Vec<ServiceStatus>,
+    /// The metrics endpoint's URL (`http://127.0.0.1:9464/metrics`), when it serves.
+    #[serde(default)]
+    pub metrics: Option<String>,
 }
 
 /// One service in `GET /v1/status`.

@@ -22,7 +22,7 @@ mod server;
 pub use client::{Answer, Client, ClientError};
 pub use listen::ControlListener;
 pub use paths::{SOCKET_NAME, default_socket, no_default};
-pub use server::{Access, ReloadRequest, Server, Stats, parse_signal, serve};
+pub use server::{Access, MetricsAddress, ReloadRequest, Server, Stats, parse_signal, serve};
 
 use std::path::PathBuf;
 

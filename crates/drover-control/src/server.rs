@@ -110,7 +110,12 @@ pub struct Server {
     streams: Arc<std::sync::atomic::AtomicUsize>,
     /// `logs` answers being sent now.
     log_answers: Arc<std::sync::atomic::AtomicUsize>,
+    /// Where the metrics endpoint listens now, for `status`.
+    metrics_address: MetricsAddress,
 }
+
+/// Reads where the metrics endpoint listens now.
+pub type MetricsAddress = Arc<dyn Fn() -> Option<std::net::SocketAddr> + Send + Sync>;
 
 impl Server {
     /// A server for `supervisor`; `reload` carries `POST /v1/reload` to whoever reloads (none:
@@ -128,7 +133,15 @@ impl Server {
             stats,
             streams: Arc::default(),
             log_answers: Arc::default(),
+            metrics_address: Arc::new(|| None),
         }
+    }
+
+    /// `status` names the metrics endpoint's URL, read from `address` at each request.
+    #[must_use]
+    pub fn with_metrics_address(mut self, address: MetricsAddress) -> Server {
+        self.metrics_address = address;
+        self
     }
 
     /// The request counts.
@@ -476,7 +489,8 @@ fn status(server: &Server, query: &[(String, String)]) -> Response<Body> {
         .map(service_status)
         .collect();
     server.stats.count("status", "done");
-    json(StatusCode::OK, &Status { services })
+    let metrics = (server.metrics_address)().map(|address| format!("http://{address}/metrics"));
+    json(StatusCode::OK, &Status { services, metrics })
 }
 
 fn service_status(s: &ServiceSnapshot) -> ServiceStatus {

@@ -5,7 +5,7 @@
 
 use crate::{CounterFamily, Error, Exporter};
 use drover_supervisor::{Processes, Supervisor};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// A move of the metrics endpoint, prepared by [`Endpoint::prepare`].
 pub enum EndpointMove {
@@ -32,6 +32,8 @@ pub struct Endpoint {
     address: Option<std::net::SocketAddr>,
     /// Where the endpoint listens now.
     bound: Option<std::net::SocketAddr>,
+    /// `bound`, for readers elsewhere ([`Endpoint::bound_address`]).
+    shared: Arc<Mutex<Option<std::net::SocketAddr>>>,
     pinned: bool,
     /// Counters kept elsewhere, exported too.
     families: Vec<CounterFamily>,
@@ -53,8 +55,24 @@ impl Endpoint {
             tasks: Vec::new(),
             address,
             bound: None,
+            shared: Arc::default(),
             pinned,
             families: Vec::new(),
+        }
+    }
+
+    /// Where the endpoint listens, whenever asked (it moves with reloads): for `drover status`.
+    pub fn bound_address(
+        &self,
+    ) -> impl Fn() -> Option<std::net::SocketAddr> + Send + Sync + 'static {
+        let shared = self.shared.clone();
+        move || shared.lock().ok().and_then(|bound| *bound)
+    }
+
+    fn set_bound(&mut self, address: Option<std::net::SocketAddr>) {
+        self.bound = address;
+        if let Ok(mut shared) = self.shared.lock() {
+            *shared = address;
         }
     }
 
@@ -81,7 +99,7 @@ impl Endpoint {
         let address = listener.local_addr().map_err(Error::Listener)?;
         let listener = tokio::net::TcpListener::from_std(listener).map_err(Error::Listener)?;
         self.close();
-        self.bound = Some(address);
+        self.set_bound(Some(address));
         tracing::info!(%address, "metrics on http://{address}/metrics");
         self.tasks
             .push(tokio::spawn(crate::serve(listener, exporter)));
@@ -90,7 +108,7 @@ impl Endpoint {
 
     /// Stops serving (the probe counts go on); the listener closes when its task next runs.
     fn close(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
-        self.bound = None;
+        self.set_bound(None);
         // The first task, when there is an exporter, counts probes; the others serve.
         let keep = usize::from(self.exporter.is_some());
         let servers: Vec<_> = self.tasks.drain(keep..).collect();

@@ -81,6 +81,9 @@ pub struct Settings {
     pub shutdown_delay: Duration,
     /// Where the metrics endpoint listens; `None` when disabled.
     pub metrics_listen: Option<SocketAddr>,
+    /// The manifest sets `settings.metrics.listen`: when it does not and the default address
+    /// is taken, drover serves on another port of the same address instead of refusing.
+    pub metrics_listen_chosen: bool,
     /// Format of drover's own log lines and of service lines.
     pub log_format: LogFormat,
     /// What happens to service stdout and stderr.
@@ -133,6 +136,7 @@ impl Default for Settings {
             shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
             shutdown_delay: Duration::ZERO,
             metrics_listen: Some(defaults::METRICS_LISTEN),
+            metrics_listen_chosen: false,
             log_format: LogFormat::Text,
             service_output: ServiceOutput::Prefix,
             log_timestamps: None,

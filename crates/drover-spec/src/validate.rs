@@ -294,6 +294,7 @@ fn apply_settings(check: &mut Checker<'_>, raw: &RawSettings, out: &mut Settings
     if let Some(metrics) = &raw.metrics
         && let Some(listen) = &metrics.listen
     {
+        out.metrics_listen_chosen = true;
         out.metrics_listen = match listen {
             None => None,
             Some(addr) => match parse_listen(&addr.value) {

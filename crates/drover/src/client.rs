@@ -85,6 +85,9 @@ pub(crate) fn status(services: &[String], args: &ClientArgs) -> ExitCode {
         match serde_json::from_str::<Status>(&answer.body) {
             Ok(status) => {
                 print!("{}", status_table(&status));
+                if let Some(metrics) = &status.metrics {
+                    println!("\nmetrics: {metrics}");
+                }
                 ExitCode::SUCCESS
             }
             Err(err) => {
@@ -468,6 +471,7 @@ mod tests {
                 service("web", "ready", Some(42)),
                 service("database", "stopped", None),
             ],
+            metrics: None,
         });
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(

@@ -21,6 +21,7 @@ mod tini;
 
 use clap::Parser;
 use cli::{Cli, Command};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -233,8 +234,13 @@ fn run(args: cli::RunArgs) -> ExitCode {
         },
         None => manifest.settings.metrics_listen,
     };
-    // Bound before any service starts: an address in use refuses the start, and nothing runs.
-    let metrics = match listen.map(std::net::TcpListener::bind).transpose() {
+    // Bound before any service starts: an address in use refuses the start, and nothing runs;
+    // but for the default address, which nobody asked for (a second drover on the host).
+    let chosen = metrics_pinned || manifest.settings.metrics_listen_chosen;
+    let metrics = match listen
+        .map(|address| bind_metrics(address, chosen))
+        .transpose()
+    {
         Ok(listener) => listener,
         Err(err) => {
             let address = listen.map(|a| a.to_string()).unwrap_or_default();
@@ -279,6 +285,23 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<i32>>>(
 
 /// How long drover's exit waits for blocking tasks (a reload's read) still running.
 const BLOCKING_TASKS_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Binds the metrics listener. When the address is the default one (`chosen` false) and it is
+/// in use, another port of the same address, which the log and `drover status` name.
+fn bind_metrics(address: SocketAddr, chosen: bool) -> std::io::Result<std::net::TcpListener> {
+    match std::net::TcpListener::bind(address) {
+        Err(err) if !chosen && err.kind() == std::io::ErrorKind::AddrInUse => {
+            let listener = std::net::TcpListener::bind(SocketAddr::new(address.ip(), 0))?;
+            if let Ok(instead) = listener.local_addr() {
+                tracing::warn!(
+                    "metrics: the default address {address} is in use (another drover?); serving on {instead} instead; set settings.metrics.listen (or --metrics-listen) to choose one"
+                );
+            }
+            Ok(listener)
+        }
+        other => other,
+    }
+}
 
 fn exit_code(result: anyhow::Result<i32>) -> ExitCode {
     match result {

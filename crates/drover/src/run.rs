@@ -102,6 +102,8 @@ pub(crate) async fn run(start: Start) -> anyhow::Result<i32> {
     if let Some(listener) = metrics {
         endpoint.serve(listener)?;
     }
+    let metrics_address: drover_control::MetricsAddress =
+        std::sync::Arc::new(endpoint.bound_address());
     let lifecycle = tracer.map(|tracer| crate::telemetry::trace_lifecycle(&supervisor, tracer));
     let drain = DrainSpan::default();
     // One channel for every reload trigger: the watcher's, SIGHUP's (and, next, requests').
@@ -116,8 +118,15 @@ pub(crate) async fn run(start: Start) -> anyhow::Result<i32> {
         triggers_tx.clone(),
     );
     let reloads = tokio::spawn(reloader.run(triggers));
-    let control = control
-        .map(|listener| serve_control(listener, &supervisor, triggers_tx.clone(), control_stats));
+    let control = control.map(|listener| {
+        serve_control(
+            listener,
+            &supervisor,
+            triggers_tx.clone(),
+            control_stats,
+            metrics_address,
+        )
+    });
     let manager = crate::systemd::ServiceManager::from_env();
     let relay = tokio::spawn(signals.relay(
         supervisor.clone(),
@@ -212,15 +221,14 @@ fn serve_control(
     supervisor: &Supervisor,
     triggers: mpsc::UnboundedSender<crate::reload::Asked>,
     stats: std::sync::Arc<drover_control::Stats>,
+    metrics_address: drover_control::MetricsAddress,
 ) -> tokio::task::JoinHandle<()> {
     let (reloads, mut asked) = mpsc::unbounded_channel::<drover_control::ReloadRequest>();
     let access = drover_control::Access::this_user_and(group);
-    let server = std::sync::Arc::new(drover_control::Server::new(
-        supervisor.clone(),
-        Some(reloads),
-        access,
-        stats,
-    ));
+    let server = std::sync::Arc::new(
+        drover_control::Server::new(supervisor.clone(), Some(reloads), access, stats)
+            .with_metrics_address(metrics_address),
+    );
     tokio::spawn(async move {
         let forward = async move {
             while let Some(answer) = asked.recv().await {

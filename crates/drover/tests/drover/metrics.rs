@@ -170,6 +170,74 @@ fn an_address_in_use_refuses_the_start_and_starts_nothing() {
     assert!(!drover.path("started.txt").exists(), "a service started");
 }
 
+/// The default address (nobody asked for it) taken, as by a second drover on the host: drover
+/// serves on another port of 127.0.0.1, says which, and `drover status` names it. A manifest
+/// that asks for the taken address is refused, as above.
+#[test]
+fn a_taken_default_address_moves_to_another_port() {
+    // Held by this test, or by someone else on the machine: taken either way.
+    let _held = TcpListener::bind("127.0.0.1:9464");
+    let busy = TcpListener::bind("127.0.0.1:9464").is_err();
+    assert!(busy, "127.0.0.1:9464 should be taken now");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest = "services:\n  a: { command: [sleep, \"1000\"] }\n";
+    std::fs::write(dir.path().join("drover.yaml"), manifest).expect("write manifest");
+    let drover = Drover::start_exactly(
+        dir,
+        &[env!("CARGO_BIN_EXE_drover"), "run", "drover.yaml"],
+        None,
+        &[],
+    );
+    let instead = "serving on 127.0.0.1:";
+    wait_until(SECS(10), "the move to another port", || {
+        drover.stderr().contains(instead)
+    });
+    let log = drover.stderr();
+    let port: u16 = log
+        .split_once(instead)
+        .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_ne!(port, 9464);
+    assert!(
+        log.contains("the default address 127.0.0.1:9464 is in use"),
+        "{log}"
+    );
+    let (status, body) = get(port, "/metrics").expect("the endpoint answers");
+    assert_eq!(status, 200);
+    assert!(body.contains("drover_service_up{service=\"a\"}"), "{body}");
+    let socket = drover.path("drover.sock");
+    wait_until(SECS(10), "the control socket", || socket.exists());
+    let (code, table, err) = crate::control::cli(&socket, &["status"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        table.contains(&format!("metrics: http://127.0.0.1:{port}/metrics")),
+        "{table}"
+    );
+
+    // Asked for in the manifest: refused.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("drover.yaml"),
+        "settings: { metrics: { listen: 127.0.0.1:9464 } }\nservices:\n  a: { command: [sleep, \"1000\"] }\n",
+    )
+    .expect("write manifest");
+    let mut asked = Drover::start_exactly(
+        dir,
+        &[env!("CARGO_BIN_EXE_drover"), "run", "drover.yaml"],
+        None,
+        &[],
+    );
+    assert_eq!(asked.wait(SECS(10)), 1);
+    assert!(
+        asked
+            .stderr()
+            .contains("cannot listen for metrics on 127.0.0.1:9464"),
+        "{}",
+        asked.stderr()
+    );
+}
+
 /// Whether `tool` is on PATH; says so when it is not (the setup script installs it).
 fn have(tool: &str, test: &str) -> bool {
     let found = std::env::var_os("PATH")
