@@ -355,6 +355,99 @@ scrape_configs:
     }
 }
 
+impl Prometheus {
+    /// The `service` labels of an instant query's result, sorted.
+    fn services(&self, query: &str) -> Vec<String> {
+        let encoded: String = query
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let Some((200, body)) = get(self.port, &format!("/api/v1/query?query={encoded}")) else {
+            panic!("the query failed: {query}");
+        };
+        let answer: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let mut services: Vec<String> = answer["data"]["result"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{body}"))
+            .iter()
+            .filter_map(|r| r["metric"]["service"].as_str().map(str::to_string))
+            .collect();
+        services.sort();
+        services
+    }
+}
+
+/// The expression of the dashboard's panel `title`, for every instance.
+fn dashboard_query(title: &str) -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/prometheus/grafana-dashboard.json"
+    );
+    let text = std::fs::read_to_string(path).expect("dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let panel = dashboard["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .find(|p| p["title"] == title)
+        .unwrap_or_else(|| panic!("no panel {title:?}"));
+    panel["targets"][0]["expr"]
+        .as_str()
+        .expect("expr")
+        .replace("$instance", ".*")
+}
+
+/// The expression of alert `name` in deploy/prometheus/alerts.yml (a `|` block after `expr:`).
+fn alert_query(name: &str) -> String {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/prometheus/alerts.yml"
+    );
+    let text = std::fs::read_to_string(path).expect("alerts");
+    let (_, rule) = text
+        .split_once(&format!("- alert: {name}\n"))
+        .unwrap_or_else(|| panic!("no alert {name}"));
+    let (_, expr) = rule.split_once("expr: |\n").expect("a block expr");
+    let (expr, _) = expr.split_once("\n        for:").expect("for: after expr");
+    expr.lines().map(str::trim).collect::<Vec<_>>().join(" ")
+}
+
+/// The dashboard's "Not ready" panel shows what the DroverServiceNotReady alert fires on,
+/// evaluated by a real Prometheus: the service that waits for readiness, not the one-shot that
+/// finished nor the ready one.
+#[test]
+fn the_not_ready_panel_shows_what_the_alert_fires_on() {
+    if !have(
+        "prometheus",
+        "the_not_ready_panel_shows_what_the_alert_fires_on",
+    ) {
+        return;
+    }
+    let (drover, port) = with_metrics(
+        "services:
+  done: { command: [\"true\"], restart: never }
+  waiting: { command: [sleep, \"1000\"], readiness_probe: { exec: { command: [\"false\"] }, period: 1s } }
+  up: { command: [sleep, \"1000\"] }
+",
+    );
+    wait_value(
+        port,
+        r#"drover_service_state{service="done",state="exited"}"#,
+        |v| v == 1.0,
+    );
+    let prometheus = Prometheus::start(drover.dir.path(), port);
+    wait_until(SECS(60), "Prometheus to see the one-shot exited", || {
+        prometheus.query("drover_service_state{service=\"done\",state=\"exited\"}") == Some(1.0)
+    });
+    let panel = dashboard_query("Not ready");
+    let alert = alert_query("DroverServiceNotReady");
+    assert_eq!(prometheus.services(&alert), ["waiting"], "{alert}");
+    assert_eq!(prometheus.services(&panel), ["waiting"], "{panel}");
+}
+
 impl Drop for Prometheus {
     fn drop(&mut self) {
         let _ = self.child.kill();
