@@ -27,6 +27,13 @@ pub(crate) struct ServiceCgroup {
     path: PathBuf,
     /// `cgroup.procs`, open for writing: a forked child writes `0` to it to join.
     procs: Arc<OwnedFd>,
+    /// The directory itself: children are born in it (`clone3(CLONE_INTO_CGROUP)`).
+    dir: Arc<OwnedFd>,
+    /// `cgroup.kill` was written to it. Linux 6.18 (seen on the 2-core machine) then SIGKILLs
+    /// every child later born in it by `CLONE_INTO_CGROUP`, as if the kill were still under
+    /// way (the fork's kill sequence is read from the parent's cgroup, not the target's), so
+    /// its children join it after they start instead.
+    killed: std::sync::atomic::AtomicBool,
 }
 
 /// The longest text read from a cgroup file (`cgroup.events` is two short lines).
@@ -68,9 +75,12 @@ impl Cgroups {
         let procs = std::fs::OpenOptions::new()
             .write(true)
             .open(path.join("cgroup.procs"))?;
+        let dir = std::fs::File::open(&path)?;
         Ok(ServiceCgroup {
             path,
             procs: Arc::new(OwnedFd::from(procs)),
+            dir: Arc::new(OwnedFd::from(dir)),
+            killed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -98,9 +108,13 @@ impl Drop for Cgroups {
 }
 
 impl ServiceCgroup {
-    /// The descriptor a child writes `0` to, to join.
-    pub(crate) fn procs(&self) -> Arc<OwnedFd> {
-        self.procs.clone()
+    /// What a spawn needs to put a child in it.
+    pub(crate) fn entry(&self) -> crate::process::CgroupEntry {
+        let born_inside = !self.killed.load(std::sync::atomic::Ordering::Relaxed);
+        crate::process::CgroupEntry {
+            dir: born_inside.then(|| self.dir.clone()),
+            procs: self.procs.clone(),
+        }
     }
 
     /// Whether any process is in it.
@@ -151,6 +165,8 @@ impl ServiceCgroup {
 
     /// SIGKILL to every process in it, at once.
     pub(crate) fn kill(&self) -> io::Result<()> {
+        self.killed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         kill(&self.path)
     }
 

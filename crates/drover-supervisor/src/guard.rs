@@ -73,6 +73,8 @@ impl GuardLink {
                 user: None,
                 working_dir: None,
                 cgroup: None,
+                stdio: [None, None, None],
+                arg0: None,
                 outlives_drover: true,
                 keep_inherited_fds: false,
                 waiter: Box::new(|_, _| {}),

@@ -89,6 +89,8 @@ impl ExecProbe {
             user: self.user.clone(),
             working_dir: self.working_dir.clone(),
             cgroup: None,
+            stdio: [None, None, None],
+            arg0: None,
             outlives_drover: false,
             keep_inherited_fds: false,
             waiter: Box::new(move |_, status| {

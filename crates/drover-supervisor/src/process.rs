@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 use std::collections::HashMap;
 use std::io;
 use std::process::Command;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
@@ -106,8 +106,13 @@ pub struct SpawnRequest {
     /// Enter this directory, as the user (not with `command.current_dir`, which std enters
     /// before the user switch).
     pub working_dir: Option<std::path::PathBuf>,
-    /// Join this cgroup (its `cgroup.procs`, open for writing) before anything else.
-    pub cgroup: Option<Arc<std::os::fd::OwnedFd>>,
+    /// Start in this cgroup.
+    pub cgroup: Option<CgroupEntry>,
+    /// The descriptors for the child's 0, 1 and 2 (`None`: drover's own), as `command`'s stdio
+    /// is set: with a `cgroup`, the child is started without `command` (see [`CgroupEntry`]).
+    pub stdio: [Option<std::os::fd::OwnedFd>; 3],
+    /// `argv[0]`, when not the program's path.
+    pub arg0: Option<std::ffi::OsString>,
     /// Survive drover's death (no PR_SET_PDEATHSIG): only for drover's guard.
     pub outlives_drover: bool,
     /// Pass on the descriptors above 2 drover inherited (`drover -- CMD`); otherwise only 0, 1
@@ -116,6 +121,21 @@ pub struct SpawnRequest {
     /// Told the exit status.
     pub waiter: Waiter,
 }
+
+/// A cgroup to start a child in. It is born there (`clone3(CLONE_INTO_CGROUP)`, which needs
+/// the directory), or, where the kernel refuses that, joins it first thing by writing `0` to
+/// `cgroup.procs`.
+#[derive(Clone, Debug)]
+pub struct CgroupEntry {
+    /// The cgroup's directory, when children may be born in it.
+    pub dir: Option<Arc<std::os::fd::OwnedFd>>,
+    /// Its `cgroup.procs`, open for writing.
+    pub procs: Arc<std::os::fd::OwnedFd>,
+}
+
+/// `clone3(CLONE_INTO_CGROUP)` was refused once (an old kernel, a seccomp filter): the
+/// children join their cgroup themselves from then on.
+static CLONE_INTO_CGROUP_REFUSED: AtomicBool = AtomicBool::new(false);
 
 struct Job {
     request: SpawnRequest,
@@ -272,6 +292,8 @@ impl Shared {
             user,
             working_dir,
             cgroup,
+            stdio,
+            arg0,
             outlives_drover,
             keep_inherited_fds,
             waiter,
@@ -297,20 +319,51 @@ impl Shared {
                 }));
             }
         };
-        let setup = ChildSetup {
+        let mut setup = ChildSetup {
             new_session,
             foreground,
             inherit_signals,
             credentials,
             parent: sys::own_pid(),
             working_dir: working_dir_c,
-            cgroup_procs: cgroup,
+            cgroup_procs: None,
             parent_death_signal: !outlives_drover,
             keep_inherited_fds,
         };
+        // Born in its cgroup when the kernel allows it (and the program is a path, as
+        // `execve` needs); otherwise std's spawn, and the child joins the cgroup itself.
+        let image = cgroup
+            .as_ref()
+            .filter(|entry| entry.dir.is_some())
+            .filter(|_| !CLONE_INTO_CGROUP_REFUSED.load(Ordering::Relaxed))
+            .and_then(|_| exec_image(&command, arg0))
+            .and_then(Result::ok);
         let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        let child = match sys::spawn(&mut command, setup) {
-            Ok(child) => child,
+        let born_inside = cgroup
+            .as_ref()
+            .and_then(|entry| Some((entry, entry.dir.as_ref()?)));
+        let spawned = match (image, born_inside) {
+            (Some(image), Some((entry, dir))) => {
+                use std::os::fd::AsFd;
+                let fds = [0, 1, 2].map(|i| stdio.get(i).and_then(Option::as_ref).map(AsFd::as_fd));
+                match sys::spawn_into_cgroup(&image, fds, dir.as_fd(), setup.clone()) {
+                    Ok(pid) => Ok(pid),
+                    Err(sys::CloneError::Spawn(source)) => Err(source),
+                    Err(sys::CloneError::Refused(why)) => {
+                        CLONE_INTO_CGROUP_REFUSED.store(true, Ordering::Relaxed);
+                        tracing::info!(error = %why, "clone3(CLONE_INTO_CGROUP) refused; services join their cgroups after they start");
+                        setup.cgroup_procs = Some(entry.procs.clone());
+                        std_spawn(&mut command, setup)
+                    }
+                }
+            }
+            _ => {
+                setup.cgroup_procs = cgroup.as_ref().map(|entry| entry.procs.clone());
+                std_spawn(&mut command, setup)
+            }
+        };
+        let pid = match spawned {
+            Ok(pid) => pid,
             Err(source) => {
                 drop(table);
                 if let Some(source) = sys::chdir_error(&source) {
@@ -326,20 +379,54 @@ impl Shared {
                 }));
             }
         };
-        let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
         table.insert(pid, waiter);
         // Still under the lock: the spawn is announced before its exit can be.
         on_spawn(Ok(pid));
         drop(table);
-        // Dropping a Child neither waits nor kills; the reaper will report its exit.
-        drop(child);
-        // The command holds the parent's copies of the child's stdio descriptors: close them.
+        // The command and `stdio` hold the parent's copies of the child's stdio descriptors:
+        // close them.
         drop(command);
+        drop(stdio);
     }
 }
 
 /// Sets `HOME`, `USER`, `LOGNAME` and `SHELL` from the account a service runs as, as su(1)
 /// and systemd do, except where the service's own environment sets them.
+/// std's spawn of `command`; its `Child` dropped at once (dropping neither waits nor kills:
+/// the reaper reports the exit).
+fn std_spawn(command: &mut Command, setup: ChildSetup) -> io::Result<Pid> {
+    let child = sys::spawn(command, setup)?;
+    Ok(Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX)))
+}
+
+/// `command` as [`sys::spawn_into_cgroup`] runs it: its program (`None` unless it is a path,
+/// which `execve` needs; a bare name is left to std's `PATH` search), `arg0` and arguments, and
+/// drover's environment with the command's changes.
+fn exec_image(
+    command: &Command,
+    arg0: Option<std::ffi::OsString>,
+) -> Option<io::Result<sys::ExecImage>> {
+    let program = command.get_program();
+    if !program.as_encoded_bytes().contains(&b'/') {
+        return None;
+    }
+    let mut environment: indexmap::IndexMap<std::ffi::OsString, std::ffi::OsString> =
+        std::env::vars_os().collect();
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => {
+                environment.insert(key.to_os_string(), value.to_os_string());
+            }
+            None => {
+                environment.shift_remove(key);
+            }
+        }
+    }
+    let argv = std::iter::once(arg0.unwrap_or_else(|| program.to_os_string()))
+        .chain(command.get_args().map(std::ffi::OsStr::to_os_string));
+    Some(sys::ExecImage::new(program, argv, environment))
+}
+
 fn set_account_environment(command: &mut Command, account: &sys::Account) {
     let set_by_service: Vec<std::ffi::OsString> = command
         .get_envs()

@@ -342,6 +342,21 @@ impl ServiceIo {
         Ok(ServiceIo::Piped { stdout, stderr })
     }
 
+    /// The descriptors of one run's 0, 1 and 2 (`None`: drover's own), as [`ServiceIo::apply`]
+    /// sets them.
+    fn descriptors(&self, null: &OwnedFd) -> io::Result<[Option<OwnedFd>; 3]> {
+        let stdin = Some(null.try_clone()?);
+        Ok(match self {
+            ServiceIo::Piped { stdout, stderr } => {
+                [stdin, Some(stdout.try_clone()?), Some(stderr.try_clone()?)]
+            }
+            ServiceIo::Direct(ServiceOutput::Discard) => {
+                [stdin, Some(null.try_clone()?), Some(null.try_clone()?)]
+            }
+            ServiceIo::Direct(_) => [stdin, None, None],
+        })
+    }
+
     /// Sets the stdio of one run; `null` is drover's one `/dev/null`, duplicated for each use.
     fn apply(&self, command: &mut Command, null: &OwnedFd) -> io::Result<()> {
         command.stdin(null.try_clone()?);
@@ -1344,6 +1359,11 @@ impl Driver {
             .get(&unit)
             .ok_or_else(|| io::Error::other("the service is gone"))?;
         resources.io.apply(&mut command, &self.null)?;
+        // A run born in its cgroup is started from these rather than from `command`.
+        let stdio = match &resources.cgroup {
+            Some(_) => resources.io.descriptors(&self.null)?,
+            None => [None, None, None],
+        };
         let inputs = self.inputs.clone();
         let cgroup = resources.cgroup.clone();
         Ok(SpawnRequest {
@@ -1353,7 +1373,9 @@ impl Driver {
             inherit_signals: None,
             user: spec.user.clone(),
             working_dir: spec.working_dir.clone(),
-            cgroup: cgroup.as_ref().map(|c| c.procs()),
+            cgroup: cgroup.as_ref().map(|c| c.entry()),
+            stdio,
+            arg0: argv.first().map(OsString::from),
             outlives_drover: false,
             keep_inherited_fds: false,
             waiter: Box::new(move |pid, status| {

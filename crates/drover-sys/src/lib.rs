@@ -429,7 +429,7 @@ pub fn spawn(command: &mut Command, setup: ChildSetup) -> io::Result<Child> {
     let reset = signals_to_reset();
     // SAFETY: the closure runs in the child between fork and exec. It only calls
     // async-signal-safe functions (setsid, setpgid, tcsetpgrp, sigaction, sigprocmask, prctl,
-    // getppid, setgid, setgroups, setuid, chdir, getrlimit, setrlimit, syscall(close_range),
+    // getppid, chdir, and the raw system calls setgid, setgroups, setuid, prlimit64 and close_range,
     // an atomic load) on values captured
     // before the fork (`setup` is moved in whole; the child only reads it); it allocates
     // nothing and takes no lock.
@@ -491,11 +491,19 @@ fn child_setup(setup: &ChildSetup, reset: SignalSet) -> io::Result<()> {
         thread_sigmask(libc::SIG_SETMASK, Some(&mask))?;
         if let Some(credentials) = credentials {
             // setgid, then the supplementary groups, then setuid: after setuid, the others
-            // are no longer permitted.
-            check(libc::setgid(credentials.gid))?;
+            // are no longer permitted. Raw system calls: the C libraries' wrappers change the
+            // ids of every thread they know of, signalling each and waiting for it, and in
+            // the child of a raw `clone3` they still know of the parent's threads, which are
+            // not there: they would wait for ever. The child has one thread, so the calls
+            // change the whole process.
+            check_raw(libc::syscall(libc::SYS_setgid, credentials.gid))?;
             let groups = &credentials.groups;
-            check(libc::setgroups(groups.len(), groups.as_ptr()))?;
-            check(libc::setuid(credentials.uid))?;
+            check_raw(libc::syscall(
+                libc::SYS_setgroups,
+                groups.len(),
+                groups.as_ptr(),
+            ))?;
+            check_raw(libc::syscall(libc::SYS_setuid, credentials.uid))?;
         }
         if let Some(dir) = working_dir {
             if libc::chdir(dir.as_ptr()) == -1 {
@@ -510,9 +518,27 @@ fn child_setup(setup: &ChildSetup, reset: SignalSet) -> io::Result<()> {
                 rlim_cur: 0,
                 rlim_max: 0,
             };
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            // prlimit64 itself: musl's setrlimit applies the limit to every thread it knows
+            // of (see the ids above).
+            let own = 0 as libc::pid_t;
+            let no_limit: *const libc::rlimit = std::ptr::null();
+            let read = libc::syscall(
+                libc::SYS_prlimit64,
+                own,
+                libc::RLIMIT_NOFILE,
+                no_limit,
+                std::ptr::from_mut(&mut limit),
+            );
+            if read == 0 {
                 limit.rlim_cur = inherited;
-                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+                let no_old: *mut libc::rlimit = std::ptr::null_mut();
+                libc::syscall(
+                    libc::SYS_prlimit64,
+                    own,
+                    libc::RLIMIT_NOFILE,
+                    std::ptr::from_ref(&limit),
+                    no_old,
+                );
             }
         }
         // A killed drover must leave no service behind. Armed after the credentials change,
@@ -533,6 +559,207 @@ fn child_setup(setup: &ChildSetup, reset: SignalSet) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A program ready for `execve`, every string and pointer array made before the fork: the
+/// child of [`spawn_into_cgroup`] may not allocate.
+pub struct ExecImage {
+    program: std::ffi::CString,
+    _strings: Vec<std::ffi::CString>,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+}
+
+impl ExecImage {
+    /// `program` (a path: no `PATH` search is done), its `argv` (`argv[0]` first) and its
+    /// whole environment. An error when a string holds a NUL byte.
+    pub fn new(
+        program: &std::ffi::OsStr,
+        argv: impl IntoIterator<Item = std::ffi::OsString>,
+        environment: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+    ) -> io::Result<ExecImage> {
+        use std::os::unix::ffi::OsStrExt;
+        let c_string = |bytes: Vec<u8>| {
+            std::ffi::CString::new(bytes).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+        };
+        let program = c_string(program.as_bytes().to_vec())?;
+        let mut strings = Vec::new();
+        let mut argc = 0usize;
+        for arg in argv {
+            strings.push(c_string(arg.as_bytes().to_vec())?);
+            argc += 1;
+        }
+        for (key, value) in environment {
+            let mut pair = key.as_bytes().to_vec();
+            pair.push(b'=');
+            pair.extend_from_slice(value.as_bytes());
+            strings.push(c_string(pair)?);
+        }
+        // The CStrings' buffers live on the heap: moving the Vec keeps these pointers valid.
+        let (args, envs) = strings.split_at(argc);
+        let pointers = |list: &[std::ffi::CString]| {
+            let mut out: Vec<*const libc::c_char> = list.iter().map(|s| s.as_ptr()).collect();
+            out.push(std::ptr::null());
+            out
+        };
+        let argv = pointers(args);
+        let envp = pointers(envs);
+        Ok(ExecImage {
+            program,
+            _strings: strings,
+            argv,
+            envp,
+        })
+    }
+}
+
+/// `struct clone_args` of `linux/sched.h`, up to `cgroup` (`CLONE_ARGS_SIZE_VER2`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// `CLONE_INTO_CGROUP` (Linux 5.7).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Starts `image` as a child born in the cgroup `cgroup_dir` (a descriptor of its directory):
+/// `clone3(CLONE_INTO_CGROUP)`, then in the child `stdio` (descriptors for 0, 1 and 2; `None`
+/// keeps drover's), [`ChildSetup`] and `execve`. No migration: writing a pid to
+/// `cgroup.procs` takes the kernel's cgroup threadgroup lock for writing, which waits for an
+/// RCU grace period, 5 ms of every restart on the 2-core machine (docs/benchmarks.md).
+///
+/// Call it where a failed child may be waited for at once (the process table's lock held, as
+/// for [`spawn`]): on failure its exit is reaped here. `Err` with `ENOSYS`, `EPERM`, `EINVAL`
+/// or `E2BIG` from `clone3` itself means this kernel (or a seccomp filter) refuses it: spawn
+/// the usual way.
+pub fn spawn_into_cgroup(
+    image: &ExecImage,
+    stdio: [Option<std::os::fd::BorrowedFd<'_>>; 3],
+    cgroup_dir: std::os::fd::BorrowedFd<'_>,
+    setup: ChildSetup,
+) -> Result<Pid, CloneError> {
+    use std::os::fd::AsRawFd;
+    let reset = signals_to_reset();
+    let (errors, error_out) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| CloneError::Spawn(e.into()))?;
+    let stdio_fds = stdio.map(|fd| fd.map(|fd| fd.as_raw_fd()));
+    let error_fd = error_out.as_raw_fd();
+    let mut args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: u64::try_from(cgroup_dir.as_raw_fd()).unwrap_or(0),
+        ..CloneArgs::default()
+    };
+    // SAFETY: clone3 without CLONE_VM gives the child a copy of this address space, as fork
+    // does. The child runs only `exec_child`, which calls async-signal-safe functions on
+    // memory prepared before the call (`image`, `stdio_fds`, `setup`), allocates nothing,
+    // takes no lock and never returns. `args` outlives the call, and its size is passed.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            std::ptr::from_mut(&mut args),
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if result == 0 {
+        // SAFETY: in the child; see above.
+        unsafe { exec_child(image, stdio_fds, &setup, reset, error_fd) }
+    }
+    if result < 0 {
+        return Err(CloneError::Refused(io::Error::last_os_error()));
+    }
+    let pid = Pid::from_raw(i32::try_from(result).unwrap_or(i32::MAX));
+    drop(error_out);
+    let mut errno = [0u8; 4];
+    let read = loop {
+        match nix::unistd::read(&errors, &mut errno) {
+            Err(Errno::EINTR) => continue,
+            other => break other,
+        }
+    };
+    match read {
+        // The pipe closed at exec: the program runs.
+        Ok(0) => Ok(pid),
+        other => {
+            let _ = nix::sys::wait::waitpid(pid, None);
+            Err(CloneError::Spawn(match other {
+                Ok(4) => io::Error::from_raw_os_error(i32::from_ne_bytes(errno)),
+                Ok(_) => io::Error::other("a short error report from the child"),
+                Err(e) => e.into(),
+            }))
+        }
+    }
+}
+
+/// Why [`spawn_into_cgroup`] did not start the program.
+#[derive(Debug)]
+pub enum CloneError {
+    /// `clone3` itself failed: no child; spawn the usual way.
+    Refused(io::Error),
+    /// The child could not set itself up or `execve` failed (it has been reaped).
+    Spawn(io::Error),
+}
+
+/// The child of [`spawn_into_cgroup`]: stdio, setup, `execve`; on failure the errno goes to
+/// `error_fd` and the child exits 127.
+///
+/// # Safety
+/// Only in the child of `clone3`/fork, with everything it reads prepared before.
+unsafe fn exec_child(
+    image: &ExecImage,
+    stdio: [Option<libc::c_int>; 3],
+    setup: &ChildSetup,
+    reset: SignalSet,
+    error_fd: libc::c_int,
+) -> ! {
+    // SAFETY: (the whole function) async-signal-safe calls on integers and on memory
+    // prepared before the fork.
+    unsafe {
+        let fail = |errno: libc::c_int| -> ! {
+            let bytes = errno.to_ne_bytes();
+            libc::write(error_fd, bytes.as_ptr().cast(), bytes.len());
+            libc::_exit(127)
+        };
+        // A source that is itself 0, 1 or 2 (drover started with one closed) is moved out of
+        // the way first, so that no dup2 below overwrites a source still to be used.
+        let mut sources = stdio;
+        for source in sources.iter_mut().flatten() {
+            if (0..3).contains(source) {
+                let moved = libc::fcntl(*source, libc::F_DUPFD_CLOEXEC, 3);
+                if moved == -1 {
+                    fail(*libc::__errno_location());
+                }
+                *source = moved;
+            }
+        }
+        for (target, source) in (0..3).zip(sources) {
+            if let Some(source) = source
+                && libc::dup2(source, target) == -1
+            {
+                fail(*libc::__errno_location());
+            }
+        }
+        if let Err(err) = child_setup(setup, reset) {
+            fail(err.raw_os_error().unwrap_or(libc::EINVAL));
+        }
+        libc::execve(
+            image.program.as_ptr(),
+            image.argv.as_ptr(),
+            image.envp.as_ptr(),
+        );
+        fail(*libc::__errno_location())
+    }
 }
 
 /// Gives the calling thread a file descriptor table of its own, in which every descriptor but
@@ -564,6 +791,14 @@ fn close_range_above_stdio(flags: libc::c_uint) -> io::Result<()> {
     // SAFETY: close_range takes integers and touches no memory of ours; what it closes or
     // marks is what the callers above say may go.
     let result = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, flags) };
+    if result == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn check_raw(result: libc::c_long) -> io::Result<()> {
     if result == -1 {
         Err(io::Error::last_os_error())
     } else {

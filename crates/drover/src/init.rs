@@ -90,6 +90,8 @@ pub(crate) async fn init(options: InitOptions, inherited: InheritedSignals) -> a
         user: None,
         working_dir: None,
         cgroup: None,
+        stdio: [None, None, None],
+        arg0: None,
         outlives_drover: false,
         keep_inherited_fds: true,
         waiter: Box::new(move |_, status| {
