@@ -67,6 +67,16 @@ class ProcEvents:
             pass
         self.sock.close()
 
+    def drain(self):
+        """Drops what is queued."""
+        while True:
+            try:
+                self.sock.recv(1 << 16, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError:
+                self.lost += 1
+
     def events(self, timeout):
         """Every event that arrives within `timeout` seconds (less if the caller stops)."""
         deadline = time.monotonic() + timeout

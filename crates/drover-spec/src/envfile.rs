@@ -95,7 +95,11 @@ pub(crate) fn parse(text: &str, vars: &Vars) -> Result<EnvFileText, EnvFileError
                     crate::error::shorten_escaped(trimmed)
                 )));
             }
-            // Compose's bare `KEY`: the value drover itself has, if any.
+            // Compose's bare `KEY`: the value drover itself has, if any (never drover's own
+            // service manager's socket and watchdog).
+            if crate::interpolate::SET_PER_SERVICE.contains(&body) {
+                continue;
+            }
             if let Ok(value) = std::env::var(body) {
                 vars.define(body, &value);
                 out.vars.push((body.to_string(), value));
@@ -319,10 +323,26 @@ mod tests {
     }
 
     #[test]
+    fn values_that_double_line_by_line_are_refused() {
+        let mut text = String::from("A=xxxxxxxxxxxxxxxx\n");
+        let mut previous = 'A';
+        for name in 'B'..='Z' {
+            text.push_str(&format!("{name}=${{{previous}}}${{{previous}}}\n"));
+            previous = name;
+        }
+        match parse(&text, &Vars::default()) {
+            Err(EnvFileError::Line(_, message)) => {
+                assert!(message.contains("longer than 128 KiB"), "{message}")
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
     fn a_bare_key_comes_from_drovers_environment() {
         // PATH is set for every test process; the unset name is left out.
         let path = std::env::var("PATH").expect("PATH is set");
-        let parsed = pairs("PATH\nDROVER_SURELY_UNSET_3\n");
+        let parsed = pairs("PATH\nDROVER_SURELY_UNSET_3\nNOTIFY_SOCKET\nWATCHDOG_USEC\n");
         assert_eq!(parsed, vec![("PATH".to_string(), path)]);
     }
 

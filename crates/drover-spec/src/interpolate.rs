@@ -16,10 +16,15 @@ use std::collections::HashMap;
 /// What drover sets for each service itself (its own sd_notify socket and watchdog): never
 /// taken from drover's environment, whose values are drover's service manager's. In a command
 /// they are left to the shell; elsewhere they are unset.
-const SET_PER_SERVICE: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
+pub(crate) const SET_PER_SERVICE: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
 
 /// Nesting of `${A:-${B:-...}}` beyond this is an error, not a deep recursion.
 const MAX_NESTING: usize = 8;
+
+/// The longest value interpolation may make: the kernel's limit on one argument or
+/// environment string (`MAX_ARG_STRLEN`), beyond which `execve` refuses it anyway. Lines of an
+/// env file that each double the one before must not grow a value without bound.
+pub(crate) const MAX_VALUE_BYTES: usize = 128 * 1024;
 
 /// How strict to be with what is not ours.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,9 +121,12 @@ impl State<'_> {
             };
             let Some(end) = closing_brace(body_start) else {
                 if self.mode == Mode::Shell {
+                    // No `}` closes it, nor any `${` after it: the rest is the shell's, as
+                    // written (one scan, not one per character).
                     out.push('$');
-                    rest = after;
-                    continue;
+                    out.push_str(after);
+                    rest = "";
+                    break;
                 }
                 return Err(format!(
                     "`${{` without its `}}` in `{}`",
@@ -136,8 +144,14 @@ impl State<'_> {
                 }
             }
             rest = &body_start[end + 1..];
+            if out.len() > MAX_VALUE_BYTES {
+                return Err(too_long());
+            }
         }
         out.push_str(rest);
+        if out.len() > MAX_VALUE_BYTES {
+            return Err(too_long());
+        }
         Ok(out)
     }
 
@@ -206,9 +220,11 @@ impl State<'_> {
                 } else {
                     "not set"
                 };
+                // The message is the user's text: escaped, so that it cannot forge log lines.
                 return Err(if message.is_empty() {
                     format!("variable `{name}` is {how}")
                 } else {
+                    let message = crate::error::shorten_escaped(&message);
                     format!("variable `{name}` is {how}: {message}")
                 });
             }
@@ -216,6 +232,13 @@ impl State<'_> {
         };
         Ok(Some(chosen))
     }
+}
+
+fn too_long() -> String {
+    format!(
+        "the value is longer than {} KiB once its variables are replaced",
+        MAX_VALUE_BYTES / 1024
+    )
 }
 
 /// The index of the `}` that closes a `${` whose body starts `body`, nested ones skipped.
@@ -297,6 +320,18 @@ mod tests {
         assert!(err("${A=b}").contains("expected"));
         let deep = format!("{}x{}", "${A:-".repeat(20), "}".repeat(20));
         assert!(err(&deep).contains("nested deeper"));
+    }
+
+    #[test]
+    fn an_unclosed_brace_in_a_command_is_left_whole() {
+        let text = "echo ${ ${x ${#y";
+        let (out, unset) = interpolate(text, &vars(), Mode::Shell).expect("valid");
+        assert_eq!(out, text);
+        assert!(unset.is_empty());
+        // 64 KiB of them is one scan (it was one per character), and comes back as written.
+        let many = "${".repeat(32 * 1024);
+        let (out, _) = interpolate(&many, &vars(), Mode::Shell).expect("valid");
+        assert_eq!(out, many);
     }
 
     #[test]

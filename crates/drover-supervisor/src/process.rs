@@ -222,6 +222,11 @@ impl Processes {
     /// SIGKILL; returns once drover has no child left (or after `grace` more). For the exit of
     /// `drover -- CMD` and of `drover run`: nothing drover adopted outlives it.
     pub async fn end_descendants(&self, grace: Duration) -> usize {
+        // The usual end: nothing left, and no need to read every process's /proc entry.
+        self.shared.reap_all();
+        if !sys::has_children() {
+            return 0;
+        }
         let found = descendants();
         for &pid in &found {
             let _ = sys::signal_process(pid, nix::sys::signal::Signal::SIGTERM);

@@ -905,9 +905,13 @@ impl Driver {
     }
 
     /// Performs `actions`; `Some(code)` when the state machine says everything is over.
-    fn perform(&mut self, actions: Vec<Action>) -> Option<i32> {
+    fn perform(&mut self, mut actions: Vec<Action>) -> Option<i32> {
         let mut exit = None;
         let mut watch_added = false;
+        // Spawns first: the spawner thread forks while this one publishes and logs the
+        // changes (a restart's latency is its critical path). The spawn's answer comes back as
+        // an input, after this batch: observers still see `starting` before `running`.
+        actions.sort_by_key(|action| !matches!(action, Action::Spawn(_)));
         for action in actions {
             match action {
                 Action::Spawn(unit) => self.spawn(unit),

@@ -841,6 +841,25 @@ pub fn raise_open_file_limit() -> io::Result<(u64, u64)> {
     Ok((soft, hard.max(soft)))
 }
 
+/// Whether this process has any child, live or a zombie (`waitid(P_ALL, WNOHANG | WNOWAIT)`:
+/// nothing is reaped). A subreaper or PID 1 without children has no descendants either: an
+/// orphan comes to it, so every live descendant has a live ancestor among its children.
+pub fn has_children() -> bool {
+    // SAFETY: siginfo_t is plain data, for which all zeroes is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid writes only into `info`, which lives on this stack; WNOHANG never blocks
+    // and WNOWAIT leaves every child to the reaper.
+    let result = unsafe {
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    !(result == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
+}
+
 /// Whether `fd` is open on a regular file (`fstat`); false when that cannot be told.
 pub fn is_regular_file(fd: std::os::fd::BorrowedFd<'_>) -> bool {
     nix::sys::stat::fstat(fd).is_ok_and(|stat| stat.st_mode & libc::S_IFMT == libc::S_IFREG)

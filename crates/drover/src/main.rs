@@ -287,10 +287,16 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<i32>>>(
 const BLOCKING_TASKS_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Binds the metrics listener. When the address is the default one (`chosen` false) and it is
-/// in use, another port of the same address, which the log and `drover status` name.
+/// in use by drover's own user (another drover), another port of the same address, which the
+/// log and `drover status` name. Held by another user, it is refused as a chosen one is: a
+/// local user who took the port first must not get drover's scrapes.
 fn bind_metrics(address: SocketAddr, chosen: bool) -> std::io::Result<std::net::TcpListener> {
     match std::net::TcpListener::bind(address) {
-        Err(err) if !chosen && err.kind() == std::io::ErrorKind::AddrInUse => {
+        Err(err)
+            if !chosen
+                && err.kind() == std::io::ErrorKind::AddrInUse
+                && listeners_owned_by(address.port(), drover_supervisor::effective_uid()) =>
+        {
             let listener = std::net::TcpListener::bind(SocketAddr::new(address.ip(), 0))?;
             if let Ok(instead) = listener.local_addr() {
                 tracing::warn!(
@@ -301,6 +307,37 @@ fn bind_metrics(address: SocketAddr, chosen: bool) -> std::io::Result<std::net::
         }
         other => other,
     }
+}
+
+/// Whether every listening TCP socket on `port` (IPv4 and IPv6, `/proc/net/tcp*`, each read
+/// bounded) belongs to `uid`, and there is at least one.
+fn listeners_owned_by(port: u16, uid: u32) -> bool {
+    let mut found = false;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(bytes) = drover_spec::read_regular_file(Path::new(table), 16 * 1024 * 1024) else {
+            continue;
+        };
+        for line in String::from_utf8_lossy(&bytes).lines().skip(1) {
+            let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+            let (Some(local), Some(state), Some(owner)) =
+                (fields.get(1), fields.get(3), fields.get(7))
+            else {
+                continue;
+            };
+            let listening = *state == "0A";
+            let on_port = local
+                .rsplit_once(':')
+                .and_then(|(_, hex)| u16::from_str_radix(hex, 16).ok())
+                == Some(port);
+            if listening && on_port {
+                if owner.parse::<u32>().ok() != Some(uid) {
+                    return false;
+                }
+                found = true;
+            }
+        }
+    }
+    found
 }
 
 fn exit_code(result: anyhow::Result<i32>) -> ExitCode {
