@@ -213,7 +213,13 @@ class Pm2(Peer):
         return None if shutil.which("pm2-runtime") else "pm2 not installed (npm install -g pm2)"
 
     def version(self):
-        return version_of(["pm2", "--version"]).split()[-1]
+        # `pm2 --version` would start pm2's daemon: read the package instead.
+        try:
+            root = subprocess.run(["npm", "root", "-g"], capture_output=True, text=True, timeout=20).stdout.strip()
+            with open(os.path.join(root, "pm2", "package.json")) as f:
+                return json.load(f).get("version", "?")
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            return "?"
 
     def start(self, kind, n, workdir, policy="fast"):
         command = COMMANDS[kind]

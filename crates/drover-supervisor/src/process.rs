@@ -182,9 +182,7 @@ impl Processes {
                 if let Err(err) = sys::block_signals_on_this_thread() {
                     tracing::warn!(error = %err, "cannot block signals on the spawner thread");
                 }
-                for job in queue {
-                    spawner.spawn(job.request, job.on_spawn);
-                }
+                run_spawner(&spawner, &queue);
             })?;
         Ok(Processes { shared, jobs })
     }
@@ -288,7 +286,8 @@ impl Shared {
         }
     }
 
-    fn spawn(&self, request: SpawnRequest, on_spawn: OnSpawn) {
+    /// Starts `request`; `Some` when its exec is still to be told ([`PendingExec::settle`]).
+    fn spawn(&self, request: SpawnRequest, on_spawn: OnSpawn) -> Option<PendingExec> {
         let SpawnRequest {
             mut command,
             new_session,
@@ -306,7 +305,10 @@ impl Shared {
         let program = command.get_program().to_string_lossy().into_owned();
         let credentials = match user.as_ref().map(resolve_user).transpose() {
             Ok(credentials) => credentials,
-            Err(err) => return on_spawn(Err(err)),
+            Err(err) => {
+                on_spawn(Err(err));
+                return None;
+            }
         };
         if let Some(account) = credentials.as_ref().and_then(|c| c.account.as_ref()) {
             set_account_environment(&mut command, account);
@@ -318,10 +320,11 @@ impl Shared {
             None => None,
             Some(Ok(dir)) => Some(dir),
             Some(Err(_)) => {
-                return on_spawn(Err(SpawnError::WorkingDir {
+                on_spawn(Err(SpawnError::WorkingDir {
                     dir: working_dir.unwrap_or_default(),
                     source: io::Error::from(io::ErrorKind::InvalidInput),
                 }));
+                return None;
             }
         };
         let mut setup = ChildSetup {
@@ -352,7 +355,24 @@ impl Shared {
                 use std::os::fd::AsFd;
                 let fds = [0, 1, 2].map(|i| stdio.get(i).and_then(Option::as_ref).map(AsFd::as_fd));
                 match sys::spawn_into_cgroup(&image, fds, dir.as_fd(), setup.clone()) {
-                    Ok(pid) => Ok(pid),
+                    Ok((pid, report)) => {
+                        // Its exec is told later: the next child starts meanwhile.
+                        let slot = Arc::new(Mutex::new(ExecSlot {
+                            resolved: None,
+                            exit: None,
+                            waiter: Some(waiter),
+                        }));
+                        table.insert(pid, deferred_waiter(slot.clone()));
+                        drop(table);
+                        return Some(PendingExec {
+                            pid,
+                            report,
+                            slot,
+                            on_spawn,
+                            program,
+                            working_dir,
+                        });
+                    }
                     Err(sys::CloneError::Spawn(source)) => Err(source),
                     Err(sys::CloneError::Refused(why)) => {
                         CLONE_INTO_CGROUP_REFUSED.store(true, Ordering::Relaxed);
@@ -371,17 +391,8 @@ impl Shared {
             Ok(pid) => pid,
             Err(source) => {
                 drop(table);
-                if let Some(source) = sys::chdir_error(&source) {
-                    return on_spawn(Err(SpawnError::WorkingDir {
-                        dir: working_dir.unwrap_or_default(),
-                        source,
-                    }));
-                }
-                return on_spawn(Err(match source.kind() {
-                    io::ErrorKind::NotFound => SpawnError::NotFound { program },
-                    io::ErrorKind::PermissionDenied => SpawnError::PermissionDenied { program },
-                    _ => SpawnError::Os { program, source },
-                }));
+                on_spawn(Err(spawn_error(source, program, working_dir)));
+                return None;
             }
         };
         table.insert(pid, waiter);
@@ -389,14 +400,136 @@ impl Shared {
         on_spawn(Ok(pid));
         drop(table);
         // The command and `stdio` hold the parent's copies of the child's stdio descriptors:
-        // close them.
-        drop(command);
-        drop(stdio);
+        // close them (they are dropped at return).
+        None
     }
 }
 
 /// Sets `HOME`, `USER`, `LOGNAME` and `SHELL` from the account a service runs as, as su(1)
 /// and systemd do, except where the service's own environment sets them.
+/// What a spawn's exit waits for until its exec is told: whether it was (`resolved`), the
+/// exit if it came first, and the waiter.
+struct ExecSlot {
+    resolved: Option<bool>,
+    exit: Option<ExitStatus>,
+    waiter: Option<Waiter>,
+}
+
+/// A child started by `clone3`, whose exec is not told yet.
+struct PendingExec {
+    pid: Pid,
+    report: sys::ExecReport,
+    slot: Arc<Mutex<ExecSlot>>,
+    on_spawn: OnSpawn,
+    program: String,
+    working_dir: Option<std::path::PathBuf>,
+}
+
+impl PendingExec {
+    /// Tells the spawn's outcome once its child has `exec`ed or failed: `Err(self)` while it
+    /// has done neither. The spawn is announced before its exit (held back in the slot if it
+    /// came first); a child that failed has its exit (127) dropped.
+    fn settle(self) -> Result<(), PendingExec> {
+        let Some(outcome) = self.report.outcome() else {
+            return Err(self);
+        };
+        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        match outcome {
+            Ok(()) => {
+                // Under the slot's lock: an exit being reported now waits for this.
+                (self.on_spawn)(Ok(self.pid));
+                slot.resolved = Some(true);
+                let early = match slot.exit.take() {
+                    Some(status) => slot.waiter.take().map(|waiter| (status, waiter)),
+                    None => None,
+                };
+                drop(slot);
+                if let Some((status, waiter)) = early {
+                    waiter(self.pid, status);
+                }
+            }
+            Err(source) => {
+                slot.resolved = Some(false);
+                slot.waiter = None;
+                drop(slot);
+                (self.on_spawn)(Err(spawn_error(source, self.program, self.working_dir)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The table's waiter for a child whose exec is told later: its exit goes to the real waiter
+/// once the spawn is announced, is kept until then, and is dropped for a child that failed.
+fn deferred_waiter(slot: Arc<Mutex<ExecSlot>>) -> Waiter {
+    Box::new(move |pid, status| {
+        let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        match slot.resolved {
+            Some(true) => {
+                let waiter = slot.waiter.take();
+                drop(slot);
+                if let Some(waiter) = waiter {
+                    waiter(pid, status);
+                }
+            }
+            Some(false) => {}
+            None => slot.exit = Some(status),
+        }
+    })
+}
+
+/// The error of a spawn that failed with `source`.
+fn spawn_error(
+    source: io::Error,
+    program: String,
+    working_dir: Option<std::path::PathBuf>,
+) -> SpawnError {
+    if let Some(source) = sys::chdir_error(&source) {
+        return SpawnError::WorkingDir {
+            dir: working_dir.unwrap_or_default(),
+            source,
+        };
+    }
+    match source.kind() {
+        io::ErrorKind::NotFound => SpawnError::NotFound { program },
+        io::ErrorKind::PermissionDenied => SpawnError::PermissionDenied { program },
+        _ => SpawnError::Os { program, source },
+    }
+}
+
+/// The spawner thread: starts each job, and tells the execs of those started by `clone3` as
+/// they happen, so that a child's exec never holds up the next spawn.
+fn run_spawner(shared: &Shared, queue: &mpsc::Receiver<Job>) {
+    let mut pending: Vec<PendingExec> = Vec::new();
+    let mut open = true;
+    while open || !pending.is_empty() {
+        pending = pending
+            .into_iter()
+            .filter_map(|exec| exec.settle().err())
+            .collect();
+        let job = if pending.is_empty() {
+            queue.recv().ok()
+        } else {
+            match queue.try_recv() {
+                Ok(job) => Some(job),
+                Err(empty_or_closed) => {
+                    open &= matches!(empty_or_closed, mpsc::TryRecvError::Empty);
+                    let reports: Vec<&sys::ExecReport> =
+                        pending.iter().map(|p| &p.report).collect();
+                    // A job that comes meanwhile waits at most this long.
+                    sys::ExecReport::wait_any(&reports, Duration::from_millis(1));
+                    None
+                }
+            }
+        };
+        match job {
+            Some(job) => pending.extend(shared.spawn(job.request, job.on_spawn)),
+            None if pending.is_empty() => open = false,
+            None => {}
+        }
+    }
+}
+
 /// std's spawn of `command`; its `Child` dropped at once (dropping neither waits nor kills:
 /// the reaper reports the exit).
 fn std_spawn(command: &mut Command, setup: ChildSetup) -> io::Result<Pid> {

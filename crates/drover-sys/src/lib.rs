@@ -639,20 +639,22 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// `cgroup.procs` takes the kernel's cgroup threadgroup lock for writing, which waits for an
 /// RCU grace period, 5 ms of every restart on the 2-core machine (docs/benchmarks.md).
 ///
-/// Call it where a failed child may be waited for at once (the process table's lock held, as
-/// for [`spawn`]): on failure its exit is reaped here. `Err` with `ENOSYS`, `EPERM`, `EINVAL`
-/// or `E2BIG` from `clone3` itself means this kernel (or a seccomp filter) refuses it: spawn
+/// Returns at once with the pid and the [`ExecReport`] that tells, once the child has
+/// `exec`ed or failed, which it was: the caller starts the next child meanwhile. A child that
+/// fails exits 127 and is reaped like any other. `Err(CloneError::Refused)` (`ENOSYS`,
+/// `EPERM`, `EINVAL`, `E2BIG`) means this kernel or a seccomp filter refuses `clone3`: spawn
 /// the usual way.
 pub fn spawn_into_cgroup(
     image: &ExecImage,
     stdio: [Option<std::os::fd::BorrowedFd<'_>>; 3],
     cgroup_dir: std::os::fd::BorrowedFd<'_>,
     setup: ChildSetup,
-) -> Result<Pid, CloneError> {
+) -> Result<(Pid, ExecReport), CloneError> {
     use std::os::fd::AsRawFd;
     let reset = signals_to_reset();
-    let (errors, error_out) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| CloneError::Spawn(e.into()))?;
+    let (errors, error_out) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+            .map_err(|e| CloneError::Spawn(e.into()))?;
     let stdio_fds = stdio.map(|fd| fd.map(|fd| fd.as_raw_fd()));
     let error_fd = error_out.as_raw_fd();
     let mut args = CloneArgs {
@@ -679,26 +681,42 @@ pub fn spawn_into_cgroup(
     if result < 0 {
         return Err(CloneError::Refused(io::Error::last_os_error()));
     }
-    let pid = Pid::from_raw(i32::try_from(result).unwrap_or(i32::MAX));
     drop(error_out);
-    let mut errno = [0u8; 4];
-    let read = loop {
-        match nix::unistd::read(&errors, &mut errno) {
-            Err(Errno::EINTR) => continue,
-            other => break other,
+    Ok((
+        Pid::from_raw(i32::try_from(result).unwrap_or(i32::MAX)),
+        ExecReport(errors),
+    ))
+}
+
+/// The read end of a child's exec report: it closes at a successful `execve`; a failing
+/// child writes its errno first.
+pub struct ExecReport(std::os::fd::OwnedFd);
+
+impl ExecReport {
+    /// `None` while the child has neither `exec`ed nor failed; never blocks.
+    pub fn outcome(&self) -> Option<io::Result<()>> {
+        let mut errno = [0u8; 4];
+        loop {
+            return match nix::unistd::read(&self.0, &mut errno) {
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => None,
+                Ok(0) => Some(Ok(())),
+                Ok(4) => Some(Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)))),
+                Ok(_) => Some(Err(io::Error::other("a short error report from the child"))),
+                Err(e) => Some(Err(e.into())),
+            };
         }
-    };
-    match read {
-        // The pipe closed at exec: the program runs.
-        Ok(0) => Ok(pid),
-        other => {
-            let _ = nix::sys::wait::waitpid(pid, None);
-            Err(CloneError::Spawn(match other {
-                Ok(4) => io::Error::from_raw_os_error(i32::from_ne_bytes(errno)),
-                Ok(_) => io::Error::other("a short error report from the child"),
-                Err(e) => e.into(),
-            }))
-        }
+    }
+
+    /// Waits up to `limit` for any of `reports` to have an outcome (`poll`).
+    pub fn wait_any(reports: &[&ExecReport], limit: std::time::Duration) {
+        use std::os::fd::AsFd;
+        let mut fds: Vec<nix::poll::PollFd<'_>> = reports
+            .iter()
+            .map(|r| nix::poll::PollFd::new(r.0.as_fd(), nix::poll::PollFlags::POLLIN))
+            .collect();
+        let millis = u16::try_from(limit.as_millis()).unwrap_or(u16::MAX);
+        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(millis));
     }
 }
 
@@ -707,7 +725,7 @@ pub fn spawn_into_cgroup(
 pub enum CloneError {
     /// `clone3` itself failed: no child; spawn the usual way.
     Refused(io::Error),
-    /// The child could not set itself up or `execve` failed (it has been reaped).
+    /// No child could be started (the report pipe could not be made).
     Spawn(io::Error),
 }
 
