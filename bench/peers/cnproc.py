@@ -107,7 +107,8 @@ def _parse(data):
             rest = body + _EVENT.size
             if what == FORK:
                 _ppid, ptgid, _cpid, ctgid = struct.unpack_from("=IIII", data, rest)
-                yield Event(FORK, ts, ctgid, ptgid)
+                if ctgid != ptgid:  # a new process, not a new thread of the same one
+                    yield Event(FORK, ts, ctgid, ptgid)
             elif what == EXEC:
                 _pid, tgid = struct.unpack_from("=II", data, rest)
                 yield Event(EXEC, ts, tgid)

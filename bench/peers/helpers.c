@@ -42,7 +42,7 @@ static int zombies(void) {
     struct dirent *entry;
     if (!proc) return -1;
     while ((entry = readdir(proc))) {
-        char path[64], text[512];
+        char path[300], text[512];
         if (entry->d_name[0] < '0' || entry->d_name[0] > '9') continue;
         snprintf(path, sizeof path, "/proc/%s/stat", entry->d_name);
         FILE *f = fopen(path, "r");
