@@ -516,8 +516,11 @@ fn run_spawner(shared: &Shared, queue: &mpsc::Receiver<Job>) {
                     open &= matches!(empty_or_closed, mpsc::TryRecvError::Empty);
                     let reports: Vec<&sys::ExecReport> =
                         pending.iter().map(|p| &p.report).collect();
-                    // A job that comes meanwhile waits at most this long.
-                    sys::ExecReport::wait_any(&reports, Duration::from_millis(1));
+                    // A job that comes meanwhile waits at most this long (and once no job
+                    // can come, a child stuck before its exec is not polled 1000 times a
+                    // second).
+                    let step = if open { 1 } else { 50 };
+                    sys::ExecReport::wait_any(&reports, Duration::from_millis(step));
                     None
                 }
             }
