@@ -243,8 +243,18 @@ class Pm2(Peer):
         return self.popen(["pm2-runtime", "start", path], workdir, {"PM2_HOME": home})
 
 
-def _run_script(command):
-    return "#!/bin/sh\nexec " + " ".join(_shell_quote(a) for a in command) + "\n"
+def _service_dirs(root, n, command, extra=None):
+    """`root/s0` ... `root/s{n-1}`, each with a `run` script that execs `command`, and the
+    files of `extra` (name -> content): the service directories of s6 and runit."""
+    os.makedirs(root, exist_ok=True)
+    script = "#!/bin/sh\nexec " + " ".join(_shell_quote(a) for a in command) + "\n"
+    for i in range(n):
+        service = os.path.join(root, f"s{i}")
+        os.makedirs(service)
+        for name, content in {"run": script, **(extra or {})}.items():
+            with open(os.path.join(service, name), "w") as f:
+                f.write(content)
+        os.chmod(os.path.join(service, "run"), 0o755)
 
 
 class S6(Peer):
@@ -259,15 +269,7 @@ class S6(Peer):
 
     def start(self, kind, n, workdir, policy="fast"):
         scan = os.path.join(workdir, "scan")
-        os.makedirs(scan, exist_ok=True)
-        for i in range(n):
-            service = os.path.join(scan, f"s{i}")
-            os.makedirs(service)
-            with open(os.path.join(service, "run"), "w") as f:
-                f.write(_run_script(COMMANDS[kind]))
-            os.chmod(os.path.join(service, "run"), 0o755)
-            with open(os.path.join(service, "timeout-kill"), "w") as f:
-                f.write("2000\n")
+        _service_dirs(scan, n, COMMANDS[kind], {"timeout-kill": "2000\n"})
         return self.popen(["s6-svscan", "-c", str(max(500, 2 * n + 10)), scan], workdir)
 
 
@@ -285,13 +287,7 @@ class Runit(Peer):
 
     def start(self, kind, n, workdir, policy="fast"):
         services = os.path.join(workdir, "service")
-        os.makedirs(services, exist_ok=True)
-        for i in range(n):
-            service = os.path.join(services, f"s{i}")
-            os.makedirs(service)
-            with open(os.path.join(service, "run"), "w") as f:
-                f.write(_run_script(COMMANDS[kind]))
-            os.chmod(os.path.join(service, "run"), 0o755)
+        _service_dirs(services, n, COMMANDS[kind])
         return self.popen(["runsvdir", "-P", services], workdir)
 
 

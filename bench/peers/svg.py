@@ -6,6 +6,11 @@ import math
 COLOURS = ["#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf"]
 
 
+def _ticks(lo, hi):
+    """1, 2 and 5 times each power of ten from 10**lo up to 10**hi: a log axis's grid."""
+    return [step * 10**decade for decade in range(lo, hi + 1) for step in (1, 2, 5) if step * 10**decade <= 10**hi]
+
+
 def _write(path, width, height, body):
     with open(path, "w") as f:
         f.write(
@@ -33,14 +38,10 @@ def restart_plot(restart, path):
         return left + (math.log10(max(ms, 1e-3)) - lo) / (hi - lo) * (width - left - right)
 
     body = [f'<text x="{left}" y="20" font-size="14">restart latency: kernel exit of the killed service to exec of its replacement (ms, log scale)</text>']
-    for decade in range(lo, hi + 1):
-        for step in (1, 2, 5):
-            value = step * 10**decade
-            if value > 10**hi:
-                break
-            gx = x(value)
-            body.append(f'<line x1="{gx:.1f}" y1="{top - 5}" x2="{gx:.1f}" y2="{height - 40}" stroke="#ddd"/>')
-            body.append(f'<text x="{gx:.1f}" y="{height - 25}" text-anchor="middle">{value:g}</text>')
+    for value in _ticks(lo, hi):
+        gx = x(value)
+        body.append(f'<line x1="{gx:.1f}" y1="{top - 5}" x2="{gx:.1f}" y2="{height - 40}" stroke="#ddd"/>')
+        body.append(f'<text x="{gx:.1f}" y="{height - 25}" text-anchor="middle">{value:g}</text>')
     for i, (name, latencies) in enumerate(systems):
         y = top + row * i + row / 2
         colour = COLOURS[i % len(COLOURS)]
@@ -75,13 +76,9 @@ def rss_plot(scenarios, sizes, path):
         return height - bottom - (math.log10(v) - lo) / (hi - lo) * (height - top - bottom)
 
     body = [f'<text x="{left}" y="20" font-size="14">supervisor RSS (MiB, its helper processes included) against services</text>']
-    for decade in range(lo, hi + 1):
-        for step in (1, 2, 5):
-            value = step * 10**decade
-            if value > 10**hi:
-                break
-            body.append(f'<line x1="{left}" y1="{y(value):.1f}" x2="{width - right}" y2="{y(value):.1f}" stroke="#ddd"/>')
-            body.append(f'<text x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{value:g}</text>')
+    for value in _ticks(lo, hi):
+        body.append(f'<line x1="{left}" y1="{y(value):.1f}" x2="{width - right}" y2="{y(value):.1f}" stroke="#ddd"/>')
+        body.append(f'<text x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{value:g}</text>')
     for n in sizes:
         body.append(f'<text x="{x(n):.1f}" y="{height - bottom + 18}" text-anchor="middle">{n}</text>')
     for i, (name, points) in enumerate(series.items()):

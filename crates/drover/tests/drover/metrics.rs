@@ -170,6 +170,19 @@ fn an_address_in_use_refuses_the_start_and_starts_nothing() {
     assert!(!drover.path("started.txt").exists(), "a service started");
 }
 
+/// `drover run` of `manifest` in a new temp dir with the metrics address the manifest says
+/// (the harness's `--metrics-listen ''` left out).
+fn run_as_written(manifest: &str) -> Drover {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("drover.yaml"), manifest).expect("write manifest");
+    Drover::start_exactly(
+        dir,
+        &[env!("CARGO_BIN_EXE_drover"), "run", "drover.yaml"],
+        None,
+        &[],
+    )
+}
+
 /// The default address (nobody asked for it) taken, as by a second drover on the host: drover
 /// serves on another port of 127.0.0.1, says which, and `drover status` names it. A manifest
 /// that asks for the taken address is refused, as above.
@@ -179,15 +192,7 @@ fn a_taken_default_address_moves_to_another_port() {
     let _held = TcpListener::bind("127.0.0.1:9464");
     let busy = TcpListener::bind("127.0.0.1:9464").is_err();
     assert!(busy, "127.0.0.1:9464 should be taken now");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let manifest = "services:\n  a: { command: [sleep, \"1000\"] }\n";
-    std::fs::write(dir.path().join("drover.yaml"), manifest).expect("write manifest");
-    let drover = Drover::start_exactly(
-        dir,
-        &[env!("CARGO_BIN_EXE_drover"), "run", "drover.yaml"],
-        None,
-        &[],
-    );
+    let drover = run_as_written("services:\n  a: { command: [sleep, \"1000\"] }\n");
     let instead = "serving on 127.0.0.1:";
     wait_until(SECS(10), "the move to another port", || {
         drover.stderr().contains(instead)
@@ -216,17 +221,8 @@ fn a_taken_default_address_moves_to_another_port() {
     );
 
     // Asked for in the manifest: refused.
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("drover.yaml"),
+    let mut asked = run_as_written(
         "settings: { metrics: { listen: 127.0.0.1:9464 } }\nservices:\n  a: { command: [sleep, \"1000\"] }\n",
-    )
-    .expect("write manifest");
-    let mut asked = Drover::start_exactly(
-        dir,
-        &[env!("CARGO_BIN_EXE_drover"), "run", "drover.yaml"],
-        None,
-        &[],
     );
     assert_eq!(asked.wait(SECS(10)), 1);
     assert!(
@@ -297,6 +293,16 @@ fn the_output_passes_promtool_check_metrics() {
     );
 }
 
+/// `text` percent-encoded for a query string.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// A real Prometheus server scraping drover every second, in `dir`; killed when dropped.
 struct Prometheus {
     child: std::process::Child,
@@ -334,13 +340,7 @@ scrape_configs:
 
     /// The first sample of an instant query, once there is one.
     fn query(&self, query: &str) -> Option<f64> {
-        let encoded: String = query
-            .bytes()
-            .map(|b| match b {
-                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
+        let encoded = encode(query);
         let (status, body) = get(self.port, &format!("/api/v1/query?query={encoded}"))?;
         if status != 200 {
             return None;
@@ -358,13 +358,7 @@ scrape_configs:
 impl Prometheus {
     /// The `service` labels of an instant query's result, sorted.
     fn services(&self, query: &str) -> Vec<String> {
-        let encoded: String = query
-            .bytes()
-            .map(|b| match b {
-                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
+        let encoded = encode(query);
         let Some((200, body)) = get(self.port, &format!("/api/v1/query?query={encoded}")) else {
             panic!("the query failed: {query}");
         };
