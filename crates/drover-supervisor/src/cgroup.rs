@@ -311,6 +311,82 @@ mod tests {
         assert!(!foreign, "a group outside the cgroup is not");
     }
 
+    /// A child born in a cgroup: on x86_64 the call returns once the child has `exec`ed or
+    /// failed (it shared drover's memory until then), so the outcome is known at once; the
+    /// child is in the cgroup; and the calling thread's signal mask is as it was.
+    #[test]
+    fn a_child_born_in_its_cgroup_is_told_at_once_and_leaves_the_mask_alone() {
+        use std::os::fd::AsFd;
+        let Ok(mut cgroups) = Cgroups::create() else {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!(
+                    "SKIPPED a_child_born_in_its_cgroup_is_told_at_once_and_leaves_the_mask_alone: no cgroup v2 subtree here"
+                );
+            }
+            return;
+        };
+        let cgroup = cgroups.make().expect("cgroup");
+        let setup = || crate::sys::ChildSetup {
+            new_session: true,
+            foreground: false,
+            inherit_signals: None,
+            credentials: None,
+            parent: crate::sys::own_pid(),
+            working_dir: None,
+            cgroup_procs: None,
+            parent_death_signal: true,
+            keep_inherited_fds: false,
+        };
+        let image = |program: &str, args: &[&str]| {
+            crate::sys::ExecImage::new(
+                std::ffi::OsStr::new(program),
+                std::iter::once(program)
+                    .chain(args.iter().copied())
+                    .map(Into::into),
+                std::env::vars_os(),
+            )
+            .expect("image")
+        };
+        let mask_before = std::fs::read_to_string("/proc/thread-self/status").expect("status");
+        let blocked = |status: &str| {
+            status
+                .lines()
+                .find(|line| line.starts_with("SigBlk:"))
+                .map(str::to_string)
+        };
+        let (pid, report) = crate::sys::spawn_into_cgroup(
+            &image("/bin/sleep", &["30"]),
+            [None, None, None],
+            cgroup.dir.as_fd(),
+            setup(),
+        )
+        .expect("spawned");
+        let mask_after = std::fs::read_to_string("/proc/thread-self/status").expect("status");
+        let outcome = report.outcome();
+        let inside = cgroup.holds(pid);
+        let _ = crate::sys::signal_process(pid, nix::sys::signal::Signal::SIGKILL);
+        assert!(inside, "born in the cgroup");
+        assert_eq!(blocked(&mask_before), blocked(&mask_after));
+        let missing = crate::sys::spawn_into_cgroup(
+            &image("/nonexistent/program", &[]),
+            [None, None, None],
+            cgroup.dir.as_fd(),
+            setup(),
+        )
+        .expect("a child that fails");
+        if cfg!(target_arch = "x86_64") {
+            assert!(matches!(outcome, Some(Ok(()))), "told at once: {outcome:?}");
+            let failed = missing.1.outcome();
+            assert!(
+                failed.as_ref().is_some_and(|o| o
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == io::ErrorKind::NotFound)),
+                "its exec's error, told at once: {failed:?}"
+            );
+        }
+    }
+
     #[test]
     fn mountinfo_escapes_are_undone() {
         assert_eq!(unescape(r"/sys/fs/cg\040roup"), "/sys/fs/cg roup");

@@ -9,6 +9,8 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod procfs;
+#[cfg(target_arch = "x86_64")]
+mod vfork;
 
 use nix::errno::Errno;
 use nix::sys::signal::Signal;
@@ -616,7 +618,7 @@ impl ExecImage {
 /// `struct clone_args` of `linux/sched.h`, up to `cgroup` (`CLONE_ARGS_SIZE_VER2`).
 #[repr(C)]
 #[derive(Default)]
-struct CloneArgs {
+pub(crate) struct CloneArgs {
     flags: u64,
     pidfd: u64,
     child_tid: u64,
@@ -639,11 +641,14 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 /// `cgroup.procs` takes the kernel's cgroup threadgroup lock for writing, which waits for an
 /// RCU grace period, 5 ms of every restart on the 2-core machine (docs/benchmarks.md).
 ///
-/// Returns at once with the pid and the [`ExecReport`] that tells, once the child has
-/// `exec`ed or failed, which it was: the caller starts the next child meanwhile. A child that
-/// fails exits 127 and is reaped like any other. `Err(CloneError::Refused)` (`ENOSYS`,
-/// `EPERM`, `EINVAL`, `E2BIG`) means this kernel or a seccomp filter refuses `clone3`: spawn
-/// the usual way.
+/// On x86_64 the child shares drover's memory until its `exec` (`CLONE_VM | CLONE_VFORK`,
+/// [`vfork`]): nothing is copied, this call returns once the child has `exec`ed or failed,
+/// and the [`ExecReport`] already knows which. Elsewhere (or when its stack cannot be mapped)
+/// the child gets a copy of the address space, as with `fork`; this call returns at once and
+/// the report tells later, so the caller starts the next child meanwhile. A child that fails
+/// exits 127 and is reaped like any other. `Err(CloneError::Refused)` (`ENOSYS`, `EPERM`,
+/// `EINVAL`, `E2BIG`) means this kernel or a seccomp filter refuses `clone3`: spawn the usual
+/// way.
 pub fn spawn_into_cgroup(
     image: &ExecImage,
     stdio: [Option<std::os::fd::BorrowedFd<'_>>; 3],
@@ -651,21 +656,113 @@ pub fn spawn_into_cgroup(
     setup: ChildSetup,
 ) -> Result<(Pid, ExecReport), CloneError> {
     use std::os::fd::AsRawFd;
-    let reset = signals_to_reset();
-    let (errors, error_out) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
-            .map_err(|e| CloneError::Spawn(e.into()))?;
     let stdio_fds = stdio.map(|fd| fd.map(|fd| fd.as_raw_fd()));
-    let error_fd = error_out.as_raw_fd();
-    let mut args = CloneArgs {
+    let args = CloneArgs {
         flags: CLONE_INTO_CGROUP,
         exit_signal: libc::SIGCHLD as u64,
         cgroup: u64::try_from(cgroup_dir.as_raw_fd()).unwrap_or(0),
         ..CloneArgs::default()
     };
+    #[cfg(target_arch = "x86_64")]
+    if let Ok(stack) = vfork::ChildStack::new() {
+        return spawn_sharing_memory(image, stdio_fds, args, &stack, setup);
+    }
+    spawn_copying_memory(image, stdio_fds, args, setup)
+}
+
+/// What the child of [`spawn_sharing_memory`] reads, and the one place it writes: the errno
+/// of its failure (0 until then).
+#[cfg(target_arch = "x86_64")]
+struct SharedChild<'a> {
+    image: &'a ExecImage,
+    stdio: [Option<libc::c_int>; 3],
+    setup: &'a ChildSetup,
+    failure: std::sync::atomic::AtomicI32,
+}
+
+/// The child of [`spawn_sharing_memory`], on its own stack.
+///
+/// # Safety
+/// Only as the entry of that child, with `context` pointing to its [`SharedChild`].
+#[cfg(target_arch = "x86_64")]
+unsafe extern "C" fn shared_child_main(context: *mut std::ffi::c_void) -> ! {
+    // SAFETY: `context` is the `SharedChild` of the parent's frame, which waits (CLONE_VFORK)
+    // and so keeps it alive until this child has `exec`ed or exited. Every disposition is
+    // reset (`SignalSet::ALL`): a handler of drover's must not run in shared memory.
+    unsafe {
+        let child = &*context.cast::<SharedChild<'_>>();
+        exec_child(
+            child.image,
+            child.stdio,
+            child.setup,
+            SignalSet::ALL,
+            Failure::Shared(&child.failure),
+        )
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn spawn_sharing_memory(
+    image: &ExecImage,
+    stdio: [Option<libc::c_int>; 3],
+    mut args: CloneArgs,
+    stack: &vfork::ChildStack,
+    setup: ChildSetup,
+) -> Result<(Pid, ExecReport), CloneError> {
+    const CLONE_VM: u64 = libc::CLONE_VM as u64;
+    const CLONE_VFORK: u64 = libc::CLONE_VFORK as u64;
+    (args.stack, args.stack_size) = stack.range();
+    args.flags |= CLONE_VM | CLONE_VFORK;
+    let child = SharedChild {
+        image,
+        stdio,
+        setup: &setup,
+        failure: std::sync::atomic::AtomicI32::new(0),
+    };
+    // No handler may run in the child before it resets them: it starts with every signal
+    // blocked, and this thread gets its mask back afterwards.
+    let mut all = empty_sigset();
+    // SAFETY: fills a sigset_t we own.
+    unsafe { libc::sigfillset(&mut all) };
+    let previous = thread_sigmask(libc::SIG_SETMASK, Some(&all)).map_err(CloneError::Spawn)?;
+    // SAFETY: `stack` outlives the call and CLONE_VFORK returns only once the child no longer
+    // uses it; the child runs `shared_child_main` on `child`, which this frame keeps alive;
+    // `args` outlives the call, and its size is passed.
+    let result = unsafe {
+        vfork::clone3_calling(
+            &mut args,
+            std::mem::size_of::<CloneArgs>(),
+            shared_child_main,
+            std::ptr::from_ref(&child).cast_mut().cast(),
+        )
+    };
+    let _ = thread_sigmask(libc::SIG_SETMASK, Some(&previous));
+    if result < 0 {
+        let errno = i32::try_from(-result).unwrap_or(libc::EINVAL);
+        return Err(CloneError::Refused(io::Error::from_raw_os_error(errno)));
+    }
+    let failure = child.failure.load(std::sync::atomic::Ordering::SeqCst);
+    Ok((
+        Pid::from_raw(i32::try_from(result).unwrap_or(i32::MAX)),
+        ExecReport(Report::Known((failure != 0).then_some(failure))),
+    ))
+}
+
+fn spawn_copying_memory(
+    image: &ExecImage,
+    stdio: [Option<libc::c_int>; 3],
+    mut args: CloneArgs,
+    setup: ChildSetup,
+) -> Result<(Pid, ExecReport), CloneError> {
+    use std::os::fd::AsRawFd;
+    let reset = signals_to_reset();
+    let (errors, error_out) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+            .map_err(|e| CloneError::Spawn(e.into()))?;
+    let error_fd = error_out.as_raw_fd();
     // SAFETY: clone3 without CLONE_VM gives the child a copy of this address space, as fork
     // does. The child runs only `exec_child`, which calls async-signal-safe functions on
-    // memory prepared before the call (`image`, `stdio_fds`, `setup`), allocates nothing,
+    // memory prepared before the call (`image`, `stdio`, `setup`), allocates nothing,
     // takes no lock and never returns. `args` outlives the call, and its size is passed.
     let result = unsafe {
         libc::syscall(
@@ -676,7 +773,7 @@ pub fn spawn_into_cgroup(
     };
     if result == 0 {
         // SAFETY: in the child; see above.
-        unsafe { exec_child(image, stdio_fds, &setup, reset, error_fd) }
+        unsafe { exec_child(image, stdio, &setup, reset, Failure::Pipe(error_fd)) }
     }
     if result < 0 {
         return Err(CloneError::Refused(io::Error::last_os_error()));
@@ -684,20 +781,33 @@ pub fn spawn_into_cgroup(
     drop(error_out);
     Ok((
         Pid::from_raw(i32::try_from(result).unwrap_or(i32::MAX)),
-        ExecReport(errors),
+        ExecReport(Report::Pipe(errors)),
     ))
 }
 
-/// The read end of a child's exec report: it closes at a successful `execve`; a failing
-/// child writes its errno first.
-pub struct ExecReport(std::os::fd::OwnedFd);
+/// Tells whether a child started by [`spawn_into_cgroup`] has `exec`ed or failed.
+pub struct ExecReport(Report);
+
+enum Report {
+    /// Told by the time `clone3` returned (the child shared drover's memory): the errno of
+    /// its failure, if it failed.
+    Known(Option<i32>),
+    /// The read end of the child's report pipe: it closes at a successful `execve`; a
+    /// failing child writes its errno first.
+    Pipe(std::os::fd::OwnedFd),
+}
 
 impl ExecReport {
     /// `None` while the child has neither `exec`ed nor failed; never blocks.
     pub fn outcome(&self) -> Option<io::Result<()>> {
+        let pipe = match &self.0 {
+            Report::Known(None) => return Some(Ok(())),
+            Report::Known(Some(errno)) => return Some(Err(io::Error::from_raw_os_error(*errno))),
+            Report::Pipe(pipe) => pipe,
+        };
         let mut errno = [0u8; 4];
         loop {
-            return match nix::unistd::read(&self.0, &mut errno) {
+            return match nix::unistd::read(pipe, &mut errno) {
                 Err(Errno::EINTR) => continue,
                 Err(Errno::EAGAIN) => None,
                 Ok(0) => Some(Ok(())),
@@ -708,13 +818,20 @@ impl ExecReport {
         }
     }
 
-    /// Waits up to `limit` for any of `reports` to have an outcome (`poll`).
+    /// Waits up to `limit` for any of `reports` to have an outcome (`poll`); at once when one
+    /// has.
     pub fn wait_any(reports: &[&ExecReport], limit: std::time::Duration) {
         use std::os::fd::AsFd;
-        let mut fds: Vec<nix::poll::PollFd<'_>> = reports
-            .iter()
-            .map(|r| nix::poll::PollFd::new(r.0.as_fd(), nix::poll::PollFlags::POLLIN))
-            .collect();
+        let mut fds = Vec::with_capacity(reports.len());
+        for report in reports {
+            match &report.0 {
+                Report::Known(_) => return,
+                Report::Pipe(pipe) => fds.push(nix::poll::PollFd::new(
+                    pipe.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )),
+            }
+        }
         let millis = u16::try_from(limit.as_millis()).unwrap_or(u16::MAX);
         let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(millis));
     }
@@ -725,12 +842,22 @@ impl ExecReport {
 pub enum CloneError {
     /// `clone3` itself failed: no child; spawn the usual way.
     Refused(io::Error),
-    /// No child could be started (the report pipe could not be made).
+    /// No child could be started (the report pipe could not be made, the mask not set).
     Spawn(io::Error),
 }
 
+/// Where the child of [`spawn_into_cgroup`] puts the errno of its failure.
+#[derive(Clone, Copy)]
+enum Failure<'a> {
+    /// Written to this pipe (the child has a copy of drover's memory).
+    Pipe(libc::c_int),
+    /// Stored here (the child shares drover's memory, which waits for it).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Shared(&'a std::sync::atomic::AtomicI32),
+}
+
 /// The child of [`spawn_into_cgroup`]: stdio, setup, `execve`; on failure the errno goes to
-/// `error_fd` and the child exits 127.
+/// `failure` and the child exits 127.
 ///
 /// # Safety
 /// Only in the child of `clone3`/fork, with everything it reads prepared before.
@@ -739,14 +866,19 @@ unsafe fn exec_child(
     stdio: [Option<libc::c_int>; 3],
     setup: &ChildSetup,
     reset: SignalSet,
-    error_fd: libc::c_int,
+    failure: Failure<'_>,
 ) -> ! {
     // SAFETY: (the whole function) async-signal-safe calls on integers and on memory
     // prepared before the fork.
     unsafe {
         let fail = |errno: libc::c_int| -> ! {
-            let bytes = errno.to_ne_bytes();
-            libc::write(error_fd, bytes.as_ptr().cast(), bytes.len());
+            match failure {
+                Failure::Pipe(fd) => {
+                    let bytes = errno.to_ne_bytes();
+                    libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+                }
+                Failure::Shared(slot) => slot.store(errno, std::sync::atomic::Ordering::SeqCst),
+            }
             libc::_exit(127)
         };
         // A source that is itself 0, 1 or 2 (drover started with one closed) is moved out of
