@@ -118,6 +118,8 @@ pub fn main() -> i32 {
     for signal in [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGPIPE] {
         crate::sys::ignore_signal(signal);
     }
+    // It waits on one pipe for the rest of drover's run: what it ran to start is not needed.
+    let _ = crate::sys::release_read_only_pages();
     let mut cgroup: Option<PathBuf> = None;
     let mut notify: Option<PathBuf> = None;
     let mut groups = BTreeSet::new();

@@ -21,12 +21,15 @@ use tokio::net::unix::pipe;
 
 /// Longest line written as one; longer lines are split into pieces of this size.
 pub(crate) const MAX_LINE_BYTES: usize = 16 * 1024;
-/// Lines waiting for the writer before readers start dropping.
-pub(crate) const QUEUE_LINES: usize = 4096;
-/// Bytes of line text waiting for the writer before readers start dropping: lines of binary
-/// output are long (16 KiB, up to three times that once invalid UTF-8 is replaced), and a
-/// bound in lines alone let the queue grow to 200 MB.
+/// Bytes waiting for the writer before readers start dropping, each line counted as its text
+/// and [`LINE_COST`]: lines of binary output are long (16 KiB, up to three times that once
+/// invalid UTF-8 is replaced), and a bound in lines alone let the queue grow to 200 MB. The
+/// queue itself grows and shrinks with its lines: a channel made for a bound in lines holds
+/// that many slots from the start (256 KiB of drover's resident memory for 4096 lines).
 pub(crate) const QUEUE_BYTES: usize = 4 << 20;
+/// What a queued line costs beside its text: the line's fields and its channel slot. Empty
+/// lines, too, fill the queue: 65 536 of them at most.
+pub(crate) const LINE_COST: usize = 64;
 /// A last line without its newline is written after this much silence.
 pub(crate) const PARTIAL_LINE_WAIT: Duration = Duration::from_millis(100);
 
@@ -57,7 +60,7 @@ struct Line {
 
 /// The writer thread and its queue.
 pub(crate) struct OutputSink {
-    queue: mpsc::SyncSender<Line>,
+    queue: mpsc::Sender<Line>,
     /// Bytes of text in `queue`.
     queued_bytes: Arc<ByteBudget>,
     /// Closed by the writer thread when it ends.
@@ -84,7 +87,7 @@ impl OutputSink {
         width: usize,
         timestamps: Option<bool>,
     ) -> io::Result<OutputSink> {
-        let (queue, lines) = mpsc::sync_channel::<Line>(QUEUE_LINES);
+        let (queue, lines) = mpsc::channel::<Line>();
         let (done, finished) = mpsc::channel::<()>();
         let colour = colour_allowed();
         let stdout = io::stdout();
@@ -242,7 +245,7 @@ struct LineSender {
     service: Arc<str>,
     colour: usize,
     stream: Stream,
-    queue: mpsc::SyncSender<Line>,
+    queue: mpsc::Sender<Line>,
     queued_bytes: Arc<ByteBudget>,
     dropped: Arc<DropCounter>,
     /// Its recent lines, for `drover logs`: kept even when the writer is behind.
@@ -252,7 +255,7 @@ struct LineSender {
 impl LineSender {
     fn send(&self, text: String) {
         self.recent.push(self.stream == Stream::Stderr, &text);
-        let size = text.len();
+        let size = text.len().saturating_add(LINE_COST);
         if !self.queued_bytes.reserve(size) {
             self.dropped.0.fetch_add(1, Ordering::Relaxed);
             return;
@@ -263,7 +266,7 @@ impl LineSender {
             stream: self.stream,
             text,
         };
-        if self.queue.try_send(line).is_err() {
+        if self.queue.send(line).is_err() {
             self.queued_bytes.release(size);
             self.dropped.0.fetch_add(1, Ordering::Relaxed);
         }
@@ -348,7 +351,7 @@ fn write_lines(lines: &mpsc::Receiver<Line>, style: &Style, queued_bytes: &ByteB
         // Take every line already queued, then write them in one go per stream: the std locks
         // are held only for the write, so drover's own log lines interleave between batches.
         loop {
-            queued_bytes.release(line.text.len());
+            queued_bytes.release(line.text.len().saturating_add(LINE_COST));
             formatted.clear();
             let stream = match line.stream {
                 Stream::Stdout => style.stdout,
@@ -434,7 +437,7 @@ mod tests {
     #[test]
     fn the_queue_is_bounded_in_bytes_not_only_in_lines() {
         // Nobody drains this queue: a stdout that does not move.
-        let (queue, lines) = mpsc::sync_channel::<Line>(QUEUE_LINES);
+        let (queue, lines) = mpsc::channel::<Line>();
         let sender = LineSender {
             service: Arc::from("bin"),
             colour: 0,
@@ -448,11 +451,30 @@ mod tests {
         let mut splitter = LineSplitter::default();
         let garbage = vec![0xffu8; MAX_LINE_BYTES * 200];
         splitter.push(&garbage, |text| sender.send(text));
-        let queued: usize = lines.try_iter().map(|line| line.text.len()).sum();
+        let queued: usize = lines
+            .try_iter()
+            .map(|line| line.text.len() + LINE_COST)
+            .sum();
         assert!(queued <= QUEUE_BYTES, "{queued} bytes queued");
         assert!(queued > QUEUE_BYTES / 2, "the queue is used: {queued}");
         assert!(sender.dropped.get() > 0);
         assert_eq!(sender.queued_bytes.used(), queued);
+        // Empty lines count too: a flood of them is bounded all the same.
+        let (queue, lines) = mpsc::channel::<Line>();
+        let sender = LineSender {
+            queue,
+            queued_bytes: Arc::new(ByteBudget::new(QUEUE_BYTES)),
+            dropped: Arc::new(DropCounter::default()),
+            ..sender
+        };
+        for _ in 0..200_000 {
+            sender.send(String::new());
+        }
+        assert_eq!(lines.try_iter().count(), QUEUE_BYTES / LINE_COST);
+        assert_eq!(
+            sender.dropped.get(),
+            200_000 - (QUEUE_BYTES / LINE_COST) as u64
+        );
     }
 
     #[test]

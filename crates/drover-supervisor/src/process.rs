@@ -146,6 +146,10 @@ struct Shared {
     table: Mutex<HashMap<Pid, Waiter>>,
     orphans_reaped: AtomicU64,
     orphan_reaped: Notify,
+    /// The reaper found the table locked by a spawn (which may wait for its child's `exec`)
+    /// and did not wait: the spawner wakes it with `reap_again` once the spawn is done.
+    reap_deferred: AtomicBool,
+    reap_again: Notify,
 }
 
 /// Handle to the process table, the spawner and the reaper. Cheap to clone.
@@ -163,14 +167,17 @@ impl Processes {
             table: Mutex::new(HashMap::new()),
             orphans_reaped: AtomicU64::new(0),
             orphan_reaped: Notify::new(),
+            reap_deferred: AtomicBool::new(false),
+            reap_again: Notify::new(),
         });
         let mut sigchld = signal(SignalKind::child())?;
         let reaper = shared.clone();
         tokio::spawn(async move {
             loop {
                 reaper.reap_all();
-                if sigchld.recv().await.is_none() {
-                    break;
+                tokio::select! {
+                    received = sigchld.recv() => if received.is_none() { break },
+                    () = reaper.reap_again.notified() => {}
                 }
             }
         });
@@ -257,11 +264,21 @@ impl Processes {
 }
 
 impl Shared {
+    /// Reaps every exited child, unless a spawn holds the table: then it returns at once (it
+    /// runs on the runtime thread, and a spawn may wait for its child's `exec`), and the
+    /// spawner calls for another round when done ([`Shared::reap_if_deferred`]).
     fn reap_all(&self) {
         let mut ready = Vec::new();
         let mut orphans = 0u64;
         {
-            let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+            // Flagged before trying: a spawn that ends between the two still sees the flag.
+            self.reap_deferred.store(true, Ordering::SeqCst);
+            let mut table = match self.table.try_lock() {
+                Ok(table) => table,
+                Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return,
+            };
+            self.reap_deferred.store(false, Ordering::SeqCst);
             loop {
                 match sys::reap_one() {
                     Ok(Reaped::Child(pid, status)) => match table.remove(&pid) {
@@ -283,6 +300,13 @@ impl Shared {
         if orphans > 0 {
             self.orphans_reaped.fetch_add(orphans, Ordering::Relaxed);
             self.orphan_reaped.notify_waiters();
+        }
+    }
+
+    /// After a spawn, with the table unlocked: wakes the reaper if it found the table locked.
+    fn reap_if_deferred(&self) {
+        if self.reap_deferred.swap(false, Ordering::SeqCst) {
+            self.reap_again.notify_one();
         }
     }
 
@@ -526,7 +550,10 @@ fn run_spawner(shared: &Shared, queue: &mpsc::Receiver<Job>) {
             }
         };
         match job {
-            Some(job) => pending.extend(shared.spawn(job.request, job.on_spawn)),
+            Some(job) => {
+                pending.extend(shared.spawn(job.request, job.on_spawn));
+                shared.reap_if_deferred();
+            }
             None if pending.is_empty() => open = false,
             None => {}
         }

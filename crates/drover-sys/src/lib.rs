@@ -334,6 +334,26 @@ fn thread_sigmask(how: libc::c_int, set: Option<&libc::sigset_t>) -> io::Result<
     }
 }
 
+/// Sets the calling thread's signal mask to `mask` (bit `n - 1` for signal `n`, all 64 of the
+/// kernel's) with the raw syscall, and returns the previous one: glibc's wrappers keep
+/// signals 32 and 33 out of any mask.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn raw_sigmask(mask: u64) -> io::Result<u64> {
+    let mut old = 0u64;
+    // SAFETY: rt_sigprocmask reads `mask` and writes `old`, both ours and of the kernel's
+    // sigset size on x86_64 and aarch64 (8 bytes, the last argument).
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            std::ptr::from_ref(&mask),
+            std::ptr::from_mut(&mut old),
+            std::mem::size_of::<u64>(),
+        )
+    };
+    check_raw(result).map(|()| old)
+}
+
 /// Blocks SIGPIPE on the calling thread, for threads that write to pipes drover does not own
 /// (its stderr, its stdout): a write to a closed pipe then fails with EPIPE and raises a
 /// SIGPIPE that stays pending on this thread, so the SIGPIPE handler of `drover -- CMD`, which
@@ -663,11 +683,28 @@ pub fn spawn_into_cgroup(
         cgroup: u64::try_from(cgroup_dir.as_raw_fd()).unwrap_or(0),
         ..CloneArgs::default()
     };
+    // Not for a child that changes its credentials: between its `setuid` and its `exec` the
+    // service's user could stop it (SIGSTOP), and drover's thread with it, and the kernel
+    // sets the dumpable flag of the memory the child shares, drover's, when the ids change.
     #[cfg(target_arch = "x86_64")]
-    if let Ok(stack) = vfork::ChildStack::new() {
-        return spawn_sharing_memory(image, stdio_fds, args, &stack, setup);
+    if setup.credentials.is_none() {
+        let mut stack = vfork::ChildStack::shared();
+        if let Some(stack) = stack.as_mut() {
+            return spawn_sharing_memory(image, stdio_fds, args, stack, setup);
+        }
     }
     spawn_copying_memory(image, stdio_fds, args, setup)
+}
+
+/// The error of a failed `clone3`: `Refused` where the kernel or a seccomp filter refuses the
+/// call itself (the caller spawns the usual way from then on); any other (`EAGAIN` from a
+/// full `pids.max`, `ENOMEM`) is this spawn's failure.
+fn clone_error(errno: i32) -> CloneError {
+    let error = io::Error::from_raw_os_error(errno);
+    match errno {
+        libc::ENOSYS | libc::EPERM | libc::EINVAL | libc::E2BIG => CloneError::Refused(error),
+        _ => CloneError::Spawn(error),
+    }
 }
 
 /// What the child of [`spawn_sharing_memory`] reads, and the one place it writes: the errno
@@ -706,7 +743,7 @@ fn spawn_sharing_memory(
     image: &ExecImage,
     stdio: [Option<libc::c_int>; 3],
     mut args: CloneArgs,
-    stack: &vfork::ChildStack,
+    stack: &mut vfork::ChildStack,
     setup: ChildSetup,
 ) -> Result<(Pid, ExecReport), CloneError> {
     const CLONE_VM: u64 = libc::CLONE_VM as u64;
@@ -720,13 +757,11 @@ fn spawn_sharing_memory(
         failure: std::sync::atomic::AtomicI32::new(0),
     };
     // No handler may run in the child before it resets them: it starts with every signal
-    // blocked, and this thread gets its mask back afterwards.
-    let mut all = empty_sigset();
-    // SAFETY: fills a sigset_t we own.
-    unsafe { libc::sigfillset(&mut all) };
-    let previous = thread_sigmask(libc::SIG_SETMASK, Some(&all)).map_err(CloneError::Spawn)?;
-    // SAFETY: `stack` outlives the call and CLONE_VFORK returns only once the child no longer
-    // uses it; the child runs `shared_child_main` on `child`, which this frame keeps alive;
+    // blocked (32 and 33 too, which glibc's sigfillset leaves out), and this thread gets its
+    // mask back afterwards.
+    let previous = raw_sigmask(u64::MAX).map_err(CloneError::Spawn)?;
+    // SAFETY: `stack` is borrowed mutably (no other spawn uses it) and outlives the call, and
+    // CLONE_VFORK returns only once the child no longer uses it; the child runs `shared_child_main` on `child`, which this frame keeps alive;
     // `args` outlives the call, and its size is passed.
     let result = unsafe {
         vfork::clone3_calling(
@@ -736,10 +771,9 @@ fn spawn_sharing_memory(
             std::ptr::from_ref(&child).cast_mut().cast(),
         )
     };
-    let _ = thread_sigmask(libc::SIG_SETMASK, Some(&previous));
+    let _ = raw_sigmask(previous);
     if result < 0 {
-        let errno = i32::try_from(-result).unwrap_or(libc::EINVAL);
-        return Err(CloneError::Refused(io::Error::from_raw_os_error(errno)));
+        return Err(clone_error(i32::try_from(-result).unwrap_or(libc::EINVAL)));
     }
     let failure = child.failure.load(std::sync::atomic::Ordering::SeqCst);
     Ok((
@@ -776,7 +810,11 @@ fn spawn_copying_memory(
         unsafe { exec_child(image, stdio, &setup, reset, Failure::Pipe(error_fd)) }
     }
     if result < 0 {
-        return Err(CloneError::Refused(io::Error::last_os_error()));
+        return Err(clone_error(
+            io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EINVAL),
+        ));
     }
     drop(error_out);
     Ok((
@@ -910,6 +948,47 @@ unsafe fn exec_child(
         );
         fail(*libc::__errno_location())
     }
+}
+
+/// Unmaps the pages of drover's code and read-only data that are mapped now
+/// (`madvise(MADV_DONTNEED)` over each clean read-only file mapping,
+/// [`procfs::clean_read_only_mappings`]), and on glibc gives the heap's free pages back
+/// (`malloc_trim`). For once start-up is over: the parsing, validation
+/// and set-up code it ran is never run again, yet stays in the resident set for ever (the
+/// kernel maps file pages 64 KiB at a time and unmaps them only under memory pressure). What
+/// runs afterwards is mapped again from the page cache, a minor fault per 64 KiB. Returns the
+/// bytes unmapped (counting pages that were not mapped).
+///
+/// Reads `/proc/self/smaps`: call it off the runtime thread.
+pub fn release_read_only_pages() -> io::Result<u64> {
+    use std::io::Read as _;
+    let mut smaps = String::new();
+    std::fs::File::open("/proc/self/smaps")?
+        .take(procfs::SMAPS_LIMIT)
+        .read_to_string(&mut smaps)?;
+    let code = procfs::clean_read_only_mappings(&smaps);
+    // Freed before the trim below.
+    drop(smaps);
+    let mut released = 0u64;
+    for (start, length) in code {
+        // SAFETY: each range is a private read-only mapping of a file that holds no private
+        // page (`Anonymous: 0`), so its pages are the file's, unchanged: dropping them loses
+        // nothing, and the next read or instruction fetch there maps the same page again (code
+        // running in them, this function's included, just faults). The range is still that
+        // mapping: drover never unloads code (no dlclose; glibc keeps the NSS modules it loads
+        // for good), so nothing can have been mapped there since smaps was read.
+        let done =
+            unsafe { libc::madvise(start as *mut libc::c_void, length, libc::MADV_DONTNEED) };
+        if done == 0 {
+            released = released.saturating_add(length as u64);
+        }
+    }
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes the allocator's own locks and only returns free memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    Ok(released)
 }
 
 /// Gives the calling thread a file descriptor table of its own, in which every descriptor but

@@ -1,5 +1,6 @@
 //! The one parser of `/proc/<pid>/stat` text (proc_pid_stat(5)): the supervisor reads parent
-//! pids from it, the metrics read process groups, CPU time and RSS. The text comes from the
+//! pids from it, the metrics read process groups, CPU time and RSS. Also the reader of
+//! `/proc/self/smaps` that finds drover's code and read-only data ([`clean_read_only_mappings`]). The text comes from the
 //! kernel but holds a name any process may choose (spaces, parentheses, newlines), so the
 //! parser never indexes blindly and never panics: a line it cannot read is `None`.
 
@@ -63,9 +64,57 @@ impl ProcStat {
     }
 }
 
+/// The most of `/proc/self/smaps` read: a few hundred mappings of about 1 KiB each.
+pub const SMAPS_LIMIT: u64 = 1 << 20;
+
+/// The read-only file mappings (`r-xp` code and `r--p` data, with an inode) of a
+/// `/proc/<pid>/smaps` text that hold no private page (`Anonymous: 0`; relocated data made
+/// read-only afterwards holds some): every page of theirs is the file's own, so unmapping it
+/// loses nothing. As (start address, length in bytes). A mapping whose lines are cut off
+/// (the text was truncated) or odd is left out.
+pub fn clean_read_only_mappings(smaps: &str) -> Vec<(usize, usize)> {
+    let mut found = Vec::new();
+    // The code mapping being read, until its `Anonymous:` line says whether it is clean.
+    let mut current: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        let mut words = line.split_ascii_whitespace();
+        let Some(first) = words.next() else {
+            continue;
+        };
+        if first.ends_with(':') {
+            if first == "Anonymous:" && words.next() == Some("0") {
+                found.extend(current.take());
+            } else if first == "Anonymous:" {
+                current = None;
+            }
+            continue;
+        }
+        // A mapping's header: `start-end perms offset dev inode [path]`.
+        current = None;
+        let perms = words.next();
+        let inode = words.nth(2);
+        let Some((start, end)) = first.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (
+            usize::from_str_radix(start, 16),
+            usize::from_str_radix(end, 16),
+        ) else {
+            continue;
+        };
+        if matches!(perms, Some("r-xp" | "r--p"))
+            && inode.is_some_and(|inode| inode != "0")
+            && end > start
+        {
+            current = Some((start, end - start));
+        }
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
-    use super::ProcStat;
+    use super::{ProcStat, clean_read_only_mappings};
 
     #[test]
     fn names_with_spaces_and_parentheses_are_skipped() {
@@ -113,5 +162,45 @@ mod tests {
         assert_eq!(parsed.pgrp, nix::unistd::getpgrp().as_raw());
         assert_eq!(parsed.ppid, nix::unistd::getppid().as_raw());
         assert!(parsed.rss_pages > 0);
+    }
+
+    #[test]
+    fn only_clean_read_only_file_mappings_are_released() {
+        let smaps = "\
+55d0c0a00000-55d0c0b00000 r-xp 00001000 fd:01 1234 /usr/bin/drover
+Rss:                 512 kB
+Anonymous:             0 kB
+VmFlags: rd ex mr mw me
+55d0c0b00000-55d0c0b10000 r--p 00101000 fd:01 1234 /usr/bin/drover
+Anonymous:             0 kB
+55d0c0b10000-55d0c0b11000 rw-p 00111000 fd:01 1234 /usr/bin/drover
+Anonymous:             0 kB
+55d0c0b11000-55d0c0b12000 r--p 00112000 fd:01 1234 /usr/bin/drover
+Anonymous:             4 kB
+7f0000000000-7f0000001000 r-xp 00000000 fd:01 99 /lib/patched.so
+Anonymous:             4 kB
+7f0000002000-7f0000003000 r-xp 00000000 00:00 0
+Anonymous:             0 kB
+7ffd00000000-7ffd00002000 r-xp 00000000 00:00 0 [vdso]
+Anonymous:             0 kB
+zz-7f0000005000 r-xp 00000000 fd:01 7 /lib/odd.so
+Anonymous:             0 kB
+7f0000006000-7f0000007000 r-xp 00000000 fd:01 8 /lib/cut.so
+Rss:                   4 kB
+";
+        // The program's code and read-only data; not its writable data, not a mapping with a
+        // private (patched, relocated) page, not anonymous code, not an odd header, not a
+        // mapping whose lines were cut off.
+        assert_eq!(
+            clean_read_only_mappings(smaps),
+            vec![(0x55d0_c0a0_0000, 0x10_0000), (0x55d0_c0b0_0000, 0x1_0000)]
+        );
+        assert!(clean_read_only_mappings("").is_empty());
+    }
+
+    #[test]
+    fn this_process_has_clean_read_only_mappings() {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        assert!(!clean_read_only_mappings(&smaps).is_empty());
     }
 }

@@ -5,10 +5,16 @@
 //! about a third of a restart's latency on the 2-core machine (docs/benchmarks.md).
 //!
 //! The price is that the child shares drover's memory. It must run only code that writes
-//! nothing of drover's but its own stack and the result slot it is given, and no signal
-//! handler of drover's may run in it (one would act on drover's memory). [`spawn`] blocks every
-//! signal around the call, and the child puts every disposition back to its default or to
-//! ignored before it unblocks any (see `exec_child`).
+//! nothing of drover's but its own stack, the result slot it is given and the calling
+//! thread's `errno` (its TLS is the caller's; nothing reads it after the call), and no signal
+//! handler of drover's may run in it (one would act on drover's memory). The caller blocks
+//! every signal around the call, and the child puts every disposition back to its default or
+//! to ignored before it unblocks any (see `exec_child`). A child that changes its user is not
+//! started this way: the kernel would clear the dumpable flag of the shared memory, and the
+//! user could stop the child, and with it drover's thread, before its `exec`.
+//!
+//! The calling thread waits while the child runs up to its `exec`, a working directory on a
+//! hung network mount included; drover calls it on its spawner thread, never the runtime's.
 //!
 //! Only on x86_64, where the trampoline below is written and tested; elsewhere the caller
 //! keeps the copying `clone3`.
@@ -27,8 +33,28 @@ pub(crate) struct ChildStack {
     base: *mut c_void,
 }
 
+// SAFETY: the mapping is plain memory owned by this value; moving it to another thread moves
+// only its address.
+unsafe impl Send for ChildStack {}
+
+/// The one stack that every spawn reuses, in turn (each unmapping would make the kernel flush
+/// the TLBs of drover's other threads).
+static SHARED_STACK: std::sync::Mutex<Option<ChildStack>> = std::sync::Mutex::new(None);
+
 impl ChildStack {
-    pub(crate) fn new() -> io::Result<ChildStack> {
+    /// The shared stack, mapped on first use, held until the guard is dropped; `None` (the
+    /// guard holding no stack) when it cannot be mapped.
+    pub(crate) fn shared() -> StackGuard {
+        let mut guard = SHARED_STACK
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if guard.is_none() {
+            *guard = ChildStack::new().ok();
+        }
+        StackGuard(guard)
+    }
+
+    fn new() -> io::Result<ChildStack> {
         // SAFETY: a fresh anonymous mapping at an address the kernel picks; nothing else
         // refers to it. The low page is then made inaccessible, inside the mapping we own.
         unsafe {
@@ -59,11 +85,20 @@ impl ChildStack {
     }
 }
 
+/// The shared stack, borrowed for one spawn.
+pub(crate) struct StackGuard(std::sync::MutexGuard<'static, Option<ChildStack>>);
+
+impl StackGuard {
+    pub(crate) fn as_mut(&mut self) -> Option<&mut ChildStack> {
+        self.0.as_mut()
+    }
+}
+
 impl Drop for ChildStack {
     fn drop(&mut self) {
-        // SAFETY: the mapping was made in `new` with this size and is unmapped once. The child
-        // that ran on it has `exec`ed or exited by now (CLONE_VFORK returns only then), so
-        // nothing runs on it any more.
+        // SAFETY: the mapping was made in `new` with this size and is unmapped once. The
+        // children that ran on it have `exec`ed or exited by now (CLONE_VFORK returns only
+        // then), so nothing runs on it any more.
         unsafe {
             libc::munmap(self.base, STACK_SIZE + GUARD_SIZE);
         }

@@ -38,13 +38,16 @@ impl LogFormatHandle {
 
 /// Bytes of log lines waiting for stderr before new lines are dropped.
 pub(crate) const QUEUE_BYTES: usize = 1 << 20;
+/// What a queued line costs beside its bytes (its `Vec` and channel slot): 16 384 empty lines
+/// at most.
+const LINE_COST: usize = 64;
 
 /// The queue to the `drover-log` thread, shared by every format's layer.
 #[derive(Clone)]
 pub(crate) struct LogQueue(Arc<QueueShared>);
 
 struct QueueShared {
-    lines: mpsc::SyncSender<Vec<u8>>,
+    lines: mpsc::Sender<Vec<u8>>,
     queued_bytes: ByteBudget,
     dropped: AtomicU64,
 }
@@ -59,8 +62,10 @@ impl LogQueue {
     }
 
     fn start() -> Option<LogQueue> {
-        // Many short lines or a few long ones: the byte bound is the one that holds.
-        let (lines, queue) = mpsc::sync_channel::<Vec<u8>>(16 * 1024);
+        // Many short lines or a few long ones: the byte bound holds, each line counted with
+        // its slot (LINE_COST). An unbounded channel grows with its lines; one bounded in lines
+        // would hold every slot from the start (512 KiB for 16 384).
+        let (lines, queue) = mpsc::channel::<Vec<u8>>();
         let shared = Arc::new(QueueShared {
             lines,
             queued_bytes: ByteBudget::new(QUEUE_BYTES),
@@ -109,12 +114,12 @@ impl LogQueue {
 
     fn push(&self, line: Vec<u8>) {
         let shared = &self.0;
-        let size = line.len();
+        let size = line.len().saturating_add(LINE_COST);
         if !shared.queued_bytes.reserve(size) {
             shared.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if shared.lines.try_send(line).is_err() {
+        if shared.lines.send(line).is_err() {
             shared.queued_bytes.release(size);
             shared.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -128,7 +133,9 @@ fn write_lines(queue: &mpsc::Receiver<Vec<u8>>, shared: &QueueShared) {
     for line in queue {
         let mut stderr = std::io::stderr().lock();
         let _ = stderr.write_all(&line);
-        shared.queued_bytes.release(line.len());
+        shared
+            .queued_bytes
+            .release(line.len().saturating_add(LINE_COST));
         let dropped = shared.dropped.load(Ordering::Relaxed);
         if dropped > reported {
             let _ = writeln!(

@@ -136,6 +136,7 @@ pub(crate) async fn run(start: Start) -> anyhow::Result<i32> {
     ));
     let announce = manager.as_ref().map(|m| m.announce_ready(&supervisor));
     let watchdog = manager.as_ref().and_then(|m| m.feed_watchdog(&supervisor));
+    release_start_up_code();
     let code = done.await.context("the supervisor task failed")?;
     relay.abort();
     // Once STOPPING=1 is sent the manager stops enforcing its watchdog: sent here for an exit
@@ -174,6 +175,28 @@ pub(crate) async fn run(start: Start) -> anyhow::Result<i32> {
 /// Binds the control socket `settings` ask for: `None` when disabled, or when the default
 /// place cannot be used (a read-only `/run`: drover runs on, and says so). A socket a live
 /// drover answers on, or an explicit path that cannot be bound, is an error.
+/// How long after the start drover gives back the code it ran only to start: the manifest's
+/// parsing and validation, the set-up of logs, sockets and cgroups. The first start's spawns
+/// may still be going on; the code they need is mapped again as it runs.
+const START_UP_OVER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Unmaps the start-up code ([`drover_supervisor::release_read_only_pages`]) after
+/// [`START_UP_OVER`], on a thread of its own: it reads `/proc/self/smaps`.
+fn release_start_up_code() {
+    let started = std::thread::Builder::new()
+        .name("drover-trim".into())
+        .spawn(|| {
+            std::thread::sleep(START_UP_OVER);
+            match drover_supervisor::release_read_only_pages() {
+                Ok(bytes) => tracing::debug!(bytes, "start-up code unmapped"),
+                Err(err) => tracing::debug!(error = %err, "cannot unmap the start-up code"),
+            }
+        });
+    if let Err(err) = started {
+        tracing::debug!(error = %err, "cannot start the thread that unmaps the start-up code");
+    }
+}
+
 async fn bind_control(
     settings: &drover_spec::model::ControlSettings,
 ) -> anyhow::Result<Option<(drover_control::ControlListener, Option<u32>)>> {
