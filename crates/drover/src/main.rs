@@ -203,6 +203,12 @@ fn run(args: cli::RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // While drover has one thread: the descriptor table grows once, cheaply (see
+    // reserve_descriptors), instead of under the services' start. The limit is raised first, as
+    // run() does anyway; it warns there if it is too low.
+    let _ = drover_supervisor::raise_open_file_limit();
+    let _ =
+        drover_supervisor::reserve_descriptors(run::descriptors_needed(manifest.services.len()));
     // Before the runtime starts: the exporter's HTTP client is a blocking one.
     let (telemetry, refused) = match telemetry::Telemetry::from_env() {
         Ok(telemetry) => (telemetry, None),

@@ -55,9 +55,7 @@ pub(crate) async fn run(start: Start) -> anyhow::Result<i32> {
     }
     match drover_supervisor::raise_open_file_limit() {
         Ok((_, limit)) => {
-            // Each service holds about four descriptors in drover (its output pipes, a notify
-            // socket), plus drover's own few dozen.
-            let needed = 4 * manifest.services.len() as u64 + 64;
+            let needed = descriptors_needed(manifest.services.len());
             if needed > limit {
                 tracing::warn!(
                     limit,
@@ -175,6 +173,13 @@ pub(crate) async fn run(start: Start) -> anyhow::Result<i32> {
 /// Binds the control socket `settings` ask for: `None` when disabled, or when the default
 /// place cannot be used (a read-only `/run`: drover runs on, and says so). A socket a live
 /// drover answers on, or an explicit path that cannot be bound, is an error.
+/// The descriptors drover holds for `services` services: up to eight each (four ends of its
+/// output pipes, its cgroup's directory and `cgroup.procs`, a notify socket, a probe's
+/// connection; six seen with 100 plain services), plus drover's own few dozen.
+pub(crate) fn descriptors_needed(services: usize) -> u64 {
+    8 * services as u64 + 64
+}
+
 /// How long after the start drover gives back the code it ran only to start: the manifest's
 /// parsing and validation, the set-up of logs, sockets and cgroups. The first start's spawns
 /// may still be going on; the code they need is mapped again as it runs.
