@@ -25,10 +25,6 @@ pub(crate) struct Cgroups {
 #[derive(Debug)]
 pub(crate) struct ServiceCgroup {
     path: PathBuf,
-    /// `cgroup.procs`, open for writing: a forked child writes `0` to it to join.
-    procs: Arc<OwnedFd>,
-    /// The directory itself: children are born in it (`clone3(CLONE_INTO_CGROUP)`).
-    dir: Arc<OwnedFd>,
     /// `cgroup.kill` was written to it. Linux 6.18 (seen on the 2-core machine) then SIGKILLs
     /// every child later born in it by `CLONE_INTO_CGROUP`, as if the kill were still under
     /// way (the fork's kill sequence is read from the parent's cgroup, not the target's), so
@@ -72,14 +68,8 @@ impl Cgroups {
         let path = self.root.join(self.made.to_string());
         self.made += 1;
         std::fs::create_dir(&path)?;
-        let procs = std::fs::OpenOptions::new()
-            .write(true)
-            .open(path.join("cgroup.procs"))?;
-        let dir = std::fs::File::open(&path)?;
         Ok(ServiceCgroup {
             path,
-            procs: Arc::new(OwnedFd::from(procs)),
-            dir: Arc::new(OwnedFd::from(dir)),
             killed: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -108,13 +98,34 @@ impl Drop for Cgroups {
 }
 
 impl ServiceCgroup {
-    /// What a spawn needs to put a child in it.
-    pub(crate) fn entry(&self) -> crate::process::CgroupEntry {
+    /// What a spawn needs to put a child in it: the directory, which children are born in
+    /// (`clone3(CLONE_INTO_CGROUP)`), and `cgroup.procs` open for writing, which a child
+    /// writes `0` to to join. Opened for each spawn, not held: every descriptor drover holds
+    /// is copied into each child and closed again at its `exec`, and at 1000 services that
+    /// work is a third of a spawn (docs/benchmarks.md).
+    pub(crate) fn entry(&self) -> io::Result<crate::process::CgroupEntry> {
         let born_inside = !self.killed.load(std::sync::atomic::Ordering::Relaxed);
-        crate::process::CgroupEntry {
-            dir: born_inside.then(|| self.dir.clone()),
-            procs: self.procs.clone(),
-        }
+        let dir = match born_inside {
+            true => Some(Arc::new(self.open_dir()?)),
+            false => None,
+        };
+        let procs = std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.path.join("cgroup.procs"))?;
+        Ok(crate::process::CgroupEntry {
+            dir,
+            procs: Arc::new(OwnedFd::from(procs)),
+        })
+    }
+
+    /// Its directory, opened (never a symlink: drover made it, in its own subtree).
+    fn open_dir(&self) -> io::Result<OwnedFd> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(&self.path)?;
+        Ok(OwnedFd::from(dir))
     }
 
     /// Whether any process is in it.
@@ -327,6 +338,7 @@ mod tests {
             return;
         };
         let cgroup = cgroups.make().expect("cgroup");
+        let dir = cgroup.open_dir().expect("dir");
         let setup = || crate::sys::ChildSetup {
             new_session: true,
             foreground: false,
@@ -358,7 +370,7 @@ mod tests {
         let (pid, report) = crate::sys::spawn_into_cgroup(
             &image("/bin/sleep", &["30"]),
             [None, None, None],
-            cgroup.dir.as_fd(),
+            dir.as_fd(),
             setup(),
         )
         .expect("spawned");
@@ -371,7 +383,7 @@ mod tests {
         let missing = crate::sys::spawn_into_cgroup(
             &image("/nonexistent/program", &[]),
             [None, None, None],
-            cgroup.dir.as_fd(),
+            dir.as_fd(),
             setup(),
         )
         .expect("a child that fails");

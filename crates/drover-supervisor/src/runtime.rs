@@ -1377,7 +1377,7 @@ impl Driver {
             inherit_signals: None,
             user: spec.user.clone(),
             working_dir: spec.working_dir.clone(),
-            cgroup: cgroup.as_ref().map(|c| c.entry()),
+            cgroup: cgroup.as_ref().map(|c| c.entry()).transpose()?,
             stdio,
             arg0: argv.first().map(OsString::from),
             outlives_drover: false,

@@ -174,8 +174,9 @@ pub(crate) async fn run(start: Start) -> anyhow::Result<i32> {
 /// place cannot be used (a read-only `/run`: drover runs on, and says so). A socket a live
 /// drover answers on, or an explicit path that cannot be bound, is an error.
 /// The descriptors drover holds for `services` services: up to eight each (four ends of its
-/// output pipes, its cgroup's directory and `cgroup.procs`, a notify socket, a probe's
-/// connection; six seen with 100 plain services), plus drover's own few dozen.
+/// output pipes, a notify socket, a probe's connection, its cgroup's directory and
+/// `cgroup.procs` while it spawns; four seen with 100 plain services), plus drover's own few
+/// dozen.
 pub(crate) fn descriptors_needed(services: usize) -> u64 {
     8 * services as u64 + 64
 }
