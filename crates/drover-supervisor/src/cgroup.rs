@@ -109,9 +109,13 @@ impl ServiceCgroup {
             true => Some(Arc::new(self.open_dir()?)),
             false => None,
         };
+        let procs_path = self.path.join("cgroup.procs");
         let procs = std::fs::OpenOptions::new()
             .write(true)
-            .open(self.path.join("cgroup.procs"))?;
+            .open(&procs_path)
+            .map_err(|err| {
+                io::Error::new(err.kind(), format!("{}: {err}", procs_path.display()))
+            })?;
         Ok(crate::process::CgroupEntry {
             dir,
             procs: Arc::new(OwnedFd::from(procs)),
@@ -124,7 +128,8 @@ impl ServiceCgroup {
         let dir = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-            .open(&self.path)?;
+            .open(&self.path)
+            .map_err(|err| io::Error::new(err.kind(), format!("{}: {err}", self.path.display())))?;
         Ok(OwnedFd::from(dir))
     }
 

@@ -119,7 +119,8 @@ pub fn main() -> i32 {
         crate::sys::ignore_signal(signal);
     }
     // It waits on one pipe for the rest of drover's run: what it ran to start is not needed.
-    let _ = crate::sys::release_read_only_pages();
+    // It has one thread and loads nothing, so the libraries' pages may go too.
+    let _ = crate::sys::release_read_only_pages(crate::sys::Released::EveryFile);
     let mut cgroup: Option<PathBuf> = None;
     let mut notify: Option<PathBuf> = None;
     let mut groups = BTreeSet::new();

@@ -42,8 +42,9 @@ pub use crate::process::{Processes, SpawnError, SpawnRequest};
 pub use crate::recent::{KEPT_LINE_BYTES, OutputLine};
 pub use crate::runtime::{Control, Error, Supervisor};
 pub use crate::sys::{
-    ExitStatus, InheritedSignals, become_subreaper, block_sigpipe_on_this_thread, effective_uid,
-    ignore_terminal_stops, is_pid1, private_fd_table, raise_open_file_limit, realtime_signals,
-    release_read_only_pages, reserve_descriptors, send_signal, set_parent_death_signal,
+    ExitStatus, InheritedSignals, Released, become_subreaper, block_sigpipe_on_this_thread,
+    effective_uid, ignore_terminal_stops, is_pid1, private_fd_table, raise_open_file_limit,
+    realtime_signals, release_read_only_pages, reserve_descriptors, send_signal,
+    set_parent_death_signal,
 };
 pub use drover_probe::{CheckOutcome, ProbeKind};

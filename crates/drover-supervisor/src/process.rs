@@ -22,8 +22,9 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, oneshot};
 
-/// Called once, on the reaper task, with the pid and exit status of the process it was
-/// registered for.
+/// Called once, with the pid and exit status of the process it was registered for: on the
+/// reaper task, or on the spawner thread for an exit the reaper left while a spawn held the
+/// table. It must only send.
 pub(crate) type Waiter = Box<dyn FnOnce(Pid, ExitStatus) + Send>;
 
 /// Called once, on the spawner thread, with the outcome of a spawn. On success it runs while
@@ -147,9 +148,8 @@ struct Shared {
     orphans_reaped: AtomicU64,
     orphan_reaped: Notify,
     /// The reaper found the table locked by a spawn (which may wait for its child's `exec`)
-    /// and did not wait: the spawner wakes it with `reap_again` once the spawn is done.
+    /// and did not wait: the spawner reaps once the spawn is done.
     reap_deferred: AtomicBool,
-    reap_again: Notify,
 }
 
 /// Handle to the process table, the spawner and the reaper. Cheap to clone.
@@ -168,16 +168,14 @@ impl Processes {
             orphans_reaped: AtomicU64::new(0),
             orphan_reaped: Notify::new(),
             reap_deferred: AtomicBool::new(false),
-            reap_again: Notify::new(),
         });
         let mut sigchld = signal(SignalKind::child())?;
         let reaper = shared.clone();
         tokio::spawn(async move {
             loop {
                 reaper.reap_all();
-                tokio::select! {
-                    received = sigchld.recv() => if received.is_none() { break },
-                    () = reaper.reap_again.notified() => {}
+                if sigchld.recv().await.is_none() {
+                    break;
                 }
             }
         });
@@ -266,7 +264,7 @@ impl Processes {
 impl Shared {
     /// Reaps every exited child, unless a spawn holds the table: then it returns at once (it
     /// runs on the runtime thread, and a spawn may wait for its child's `exec`), and the
-    /// spawner calls for another round when done ([`Shared::reap_if_deferred`]).
+    /// spawner reaps when done ([`Shared::reap_if_deferred`]).
     fn reap_all(&self) {
         let mut ready = Vec::new();
         let mut orphans = 0u64;
@@ -303,10 +301,13 @@ impl Shared {
         }
     }
 
-    /// After a spawn, with the table unlocked: wakes the reaper if it found the table locked.
+    /// After a spawn, with the table unlocked: reaps here, on the spawner thread, what the
+    /// reaper left because the table was locked. Not by waking the reaper: in a burst of
+    /// spawns the table would be locked again by the time it ran, and exits would wait for
+    /// the burst to end. (The waiters only send, which any thread may.)
     fn reap_if_deferred(&self) {
         if self.reap_deferred.swap(false, Ordering::SeqCst) {
-            self.reap_again.notify_one();
+            self.reap_all();
         }
     }
 

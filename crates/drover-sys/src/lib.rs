@@ -950,33 +950,56 @@ unsafe fn exec_child(
     }
 }
 
-/// Unmaps the pages of drover's code and read-only data that are mapped now
-/// (`madvise(MADV_DONTNEED)` over each clean read-only file mapping,
-/// [`procfs::clean_read_only_mappings`]), and on glibc gives the heap's free pages back
-/// (`malloc_trim`). For once start-up is over: the parsing, validation
-/// and set-up code it ran is never run again, yet stays in the resident set for ever (the
-/// kernel maps file pages 64 KiB at a time and unmaps them only under memory pressure). What
-/// runs afterwards is mapped again from the page cache, a minor fault per 64 KiB. Returns the
-/// bytes unmapped (counting pages that were not mapped).
+/// Unmaps the pages of drover's own program (its code and read-only data) that are mapped
+/// now: `madvise(MADV_DONTNEED)` over each read-only mapping of the executable that holds no
+/// private page ([`procfs::clean_read_only_mappings`]); then, on glibc, gives the heap's free
+/// pages back (`malloc_trim`). For once start-up is over: the parsing, validation and set-up
+/// code it ran is never run again, yet stays in the resident set for ever (the kernel maps
+/// file pages 64 KiB at a time and unmaps them only under memory pressure). What runs
+/// afterwards is mapped again from the page cache, a minor fault per 64 KiB. Returns the bytes
+/// unmapped (counting pages that were not mapped).
+///
+/// Only the executable's mappings: the kernel mapped them at `exec` and nothing unmaps them
+/// while drover runs, so a range read from smaps is still that mapping at the `madvise`. A
+/// library's may not be (the dynamic loader maps and unmaps files as it loads one, its cache
+/// included), and memory mapped there since would be zeroed.
+///
+/// With [`Released::EveryFile`], the libraries' too: only for a process with one thread that
+/// loads nothing meanwhile (drover's guard).
 ///
 /// Reads `/proc/self/smaps`: call it off the runtime thread.
-pub fn release_read_only_pages() -> io::Result<u64> {
+pub fn release_read_only_pages(scope: Released) -> io::Result<u64> {
     use std::io::Read as _;
-    let mut smaps = String::new();
+    use std::os::unix::fs::MetadataExt;
+    let file = match scope {
+        Released::EveryFile => None,
+        Released::Program => {
+            let program = std::fs::metadata("/proc/self/exe")?;
+            Some(procfs::MappedFile {
+                major: libc::major(program.dev()),
+                minor: libc::minor(program.dev()),
+                inode: program.ino(),
+            })
+        }
+    };
+    let mut smaps = Vec::new();
     std::fs::File::open("/proc/self/smaps")?
         .take(procfs::SMAPS_LIMIT)
-        .read_to_string(&mut smaps)?;
-    let code = procfs::clean_read_only_mappings(&smaps);
+        .read_to_end(&mut smaps)?;
+    let ranges = procfs::clean_read_only_mappings(&smaps, file);
     // Freed before the trim below.
     drop(smaps);
     let mut released = 0u64;
-    for (start, length) in code {
-        // SAFETY: each range is a private read-only mapping of a file that holds no private
-        // page (`Anonymous: 0`), so its pages are the file's, unchanged: dropping them loses
-        // nothing, and the next read or instruction fetch there maps the same page again (code
-        // running in them, this function's included, just faults). The range is still that
-        // mapping: drover never unloads code (no dlclose; glibc keeps the NSS modules it loads
-        // for good), so nothing can have been mapped there since smaps was read.
+    for (start, length) in ranges {
+        // SAFETY: each range is a read-only private mapping of drover's executable (or, in
+        // a process with one thread that loads nothing, of any file) with no private page,
+        // resident or swapped, so its pages are the file's, unchanged (read-only
+        // mappings are not written after start; relocated data has private pages and is
+        // left out): dropping them loses nothing, and the next read or instruction fetch
+        // there maps the same page again (code running in them, this function's included,
+        // just faults). The kernel mapped the executable at exec and nothing unmaps it while
+        // drover runs (and nothing runs in the other case), so the range is still that
+        // mapping.
         let done =
             unsafe { libc::madvise(start as *mut libc::c_void, length, libc::MADV_DONTNEED) };
         if done == 0 {
@@ -989,6 +1012,16 @@ pub fn release_read_only_pages() -> io::Result<u64> {
         libc::malloc_trim(0);
     }
     Ok(released)
+}
+
+/// Which mappings [`release_read_only_pages`] unmaps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Released {
+    /// drover's executable's.
+    Program,
+    /// Every file's, the libraries' included: for a process with one thread that loads
+    /// nothing meanwhile.
+    EveryFile,
 }
 
 /// Gives the calling thread a file descriptor table of its own, in which every descriptor but

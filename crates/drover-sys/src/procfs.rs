@@ -67,32 +67,46 @@ impl ProcStat {
 /// The most of `/proc/self/smaps` read: a few hundred mappings of about 1 KiB each.
 pub const SMAPS_LIMIT: u64 = 1 << 20;
 
-/// The read-only file mappings (`r-xp` code and `r--p` data, with an inode) of a
-/// `/proc/<pid>/smaps` text that hold no private page (`Anonymous: 0`; relocated data made
-/// read-only afterwards holds some): every page of theirs is the file's own, so unmapping it
-/// loses nothing. As (start address, length in bytes). A mapping whose lines are cut off
-/// (the text was truncated) or odd is left out.
-pub fn clean_read_only_mappings(smaps: &str) -> Vec<(usize, usize)> {
+/// The file a mapping maps: its device (`major:minor`, as smaps prints it, in hex) and inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MappedFile {
+    /// The device's major number.
+    pub major: u32,
+    /// The device's minor number.
+    pub minor: u32,
+    /// The inode.
+    pub inode: u64,
+}
+
+/// The read-only mappings (`r-xp` code and `r--p` data) of `file` (of any file when `None`)
+/// in a `/proc/<pid>/smaps`
+/// text that hold no private page, resident or swapped (`Anonymous`, `Swap` and `SwapPss`
+/// all 0; data relocated at start and made read-only afterwards has such pages): every page
+/// of theirs is the file's own, so unmapping it loses nothing. As (start address, length in
+/// bytes). A mapping is decided at its last line (`VmFlags:`): one cut off (the text was
+/// truncated) or odd is left out.
+pub fn clean_read_only_mappings(smaps: &[u8], file: Option<MappedFile>) -> Vec<(usize, usize)> {
     let mut found = Vec::new();
-    // The code mapping being read, until its `Anonymous:` line says whether it is clean.
+    // The mapping being read, while it may still be clean.
     let mut current: Option<(usize, usize)> = None;
-    for line in smaps.lines() {
+    for line in smaps.split(|&byte| byte == b'\n') {
+        // Paths are the only bytes that may not be text, and they are never read.
+        let line = String::from_utf8_lossy(line);
         let mut words = line.split_ascii_whitespace();
         let Some(first) = words.next() else {
             continue;
         };
-        if first.ends_with(':') {
-            if first == "Anonymous:" && words.next() == Some("0") {
-                found.extend(current.take());
-            } else if first == "Anonymous:" {
-                current = None;
+        if let Some(key) = first.strip_suffix(':') {
+            match key {
+                "Anonymous" | "Swap" | "SwapPss" if words.next() != Some("0") => current = None,
+                "VmFlags" => found.extend(current.take()),
+                _ => {}
             }
             continue;
         }
-        // A mapping's header: `start-end perms offset dev inode [path]`.
+        // A mapping's header: `start-end perms offset major:minor inode [path]`.
         current = None;
-        let perms = words.next();
-        let inode = words.nth(2);
+        let (perms, device, inode) = (words.next(), words.nth(1), words.next());
         let Some((start, end)) = first.split_once('-') else {
             continue;
         };
@@ -102,10 +116,18 @@ pub fn clean_read_only_mappings(smaps: &str) -> Vec<(usize, usize)> {
         ) else {
             continue;
         };
-        if matches!(perms, Some("r-xp" | "r--p"))
-            && inode.is_some_and(|inode| inode != "0")
-            && end > start
-        {
+        let same_file = device
+            .and_then(|device| device.split_once(':'))
+            .zip(inode.and_then(|inode| inode.parse::<u64>().ok()))
+            .is_some_and(|((major, minor), inode)| match file {
+                Some(file) => {
+                    u32::from_str_radix(major, 16) == Ok(file.major)
+                        && u32::from_str_radix(minor, 16) == Ok(file.minor)
+                        && inode == file.inode
+                }
+                None => inode != 0,
+            });
+        if matches!(perms, Some("r-xp" | "r--p")) && same_file && end > start {
             current = Some((start, end - start));
         }
     }
@@ -114,7 +136,7 @@ pub fn clean_read_only_mappings(smaps: &str) -> Vec<(usize, usize)> {
 
 #[cfg(test)]
 mod tests {
-    use super::{ProcStat, clean_read_only_mappings};
+    use super::{MappedFile, ProcStat, clean_read_only_mappings};
 
     #[test]
     fn names_with_spaces_and_parentheses_are_skipped() {
@@ -165,42 +187,75 @@ mod tests {
     }
 
     #[test]
-    fn only_clean_read_only_file_mappings_are_released() {
+    fn only_clean_read_only_mappings_of_the_program_are_released() {
+        let program = MappedFile {
+            major: 0xfd,
+            minor: 1,
+            inode: 1234,
+        };
         let smaps = "\
 55d0c0a00000-55d0c0b00000 r-xp 00001000 fd:01 1234 /usr/bin/drover
 Rss:                 512 kB
 Anonymous:             0 kB
+Swap:                  0 kB
+SwapPss:               0 kB
 VmFlags: rd ex mr mw me
-55d0c0b00000-55d0c0b10000 r--p 00101000 fd:01 1234 /usr/bin/drover
+55d0c0b00000-55d0c0b10000 r--p 00101000 fd:01 1234 /usr/bin/drover (deleted)
 Anonymous:             0 kB
+Swap:                  0 kB
+VmFlags: rd mr mw me
 55d0c0b10000-55d0c0b11000 rw-p 00111000 fd:01 1234 /usr/bin/drover
 Anonymous:             0 kB
+VmFlags: rd wr mr mw me
 55d0c0b11000-55d0c0b12000 r--p 00112000 fd:01 1234 /usr/bin/drover
 Anonymous:             4 kB
-7f0000000000-7f0000001000 r-xp 00000000 fd:01 99 /lib/patched.so
-Anonymous:             4 kB
-7f0000002000-7f0000003000 r-xp 00000000 00:00 0
+VmFlags: rd mr mw me
+55d0c0b12000-55d0c0b13000 r--p 00113000 fd:01 1234 /usr/bin/drover
 Anonymous:             0 kB
+Swap:                  4 kB
+VmFlags: rd mr mw me
+7f0000000000-7f0000001000 r-xp 00000000 fd:01 99 /lib/libc.so
+Anonymous:             0 kB
+VmFlags: rd ex mr mw me
+7f0000002000-7f0000003000 r--p 00000000 fd:02 1234 /other/device
+Anonymous:             0 kB
+VmFlags: rd mr mw me
 7ffd00000000-7ffd00002000 r-xp 00000000 00:00 0 [vdso]
 Anonymous:             0 kB
-zz-7f0000005000 r-xp 00000000 fd:01 7 /lib/odd.so
+VmFlags: rd ex mr mw me
+zz-7f0000005000 r-xp 00000000 fd:01 1234 /odd
 Anonymous:             0 kB
-7f0000006000-7f0000007000 r-xp 00000000 fd:01 8 /lib/cut.so
-Rss:                   4 kB
+VmFlags: rd ex mr mw me
+7f0000006000-7f0000007000 r-xp 00000000 fd:01 1234 /usr/bin/drover
+Anonymous:             0 kB
 ";
         // The program's code and read-only data; not its writable data, not a mapping with a
-        // private (patched, relocated) page, not anonymous code, not an odd header, not a
-        // mapping whose lines were cut off.
+        // private page in memory or in swap (relocated data), not another file (a library,
+        // loaded or unloaded later), not an odd header, not a mapping whose lines were cut
+        // off before its last.
         assert_eq!(
-            clean_read_only_mappings(smaps),
+            clean_read_only_mappings(smaps.as_bytes(), Some(program)),
             vec![(0x55d0_c0a0_0000, 0x10_0000), (0x55d0_c0b0_0000, 0x1_0000)]
         );
-        assert!(clean_read_only_mappings("").is_empty());
+        assert!(clean_read_only_mappings(b"", Some(program)).is_empty());
+        // Any file: the library and the other device's file too, never anonymous code.
+        assert_eq!(clean_read_only_mappings(smaps.as_bytes(), None).len(), 4);
+        // A path that is no text does not hide the mapping after it.
+        let mut odd = b"7f0000008000-7f0000009000 r--p 00000000 fd:01 7 /x\xff\nAnonymous: 0 kB\nVmFlags: rd\n".to_vec();
+        odd.extend_from_slice(smaps.as_bytes());
+        assert_eq!(clean_read_only_mappings(&odd, Some(program)).len(), 2);
     }
 
     #[test]
     fn this_process_has_clean_read_only_mappings() {
-        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
-        assert!(!clean_read_only_mappings(&smaps).is_empty());
+        use std::os::unix::fs::MetadataExt;
+        let smaps = std::fs::read("/proc/self/smaps").expect("smaps");
+        let program = std::fs::metadata("/proc/self/exe").expect("exe");
+        let file = MappedFile {
+            major: libc::major(program.dev()),
+            minor: libc::minor(program.dev()),
+            inode: program.ino(),
+        };
+        assert!(!clean_read_only_mappings(&smaps, Some(file)).is_empty());
     }
 }

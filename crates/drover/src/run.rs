@@ -170,9 +170,6 @@ pub(crate) async fn run(start: Start) -> anyhow::Result<i32> {
     Ok(code)
 }
 
-/// Binds the control socket `settings` ask for: `None` when disabled, or when the default
-/// place cannot be used (a read-only `/run`: drover runs on, and says so). A socket a live
-/// drover answers on, or an explicit path that cannot be bound, is an error.
 /// The descriptors drover holds for `services` services: up to eight each (four ends of its
 /// output pipes, a notify socket, a probe's connection, its cgroup's directory and
 /// `cgroup.procs` while it spawns; four seen with 100 plain services), plus drover's own few
@@ -193,7 +190,7 @@ fn release_start_up_code() {
         .name("drover-trim".into())
         .spawn(|| {
             std::thread::sleep(START_UP_OVER);
-            match drover_supervisor::release_read_only_pages() {
+            match drover_supervisor::release_read_only_pages(drover_supervisor::Released::Program) {
                 Ok(bytes) => tracing::debug!(bytes, "start-up code unmapped"),
                 Err(err) => tracing::debug!(error = %err, "cannot unmap the start-up code"),
             }
@@ -203,6 +200,9 @@ fn release_start_up_code() {
     }
 }
 
+/// Binds the control socket `settings` ask for: `None` when disabled, or when the default
+/// place cannot be used (a read-only `/run`: drover runs on, and says so). A socket a live
+/// drover answers on, or an explicit path that cannot be bound, is an error.
 async fn bind_control(
     settings: &drover_spec::model::ControlSettings,
 ) -> anyhow::Result<Option<(drover_control::ControlListener, Option<u32>)>> {
