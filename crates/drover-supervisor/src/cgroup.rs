@@ -287,18 +287,26 @@ mod tests {
     use super::*;
     use std::os::unix::process::CommandExt;
 
+    /// A subtree for test `test`, or `None` after saying it is skipped (no cgroup v2 here).
+    fn cgroups_or_skip(test: &str) -> Option<Cgroups> {
+        let cgroups = Cgroups::create().ok();
+        if cgroups.is_none() {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("SKIPPED {test}: no cgroup v2 subtree here");
+            }
+        }
+        cgroups
+    }
+
     #[test]
     // Killed, not waited for: `wait` is the reaper's (clippy.toml), and this test binary's
     // other tests run reapers that collect them.
     #[allow(clippy::zombie_processes)]
     fn a_group_is_the_services_only_while_a_member_is_in_its_cgroup() {
-        let Ok(mut cgroups) = Cgroups::create() else {
-            #[allow(clippy::print_stderr)]
-            {
-                eprintln!(
-                    "SKIPPED a_group_is_the_services_only_while_a_member_is_in_its_cgroup: no cgroup v2 subtree here"
-                );
-            }
+        let Some(mut cgroups) =
+            cgroups_or_skip("a_group_is_the_services_only_while_a_member_is_in_its_cgroup")
+        else {
             return;
         };
         let cgroup = cgroups.make().expect("cgroup");
@@ -333,13 +341,9 @@ mod tests {
     #[test]
     fn a_child_born_in_its_cgroup_is_told_at_once_and_leaves_the_mask_alone() {
         use std::os::fd::AsFd;
-        let Ok(mut cgroups) = Cgroups::create() else {
-            #[allow(clippy::print_stderr)]
-            {
-                eprintln!(
-                    "SKIPPED a_child_born_in_its_cgroup_is_told_at_once_and_leaves_the_mask_alone: no cgroup v2 subtree here"
-                );
-            }
+        let Some(mut cgroups) =
+            cgroups_or_skip("a_child_born_in_its_cgroup_is_told_at_once_and_leaves_the_mask_alone")
+        else {
             return;
         };
         let cgroup = cgroups.make().expect("cgroup");
